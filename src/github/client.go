@@ -1,0 +1,294 @@
+package github
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/bradleyfalzon/ghinstallation/v2"
+	gh "github.com/google/go-github/v62/github"
+)
+
+// Defaults for Config's zero values.
+const (
+	DefaultRequestTimeout  = 30 * time.Second
+	DefaultDownloadTimeout = 10 * time.Minute
+	DefaultMaxAttempts     = 3
+	DefaultRetryBaseDelay  = time.Second
+	DefaultRunnerGroup     = "default"
+
+	publicAPI       = "https://api.github.com/"
+	enterpriseAPI   = "/api/v3/"
+	maxRetryDelay   = 30 * time.Second
+	repoRunnerGroup = 1 // repositories have a single runner group, id 1
+)
+
+// AppCredentials authenticate as a GitHub App installation.
+type AppCredentials struct {
+	AppID          int64
+	InstallationID int64
+	// PrivateKeyPEM is the App's private key, PEM encoded.
+	PrivateKeyPEM []byte
+}
+
+// Config says which GitHub, which path and which credentials. Exactly one of
+// Token and App must be set.
+type Config struct {
+	// Path is "org" or "owner/repo".
+	Path string
+	// BaseURL is empty for github.com. For GitHub Enterprise Server give the
+	// server, with or without the API suffix: "https://HOST",
+	// "https://HOST/api/v3" and either with a trailing slash all mean
+	// https://HOST/api/v3/. See apiBaseURL for the full rule.
+	BaseURL string
+	// Token is a personal access token (classic or fine-grained).
+	Token string
+	// App authenticates as a GitHub App installation instead of Token.
+	App *AppCredentials
+	// RunnerGroup is the organisation runner group's name (default
+	// "default"); repositories always use group id 1.
+	RunnerGroup string
+
+	// RequestTimeout bounds each API request (each page, each attempt).
+	RequestTimeout time.Duration
+	// DownloadTimeout bounds one runner application download.
+	DownloadTimeout time.Duration
+	// MaxAttempts is how many times a request is tried on 5xx or a dropped
+	// connection.
+	MaxAttempts int
+	// RetryBaseDelay is the first backoff; it doubles each attempt.
+	RetryBaseDelay time.Duration
+	// Transport is the base HTTP transport (proxies, test TLS); default
+	// http.DefaultTransport.
+	Transport http.RoundTripper
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+}
+
+// Client talks to one repository or organisation's self-hosted runners. It
+// is safe for concurrent use.
+type Client struct {
+	api      *gh.Client
+	download *http.Client
+	budget   *budgetRecorder
+	scope    scope
+	usesApp  bool
+	group    string
+	logger   *slog.Logger
+
+	requestTimeout  time.Duration
+	downloadTimeout time.Duration
+	maxAttempts     int
+	retryBaseDelay  time.Duration
+
+	mu sync.Mutex
+	// hold is the last rate-limit error while it is in force; see checkHold.
+	hold *Error
+	// groupID caches the organisation runner group's id once looked up.
+	groupID int64
+	// jitMissingUntil remembers that the server has no JIT endpoint.
+	jitMissingUntil time.Time
+}
+
+// New checks cfg and returns a Client. It makes no request.
+func New(cfg Config) (*Client, error) {
+	sc, err := parsePath(cfg.Path)
+	if err != nil {
+		return nil, err
+	}
+	base, err := apiBaseURL(cfg.BaseURL)
+	if err != nil {
+		return nil, err
+	}
+	transport := cfg.Transport
+	if transport == nil {
+		transport = http.DefaultTransport
+	}
+	c := &Client{
+		download:        &http.Client{Transport: transport},
+		scope:           sc,
+		usesApp:         cfg.App != nil,
+		group:           cfg.RunnerGroup,
+		logger:          cfg.Logger,
+		requestTimeout:  positiveOr(cfg.RequestTimeout, DefaultRequestTimeout),
+		downloadTimeout: positiveOr(cfg.DownloadTimeout, DefaultDownloadTimeout),
+		maxAttempts:     cfg.MaxAttempts,
+		retryBaseDelay:  positiveOr(cfg.RetryBaseDelay, DefaultRetryBaseDelay),
+	}
+	if c.group == "" {
+		c.group = DefaultRunnerGroup
+	}
+	if c.maxAttempts <= 0 {
+		c.maxAttempts = DefaultMaxAttempts
+	}
+	if c.logger == nil {
+		c.logger = slog.Default()
+	}
+	c.logger = c.logger.With(slog.String("github-path", sc.String()))
+
+	authed, err := authTransport(cfg, base, transport)
+	if err != nil {
+		return nil, err
+	}
+	// The recorder sits above authentication so it sees API responses only,
+	// not the App's installation-token requests (those have the App's own
+	// budget, which would mislead a pacing manager).
+	c.budget = &budgetRecorder{next: authed}
+	c.api = gh.NewClient(&http.Client{Transport: c.budget})
+	c.api.BaseURL = base
+	return c, nil
+}
+
+func positiveOr(d, fallback time.Duration) time.Duration {
+	if d > 0 {
+		return d
+	}
+	return fallback
+}
+
+// authTransport wraps base with exactly one of PAT or App authentication.
+func authTransport(cfg Config, apiBase *url.URL, base http.RoundTripper) (http.RoundTripper, error) {
+	token := strings.TrimSpace(cfg.Token)
+	switch {
+	case token != "" && cfg.App != nil:
+		return nil, errors.New("cannot use both a GitHub token and GitHub App credentials: configure one of them")
+	case token == "" && cfg.App == nil:
+		return nil, errors.New("cannot authenticate to GitHub: configure a token or GitHub App credentials")
+	case token != "":
+		if strings.ContainsAny(token, " \t\r\n") {
+			// Never echo the token: it would end up in the Juju status.
+			return nil, errors.New("cannot use GitHub token: it contains whitespace")
+		}
+		return tokenTransport{token: token, next: base}, nil
+	}
+	app := cfg.App
+	if app.AppID <= 0 || app.InstallationID <= 0 {
+		return nil, errors.New("cannot use GitHub App credentials: app id and installation id must be positive")
+	}
+	if len(app.PrivateKeyPEM) == 0 {
+		return nil, errors.New("cannot use GitHub App credentials: private key is empty")
+	}
+	itr, err := ghinstallation.New(base, app.AppID, app.InstallationID, app.PrivateKeyPEM)
+	if err != nil {
+		// ghinstallation's parse errors name the problem, never the key.
+		return nil, fmt.Errorf("cannot use GitHub App private key: %v", err)
+	}
+	// ghinstallation wants the API root without the trailing slash.
+	itr.BaseURL = strings.TrimSuffix(apiBase.String(), "/")
+	return itr, nil
+}
+
+// tokenTransport adds a PAT to every API request. It is ours rather than
+// go-github's WithAuthToken so the download client, which must not carry
+// the token to release hosts, shares the same base transport cleanly.
+type tokenTransport struct {
+	token string
+	next  http.RoundTripper
+}
+
+func (t tokenTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	req = req.Clone(req.Context())
+	req.Header.Set("Authorization", "Bearer "+t.token)
+	return t.next.RoundTrip(req)
+}
+
+// scope is the configured path: an organisation, or owner and repository.
+type scope struct {
+	org, owner, repo string
+}
+
+func (s scope) isOrg() bool { return s.org != "" }
+
+func (s scope) String() string {
+	if s.isOrg() {
+		return s.org
+	}
+	return s.owner + "/" + s.repo
+}
+
+func parsePath(path string) (scope, error) {
+	parts := strings.Split(path, "/")
+	for _, p := range parts {
+		if p == "" || strings.ContainsAny(p, " \t\r\n?#%") {
+			return scope{}, fmt.Errorf("cannot use GitHub path %q: want \"org\" or \"owner/repo\"", path)
+		}
+	}
+	switch len(parts) {
+	case 1:
+		return scope{org: parts[0]}, nil
+	case 2:
+		return scope{owner: parts[0], repo: parts[1]}, nil
+	}
+	return scope{}, fmt.Errorf("cannot use GitHub path %q: want \"org\" or \"owner/repo\"", path)
+}
+
+// apiBaseURL turns the user's GitHub URL into the REST API root. The rule:
+//
+//   - empty, https://github.com or https://api.github.com → https://api.github.com/
+//   - https://SUB.ghe.com or https://api.SUB.ghe.com (GitHub Enterprise
+//     Cloud with data residency) → https://api.SUB.ghe.com/
+//   - https://HOST or https://HOST/api/v3, with or without a trailing slash
+//     (GitHub Enterprise Server) → https://HOST/api/v3/
+//   - anything else (another path, a query, user:password@) is refused.
+//
+// http:// is accepted only for loopback hosts (tests, local proxies): the
+// token must not cross a network in clear.
+func apiBaseURL(raw string) (*url.URL, error) {
+	raw = strings.TrimSpace(raw)
+	if raw == "" {
+		return url.Parse(publicAPI)
+	}
+	u, err := url.Parse(raw)
+	if err != nil || u.Host == "" {
+		return nil, fmt.Errorf("cannot use GitHub URL %q: want https://HOST or https://HOST/api/v3", raw)
+	}
+	if u.User != nil || u.RawQuery != "" || u.Fragment != "" {
+		// Do not echo it: user info may hold a password.
+		return nil, errors.New("cannot use GitHub URL: it must not contain credentials, a query or a fragment")
+	}
+	switch u.Scheme {
+	case "https":
+	case "http":
+		if !isLoopback(u.Hostname()) {
+			return nil, fmt.Errorf("cannot use GitHub URL %q: use https", raw)
+		}
+	default:
+		return nil, fmt.Errorf("cannot use GitHub URL %q: use https", raw)
+	}
+	host := strings.ToLower(u.Hostname())
+	path := strings.TrimRight(u.Path, "/")
+	switch {
+	case host == "github.com" || host == "api.github.com":
+		if path != "" {
+			return nil, fmt.Errorf("cannot use GitHub URL %q: github.com takes no path", raw)
+		}
+		return url.Parse(publicAPI)
+	case strings.HasSuffix(host, ".ghe.com"):
+		if path != "" {
+			return nil, fmt.Errorf("cannot use GitHub URL %q: ghe.com takes no path", raw)
+		}
+		if !strings.HasPrefix(host, "api.") {
+			u.Host = "api." + u.Host
+		}
+		u.Path = "/"
+		return u, nil
+	case path == "" || path == strings.TrimSuffix(enterpriseAPI, "/"):
+		u.Path = enterpriseAPI
+		return u, nil
+	}
+	return nil, fmt.Errorf("cannot use GitHub URL %q: want https://HOST or https://HOST/api/v3", raw)
+}
+
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}

@@ -1,0 +1,251 @@
+package github
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	gh "github.com/google/go-github/v62/github"
+)
+
+// jitRecheckInterval is how long we trust that the server has no JIT
+// endpoint before asking again (a GHES upgrade adds it).
+const jitRecheckInterval = time.Hour
+
+// RegistrationMethod says how a new runner is to register.
+type RegistrationMethod int
+
+const (
+	// RegistrationJIT: GitHub created the runner record; start the runner
+	// with `run.sh --jitconfig <EncodedJITConfig>`.
+	RegistrationJIT RegistrationMethod = iota + 1
+	// RegistrationToken: the server has no JIT endpoint (older GitHub
+	// Enterprise Server); run `config.sh --token <Token> --ephemeral
+	// --name ... --labels ... [--runnergroup ...]`, then run.sh.
+	RegistrationToken
+)
+
+func (m RegistrationMethod) String() string {
+	switch m {
+	case RegistrationJIT:
+		return "jit"
+	case RegistrationToken:
+		return "registration-token"
+	}
+	return "unknown"
+}
+
+// Registration is what a new runner needs to register itself. Which fields
+// are set depends on Method. It holds a secret: its String and LogValue
+// methods leave the secret out, so it is safe to log or print.
+type Registration struct {
+	Method RegistrationMethod
+	// RunnerID is the id GitHub gave the runner (JIT only; a token-registered
+	// runner gets its id when config.sh runs).
+	RunnerID int64
+	// EncodedJITConfig is the base64 JIT config (JIT only). Secret.
+	EncodedJITConfig string
+	// Token is the registration token (RegistrationToken only). Secret.
+	Token string
+	// ExpiresAt is when Token stops working (RegistrationToken only).
+	ExpiresAt time.Time
+}
+
+func (r Registration) String() string {
+	if r.Method == RegistrationJIT {
+		return fmt.Sprintf("jit registration for runner %d", r.RunnerID)
+	}
+	return fmt.Sprintf("%s registration expiring %s", r.Method, r.ExpiresAt.UTC().Format(time.RFC3339))
+}
+
+// GoString keeps %#v from printing the secret.
+func (r Registration) GoString() string { return r.String() }
+
+// LogValue keeps slog from printing the secret.
+func (r Registration) LogValue() slog.Value {
+	return slog.GroupValue(slog.String("method", r.Method.String()), slog.Int64("runner-id", r.RunnerID))
+}
+
+// RegisterRunner asks GitHub for a just-in-time config for a runner of this
+// name and labels, in the configured runner group (organisations) or group 1
+// (repositories). JIT does not add the default labels: pass "self-hosted",
+// "linux" and the like if jobs ask for them.
+//
+// A server without the JIT endpoint answers 404 although the path exists;
+// then RegisterRunner returns a registration token instead, logs a warning,
+// and keeps using tokens for an hour before trying JIT again.
+func (c *Client) RegisterRunner(ctx context.Context, name string, labels []string) (Registration, error) {
+	if name == "" || len(labels) == 0 {
+		return Registration{}, c.errorf("generate JIT runner config", ErrRejected, "a runner needs a name and at least one label")
+	}
+	if c.jitKnownMissing() {
+		return c.registrationToken(ctx)
+	}
+	groupID, fromCache, err := c.runnerGroupID(ctx)
+	if err != nil {
+		return Registration{}, err
+	}
+	reg, err := c.generateJIT(ctx, name, labels, groupID)
+	if errors.Is(err, ErrNotFound) && fromCache {
+		// The cached group may have been deleted (JIT answers 404 for an
+		// unknown group): look it up afresh before blaming the endpoint.
+		c.forgetRunnerGroup()
+		freshID, _, lookupErr := c.runnerGroupID(ctx)
+		if lookupErr != nil {
+			return Registration{}, lookupErr
+		}
+		if freshID != groupID {
+			reg, err = c.generateJIT(ctx, name, labels, freshID)
+		}
+	}
+	if !errors.Is(err, ErrNotFound) {
+		return reg, err
+	}
+	return c.fallBackToRegistrationToken(ctx, err)
+}
+
+func (c *Client) generateJIT(ctx context.Context, name string, labels []string, groupID int64) (Registration, error) {
+	req := &gh.GenerateJITConfigRequest{Name: name, RunnerGroupID: groupID, Labels: labels}
+	var jit *gh.JITRunnerConfig
+	err := c.call(ctx, "generate JIT runner config", func(ctx context.Context) (*gh.Response, error) {
+		var resp *gh.Response
+		var err error
+		if c.scope.isOrg() {
+			jit, resp, err = c.api.Actions.GenerateOrgJITConfig(ctx, c.scope.org, req)
+		} else {
+			jit, resp, err = c.api.Actions.GenerateRepoJITConfig(ctx, c.scope.owner, c.scope.repo, req)
+		}
+		return resp, err
+	})
+	if err != nil {
+		return Registration{}, err
+	}
+	if jit.GetEncodedJITConfig() == "" || jit.GetRunner().GetID() == 0 {
+		return Registration{}, c.errorf("generate JIT runner config", ErrRejected, "GitHub's answer lacks the runner id or the config")
+	}
+	return Registration{
+		Method:           RegistrationJIT,
+		RunnerID:         jit.GetRunner().GetID(),
+		EncodedJITConfig: jit.GetEncodedJITConfig(),
+	}, nil
+}
+
+// fallBackToRegistrationToken tells "no JIT endpoint" from "no such path":
+// if a registration token can be had, the path exists.
+func (c *Client) fallBackToRegistrationToken(ctx context.Context, jitErr error) (Registration, error) {
+	reg, err := c.registrationToken(ctx)
+	if errors.Is(err, ErrNotFound) {
+		return Registration{}, jitErr
+	}
+	if err != nil {
+		return Registration{}, err
+	}
+	c.logger.Warn("GitHub has no JIT runner config endpoint (older GitHub Enterprise Server?): registering runners with registration tokens instead",
+		slog.Duration("recheck-after", jitRecheckInterval))
+	c.mu.Lock()
+	c.jitMissingUntil = time.Now().Add(jitRecheckInterval)
+	c.mu.Unlock()
+	return reg, nil
+}
+
+func (c *Client) jitKnownMissing() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return time.Now().Before(c.jitMissingUntil)
+}
+
+func (c *Client) registrationToken(ctx context.Context) (Registration, error) {
+	var token *gh.RegistrationToken
+	err := c.call(ctx, "create runner registration token", func(ctx context.Context) (*gh.Response, error) {
+		var resp *gh.Response
+		var err error
+		if c.scope.isOrg() {
+			token, resp, err = c.api.Actions.CreateOrganizationRegistrationToken(ctx, c.scope.org)
+		} else {
+			token, resp, err = c.api.Actions.CreateRegistrationToken(ctx, c.scope.owner, c.scope.repo)
+		}
+		return resp, err
+	})
+	if err != nil {
+		return Registration{}, err
+	}
+	if token.GetToken() == "" {
+		return Registration{}, c.errorf("create runner registration token", ErrRejected, "GitHub's answer lacks the token")
+	}
+	c.logger.Info("Using a registration token, not JIT, for a new runner")
+	return Registration{
+		Method:    RegistrationToken,
+		Token:     token.GetToken(),
+		ExpiresAt: token.GetExpiresAt().Time,
+	}, nil
+}
+
+// runnerGroupID is 1 for a repository; for an organisation it looks the
+// configured group name up across all pages, and caches the id.
+func (c *Client) runnerGroupID(ctx context.Context) (id int64, fromCache bool, err error) {
+	if !c.scope.isOrg() {
+		return repoRunnerGroup, false, nil
+	}
+	c.mu.Lock()
+	cached := c.groupID
+	c.mu.Unlock()
+	if cached != 0 {
+		return cached, true, nil
+	}
+	id, err = c.lookUpRunnerGroup(ctx)
+	if err != nil {
+		return 0, false, err
+	}
+	c.mu.Lock()
+	c.groupID = id
+	c.mu.Unlock()
+	return id, false, nil
+}
+
+func (c *Client) forgetRunnerGroup() {
+	c.mu.Lock()
+	c.groupID = 0
+	c.mu.Unlock()
+}
+
+// lookUpRunnerGroup matches the name exactly first, then ignoring case: the
+// charm's default is "default" while GitHub names the group "Default".
+func (c *Client) lookUpRunnerGroup(ctx context.Context) (int64, error) {
+	opts := &gh.ListOrgRunnerGroupOptions{ListOptions: gh.ListOptions{PerPage: pageSize, Page: 1}}
+	var caseInsensitiveMatch int64
+	for pages := 1; ; pages++ {
+		var groups *gh.RunnerGroups
+		var next int
+		err := c.call(ctx, "list runner groups", func(ctx context.Context) (*gh.Response, error) {
+			var resp *gh.Response
+			var err error
+			groups, resp, err = c.api.Actions.ListOrganizationRunnerGroups(ctx, c.scope.org, opts)
+			if resp != nil {
+				next = resp.NextPage
+			}
+			return resp, err
+		})
+		if err != nil {
+			return 0, err
+		}
+		for _, g := range groups.RunnerGroups {
+			if g.GetName() == c.group {
+				return g.GetID(), nil
+			}
+			if caseInsensitiveMatch == 0 && strings.EqualFold(g.GetName(), c.group) {
+				caseInsensitiveMatch = g.GetID()
+			}
+		}
+		if next == 0 || next <= opts.Page || pages >= maxPages {
+			break
+		}
+		opts.Page = next
+	}
+	if caseInsensitiveMatch != 0 {
+		return caseInsensitiveMatch, nil
+	}
+	return 0, c.errorf("look up runner group", ErrRunnerGroupNotFound, "no runner group named %q", c.group)
+}
