@@ -1,0 +1,152 @@
+// Package charm is the charm's Juju face: it reads the event Juju dispatched,
+// validates the configuration, sets the unit's status and answers actions by
+// asking the github-runner-manager service. It never manages runners itself.
+package charm
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/canonical/github-runner-charm/src/service"
+)
+
+// Version is the charm's build version, set by the packer with -ldflags.
+var Version = "dev"
+
+// DefaultStateRoot holds one directory per unit (two units of different
+// applications may share a machine).
+const DefaultStateRoot = "/var/lib/github-runner"
+
+// stateRootEnv overrides DefaultStateRoot. Juju never sets it; the hook
+// harness does, so tests do not write to /var/lib.
+const stateRootEnv = "GITHUB_RUNNER_STATE_ROOT"
+
+// managerTimeout bounds one request to the manager service from a hook or
+// action. A reconcile or flush waits for the cycle in progress, which the
+// service itself bounds well below this.
+const managerTimeout = 10 * time.Minute
+
+// Manager is what hooks and actions ask of the runner manager service.
+type Manager interface {
+	Runners(ctx context.Context) (service.RunnersReport, error)
+	Reconcile(ctx context.Context) (service.ReconcileResult, error)
+	Flush(ctx context.Context, busy bool) (service.FlushResult, error)
+	UpdateDependencies(ctx context.Context) (service.UpdateResult, error)
+}
+
+// Charm handles one dispatched event.
+type Charm struct {
+	Tools    *Tools
+	Log      *slog.Logger
+	Unit     string // "github-runner/0"
+	StateDir string // this unit's directory
+	Manager  Manager
+}
+
+// Main is the dispatch binary: it handles the event in the environment and
+// returns the process exit code.
+func Main() int {
+	event, err := EventFromEnv(os.Getenv)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "ERROR", err)
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+
+	c := New(os.Getenv("JUJU_UNIT_NAME"), os.Getenv(stateRootEnv))
+	if err := c.Handle(ctx, event); err != nil {
+		c.Log.Error("cannot handle "+event.String(), "error", err)
+		return 1
+	}
+	return 0
+}
+
+// New returns a charm for unit keeping its state under stateRoot (the
+// default root when empty).
+func New(unit, stateRoot string) *Charm {
+	tools := &Tools{}
+	if stateRoot == "" {
+		stateRoot = DefaultStateRoot
+	}
+	stateDir := filepath.Join(stateRoot, strings.ReplaceAll(unit, "/", "-"))
+	return &Charm{
+		Tools:    tools,
+		Log:      slog.New(newJujuLogHandler(tools, os.Stderr, slog.LevelInfo)),
+		Unit:     unit,
+		StateDir: stateDir,
+		Manager:  service.NewClient(filepath.Join(stateDir, service.SocketName), managerTimeout),
+	}
+}
+
+// Handle routes one event. An error means Juju should see the hook fail
+// (and retry it); invalid configuration is not an error but Blocked status.
+func (c *Charm) Handle(ctx context.Context, event Event) error {
+	if event.Kind == ActionEvent {
+		return c.handleAction(ctx, event.Name)
+	}
+	switch event.Name {
+	case "install", "upgrade-charm":
+		if err := c.Tools.ApplicationVersionSet(ctx, Version); err != nil {
+			return err
+		}
+		return c.refreshStatus(ctx)
+	case "leader-elected", "config-changed", "start", "update-status":
+		return c.refreshStatus(ctx)
+	default:
+		// Juju dispatches every event, including ones this charm has no
+		// use for; they succeed quietly.
+		return nil
+	}
+}
+
+// readSettings returns the validated settings, or an *InvalidConfigError.
+func (c *Charm) readSettings(ctx context.Context) (Settings, error) {
+	raw, err := c.Tools.ConfigGet(ctx)
+	if err != nil {
+		return Settings{}, err
+	}
+	return ParseSettings(raw)
+}
+
+// refreshStatus sets the unit's status from the configuration and the
+// manager's report.
+func (c *Charm) refreshStatus(ctx context.Context) error {
+	if _, err := c.readSettings(ctx); err != nil {
+		var invalid *InvalidConfigError
+		if errors.As(err, &invalid) {
+			return c.Tools.StatusSet(ctx, Blocked, invalid.Error())
+		}
+		return err
+	}
+	report, err := c.Manager.Runners(ctx)
+	if err != nil {
+		if errors.Is(err, service.ErrNotRunning) {
+			return c.Tools.StatusSet(ctx, Waiting, "waiting for the runner manager service to start")
+		}
+		return c.Tools.StatusSet(ctx, Waiting, "cannot read runners from the runner manager: "+err.Error())
+	}
+	status, message := statusFromReport(report)
+	return c.Tools.StatusSet(ctx, status, message)
+}
+
+// statusFromReport turns the manager's view into what `juju status` shows.
+func statusFromReport(r service.RunnersReport) (Status, string) {
+	idle := r.Online - r.Busy
+	switch {
+	case r.Problem != "":
+		return Blocked, r.Problem
+	case r.Online < r.Expected:
+		return Waiting, fmt.Sprintf("%d of %d runners online: %d idle, %d busy", r.Online, r.Expected, idle, r.Busy)
+	default:
+		return Active, fmt.Sprintf("%d runners: %d idle, %d busy", r.Online, idle, r.Busy)
+	}
+}

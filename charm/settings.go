@@ -1,0 +1,283 @@
+package charm
+
+import (
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"net/netip"
+	"net/url"
+	"regexp"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/canonical/github-runner-charm/src/config"
+)
+
+// Settings is the charm's configuration, typed and validated.
+type Settings struct {
+	Path              config.Path
+	Token             string // a personal access token; empty when App is set
+	App               *GitHubApp
+	GitHubAPIURL      string
+	Group             string
+	Labels            []string
+	Runners           int
+	RunnerType        string
+	BaseImage         string
+	CPU               int
+	Memory            string // as configured, e.g. "7GiB"; validated by config.ParseSize
+	Disk              string
+	ReconcileInterval time.Duration
+	Denylist          []netip.Prefix
+	DockerhubMirror   string
+	RunnerHTTPProxy   string
+	OpenStack         *OpenStack // nil: runners are LXD instances on this machine
+}
+
+// GitHubApp is GitHub App authentication, the alternative to a token.
+type GitHubApp struct {
+	AppID          int64
+	InstallationID int64
+	PrivateKey     string // PEM
+}
+
+// OpenStack is where runners go when openstack-clouds-yaml is set.
+type OpenStack struct {
+	CloudsYAML string
+	Flavor     string
+	Network    string
+	Image      string
+}
+
+// Runner types, as the runner-type option spells them.
+const (
+	RunnerTypeVM        = "virtual-machine"
+	RunnerTypeContainer = "container"
+)
+
+// InvalidConfigError lists every problem with the configuration, so the
+// operator fixes them all in one round rather than one per hook.
+type InvalidConfigError struct {
+	Problems []string
+}
+
+func (e *InvalidConfigError) Error() string {
+	return "invalid config: " + strings.Join(e.Problems, "; ")
+}
+
+// configReader reads typed values out of config-get's JSON and collects
+// problems. Problem texts never quote the value of a secret option.
+type configReader struct {
+	raw      map[string]any
+	problems []string
+}
+
+func (r *configReader) problem(format string, args ...any) {
+	r.problems = append(r.problems, fmt.Sprintf(format, args...))
+}
+
+func (r *configReader) str(key string) string {
+	switch v := r.raw[key].(type) {
+	case nil:
+		return ""
+	case string:
+		return strings.TrimSpace(v)
+	default:
+		r.problem("%s must be a string", key)
+		return ""
+	}
+}
+
+func (r *configReader) integer(key string) int64 {
+	switch v := r.raw[key].(type) {
+	case nil:
+		return 0
+	case json.Number:
+		n, err := v.Int64()
+		if err != nil {
+			r.problem("%s must be a whole number", key)
+		}
+		return n
+	default:
+		r.problem("%s must be a whole number", key)
+		return 0
+	}
+}
+
+// ParseSettings validates config-get's output (decoded with UseNumber).
+// The returned error is an *InvalidConfigError naming every problem.
+func ParseSettings(raw map[string]any) (Settings, error) {
+	r := &configReader{raw: raw}
+	s := Settings{
+		GitHubAPIURL:    r.str("github-api-url"),
+		Group:           r.str("group"),
+		RunnerType:      r.str("runner-type"),
+		BaseImage:       r.str("base-image"),
+		Memory:          r.str("vm-memory"),
+		Disk:            r.str("vm-disk"),
+		DockerhubMirror: r.str("dockerhub-mirror"),
+		RunnerHTTPProxy: r.str("runner-http-proxy"),
+	}
+	r.readPath(&s)
+	r.readAuth(&s)
+	r.readRunners(&s)
+	r.readNetwork(&s)
+	r.readOpenStack(&s)
+	if len(r.problems) > 0 {
+		return Settings{}, &InvalidConfigError{Problems: r.problems}
+	}
+	return s, nil
+}
+
+func (r *configReader) readPath(s *Settings) {
+	path := r.str("path")
+	if path == "" {
+		r.problem("path is required (an organisation, or owner/repo)")
+	} else if p, err := config.ParsePath(path); err != nil {
+		r.problem("path: %v", err)
+	} else {
+		s.Path = p
+	}
+	if s.Group == "" {
+		r.problem("group must name a runner group (the default group is \"default\")")
+	}
+	if !isHTTPURL(s.GitHubAPIURL, "http", "https") {
+		r.problem("github-api-url must be an http(s) URL such as https://api.github.com or https://github.example.com/api/v3")
+	}
+}
+
+func (r *configReader) readAuth(s *Settings) {
+	s.Token = r.str("token")
+	appID := r.integer("github-app-id")
+	installationID := r.integer("github-app-installation-id")
+	key := r.str("github-app-private-key")
+	appWanted := appID != 0 || installationID != 0 || key != ""
+	switch {
+	case s.Token != "" && appWanted:
+		r.problem("set either token or a GitHub App (github-app-id, github-app-installation-id, github-app-private-key), not both")
+		return
+	case s.Token == "" && !appWanted:
+		r.problem("token is required (a GitHub personal access token), or configure a GitHub App with github-app-id, github-app-installation-id and github-app-private-key")
+		return
+	case !appWanted:
+		return
+	}
+	if appID <= 0 {
+		r.problem("github-app-id must be the App's numeric ID")
+	}
+	if installationID <= 0 {
+		r.problem("github-app-installation-id must be the installation's numeric ID")
+	}
+	if !isPEMPrivateKey(key) {
+		r.problem("github-app-private-key must be the App's private key in PEM format")
+	}
+	s.App = &GitHubApp{AppID: appID, InstallationID: installationID, PrivateKey: key}
+}
+
+func (r *configReader) readRunners(s *Settings) {
+	labels, err := config.ParseLabels(r.str("labels"))
+	if err != nil {
+		r.problem("labels: %v", err)
+	}
+	s.Labels = labels
+	if s.Runners = int(r.integer("virtual-machines")); s.Runners < 0 {
+		r.problem("virtual-machines must be 0 or more, not %d", s.Runners)
+	}
+	if s.RunnerType != RunnerTypeVM && s.RunnerType != RunnerTypeContainer {
+		r.problem("runner-type must be %q or %q, not %q", RunnerTypeVM, RunnerTypeContainer, s.RunnerType)
+	}
+	if s.BaseImage == "" || strings.ContainsAny(s.BaseImage, " \t\n") {
+		r.problem("base-image must be an image alias such as noble or ubuntu:24.04")
+	}
+	if s.CPU = int(r.integer("vm-cpu")); s.CPU < 1 {
+		r.problem("vm-cpu must be at least 1, not %d", s.CPU)
+	}
+	for _, size := range []struct{ key, value string }{{"vm-memory", s.Memory}, {"vm-disk", s.Disk}} {
+		if _, err := config.ParseSize(size.value); err != nil {
+			r.problem("%s: %v", size.key, err)
+		}
+	}
+	minutes := r.integer("reconcile-interval")
+	if minutes < 1 {
+		r.problem("reconcile-interval must be at least 1 (minutes), not %d", minutes)
+	}
+	s.ReconcileInterval = time.Duration(minutes) * time.Minute
+}
+
+func (r *configReader) readNetwork(s *Settings) {
+	denylist, err := config.ParseDenylist(r.str("denylist"))
+	if err != nil {
+		r.problem("denylist: %v", err)
+	}
+	s.Denylist = denylist
+	// URL values are not quoted back: a proxy URL may carry a password.
+	if s.DockerhubMirror != "" && !isHTTPURL(s.DockerhubMirror, "https") {
+		r.problem("dockerhub-mirror must be an https:// URL of a registry")
+	}
+	if s.RunnerHTTPProxy != "" && !isHTTPURL(s.RunnerHTTPProxy, "http", "https") {
+		r.problem("runner-http-proxy must be an http(s) URL such as http://proxy.example.com:3128")
+	}
+}
+
+func (r *configReader) readOpenStack(s *Settings) {
+	o := &OpenStack{
+		CloudsYAML: r.str("openstack-clouds-yaml"),
+		Flavor:     r.str("openstack-flavor"),
+		Network:    r.str("openstack-network"),
+		Image:      r.str("openstack-image"),
+	}
+	if o.CloudsYAML == "" {
+		return
+	}
+	if problem := checkCloudsYAML(o.CloudsYAML); problem != "" {
+		r.problem("%s", problem)
+	}
+	if o.Flavor == "" {
+		r.problem("openstack-flavor is required when openstack-clouds-yaml is set")
+	}
+	if o.Network == "" {
+		r.problem("openstack-network is required when openstack-clouds-yaml is set")
+	}
+	s.OpenStack = o
+}
+
+var yamlLine = regexp.MustCompile(`line (\d+)`)
+
+// checkCloudsYAML says what is wrong with a clouds.yaml, or "". The text
+// holds passwords, so the YAML parser's own message (which may quote a
+// value) is reduced to the line number.
+func checkCloudsYAML(text string) string {
+	var doc struct {
+		Clouds map[string]any `yaml:"clouds"`
+	}
+	if err := yaml.Unmarshal([]byte(text), &doc); err != nil {
+		if m := yamlLine.FindStringSubmatch(err.Error()); m != nil {
+			return "openstack-clouds-yaml is not valid clouds.yaml (YAML error at line " + m[1] + ")"
+		}
+		return "openstack-clouds-yaml is not valid clouds.yaml (not a YAML mapping)"
+	}
+	if len(doc.Clouds) == 0 {
+		return "openstack-clouds-yaml must have a non-empty clouds: mapping"
+	}
+	return ""
+}
+
+func isHTTPURL(s string, schemes ...string) bool {
+	u, err := url.Parse(s)
+	if err != nil || u.Host == "" {
+		return false
+	}
+	for _, scheme := range schemes {
+		if u.Scheme == scheme {
+			return true
+		}
+	}
+	return false
+}
+
+func isPEMPrivateKey(s string) bool {
+	block, _ := pem.Decode([]byte(s))
+	return block != nil && strings.HasSuffix(block.Type, "PRIVATE KEY")
+}

@@ -1,0 +1,58 @@
+// Package service is the github-runner-manager service's HTTP API on its unix
+// socket: the messages, and the client the charm's hooks and actions use. The
+// charm never reconciles itself; it asks the one process that owns the
+// runners, so hooks return in milliseconds.
+package service
+
+// Paths of the API.
+const (
+	PathHealth             = "/health"
+	PathRunners            = "/runners"
+	PathReconcile          = "/reconcile"
+	PathFlush              = "/flush" // ?busy=true|false
+	PathUpdateDependencies = "/update-dependencies"
+	PathMetrics            = "/metrics"
+)
+
+// SocketName is the manager's socket file inside the unit's state directory.
+const SocketName = "manager.socket"
+
+// RunnerInfo is one runner as check-runners shows it.
+type RunnerInfo struct {
+	Name  string `json:"name"`
+	State string `json:"state"` // creating, idle, busy, offline, …
+}
+
+// RunnersReport is the manager's view of this unit's runners.
+type RunnersReport struct {
+	Expected int          `json:"expected"`
+	Online   int          `json:"online"` // idle and busy
+	Busy     int          `json:"busy"`
+	Offline  int          `json:"offline"`
+	Unknown  int          `json:"unknown"` // instances GitHub does not (yet) list
+	Runners  []RunnerInfo `json:"runners"`
+	// Problem is a plain sentence saying what stops the manager from doing
+	// its work (a bad token, a rate limit until a time, LXD unreachable), or "".
+	Problem string `json:"problem,omitempty"`
+}
+
+// ReconcileResult is the outcome of one reconcile cycle.
+type ReconcileResult struct {
+	Delta int `json:"delta"` // runners created minus runners removed
+}
+
+// FlushResult is the outcome of a flush.
+type FlushResult struct {
+	Removed int `json:"removed"`
+}
+
+// UpdateResult is the outcome of a dependency check.
+type UpdateResult struct {
+	Updated       bool   `json:"updated"`
+	RunnerVersion string `json:"runner-version"`
+}
+
+// ErrorBody is what the API answers with any non-2xx status.
+type ErrorBody struct {
+	Error string `json:"error"`
+}

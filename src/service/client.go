@@ -1,0 +1,99 @@
+package service
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"syscall"
+	"time"
+)
+
+// ErrNotRunning means nothing answers on the manager's socket.
+var ErrNotRunning = errors.New("the runner manager service is not running")
+
+// Client talks to the manager over its unix socket.
+type Client struct {
+	http *http.Client
+}
+
+// NewClient returns a client of the manager listening on socket. timeout
+// bounds each request, including a reconcile the request waits for.
+func NewClient(socket string, timeout time.Duration) *Client {
+	dialer := &net.Dialer{Timeout: 5 * time.Second}
+	transport := &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return dialer.DialContext(ctx, "unix", socket)
+		},
+	}
+	return &Client{http: &http.Client{Transport: transport, Timeout: timeout}}
+}
+
+// Runners returns the manager's view of this unit's runners.
+func (c *Client) Runners(ctx context.Context) (RunnersReport, error) {
+	var report RunnersReport
+	return report, c.do(ctx, http.MethodGet, PathRunners, &report)
+}
+
+// Reconcile runs one cycle now (or waits for the running one) and returns its delta.
+func (c *Client) Reconcile(ctx context.Context) (ReconcileResult, error) {
+	var result ReconcileResult
+	return result, c.do(ctx, http.MethodPost, PathReconcile, &result)
+}
+
+// Flush removes idle runners, and busy ones too when busy is true.
+func (c *Client) Flush(ctx context.Context, busy bool) (FlushResult, error) {
+	var result FlushResult
+	path := PathFlush + "?busy=" + strconv.FormatBool(busy)
+	return result, c.do(ctx, http.MethodPost, path, &result)
+}
+
+// UpdateDependencies checks for a newer runner application.
+func (c *Client) UpdateDependencies(ctx context.Context) (UpdateResult, error) {
+	var result UpdateResult
+	return result, c.do(ctx, http.MethodPost, PathUpdateDependencies, &result)
+}
+
+func (c *Client) do(ctx context.Context, method, path string, out any) error {
+	// The host is ignored: the transport always dials the socket.
+	req, err := http.NewRequestWithContext(ctx, method, "http://manager"+path, nil)
+	if err != nil {
+		return fmt.Errorf("cannot ask the runner manager: %w", err)
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		if isNotListening(err) {
+			return ErrNotRunning
+		}
+		return fmt.Errorf("cannot reach the runner manager: %w", err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if err != nil {
+		return fmt.Errorf("cannot read the runner manager's answer: %w", err)
+	}
+	if resp.StatusCode/100 != 2 {
+		var e ErrorBody
+		if json.Unmarshal(body, &e) == nil && e.Error != "" {
+			return errors.New(e.Error)
+		}
+		return fmt.Errorf("the runner manager answered %s", resp.Status)
+	}
+	if err := json.Unmarshal(body, out); err != nil {
+		return fmt.Errorf("cannot decode the runner manager's answer: %w", err)
+	}
+	return nil
+}
+
+func isNotListening(err error) bool {
+	var urlErr *url.Error
+	if errors.As(err, &urlErr) {
+		err = urlErr.Err
+	}
+	return errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED)
+}
