@@ -90,20 +90,19 @@ func (r *configReader) str(key string) string {
 	}
 }
 
-func (r *configReader) integer(key string) int64 {
+// integer returns the option's value; ok is false when it is not a whole
+// number, which is then already reported.
+func (r *configReader) integer(key string) (n int64, ok bool) {
 	switch v := r.raw[key].(type) {
 	case nil:
-		return 0
+		return 0, true
 	case json.Number:
-		n, err := v.Int64()
-		if err != nil {
-			r.problem("%s must be a whole number", key)
+		if n, err := v.Int64(); err == nil {
+			return n, true
 		}
-		return n
-	default:
-		r.problem("%s must be a whole number", key)
-		return 0
 	}
+	r.problem("%s must be a whole number", key)
+	return 0, false
 }
 
 // ParseSettings validates config-get's output (decoded with UseNumber).
@@ -150,8 +149,8 @@ func (r *configReader) readPath(s *Settings) {
 
 func (r *configReader) readAuth(s *Settings) {
 	s.Token = r.str("token")
-	appID := r.integer("github-app-id")
-	installationID := r.integer("github-app-installation-id")
+	appID, appIDOK := r.integer("github-app-id")
+	installationID, installationIDOK := r.integer("github-app-installation-id")
 	key := r.str("github-app-private-key")
 	appWanted := appID != 0 || installationID != 0 || key != ""
 	switch {
@@ -164,10 +163,10 @@ func (r *configReader) readAuth(s *Settings) {
 	case !appWanted:
 		return
 	}
-	if appID <= 0 {
+	if appIDOK && appID <= 0 {
 		r.problem("github-app-id must be the App's numeric ID")
 	}
-	if installationID <= 0 {
+	if installationIDOK && installationID <= 0 {
 		r.problem("github-app-installation-id must be the installation's numeric ID")
 	}
 	if !isPEMPrivateKey(key) {
@@ -182,8 +181,10 @@ func (r *configReader) readRunners(s *Settings) {
 		r.problem("labels: %v", err)
 	}
 	s.Labels = labels
-	if s.Runners = int(r.integer("virtual-machines")); s.Runners < 0 {
-		r.problem("virtual-machines must be 0 or more, not %d", s.Runners)
+	if n, ok := r.integer("virtual-machines"); ok && n < 0 {
+		r.problem("virtual-machines must be 0 or more, not %d", n)
+	} else {
+		s.Runners = int(n)
 	}
 	if s.RunnerType != RunnerTypeVM && s.RunnerType != RunnerTypeContainer {
 		r.problem("runner-type must be %q or %q, not %q", RunnerTypeVM, RunnerTypeContainer, s.RunnerType)
@@ -191,16 +192,18 @@ func (r *configReader) readRunners(s *Settings) {
 	if s.BaseImage == "" || strings.ContainsAny(s.BaseImage, " \t\n") {
 		r.problem("base-image must be an image alias such as noble or ubuntu:24.04")
 	}
-	if s.CPU = int(r.integer("vm-cpu")); s.CPU < 1 {
-		r.problem("vm-cpu must be at least 1, not %d", s.CPU)
+	if n, ok := r.integer("vm-cpu"); ok && n < 1 {
+		r.problem("vm-cpu must be at least 1, not %d", n)
+	} else {
+		s.CPU = int(n)
 	}
 	for _, size := range []struct{ key, value string }{{"vm-memory", s.Memory}, {"vm-disk", s.Disk}} {
 		if _, err := config.ParseSize(size.value); err != nil {
 			r.problem("%s: %v", size.key, err)
 		}
 	}
-	minutes := r.integer("reconcile-interval")
-	if minutes < 1 {
+	minutes, ok := r.integer("reconcile-interval")
+	if ok && minutes < 1 {
 		r.problem("reconcile-interval must be at least 1 (minutes), not %d", minutes)
 	}
 	s.ReconcileInterval = time.Duration(minutes) * time.Minute

@@ -1,0 +1,151 @@
+package charm
+
+import (
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
+	"strings"
+	"testing"
+	"time"
+)
+
+// defaults mirrors config.yaml's defaults as config-get --all returns them.
+func defaults() map[string]any {
+	return map[string]any{
+		"path": "", "token": "", "github-api-url": "https://api.github.com", "group": "default",
+		"labels": "", "virtual-machines": json.Number("1"), "runner-type": "virtual-machine",
+		"base-image": "noble", "vm-cpu": json.Number("2"), "vm-memory": "7GiB", "vm-disk": "10GiB",
+		"reconcile-interval": json.Number("5"), "denylist": "", "dockerhub-mirror": "",
+		"runner-http-proxy": "", "openstack-clouds-yaml": "", "openstack-flavor": "",
+		"openstack-network": "", "openstack-image": "", "github-app-id": json.Number("0"),
+		"github-app-installation-id": json.Number("0"), "github-app-private-key": "",
+	}
+}
+
+const secretToken = "ghp_SECRETSECRETSECRET0123456789"
+
+func with(changes map[string]any) map[string]any {
+	raw := defaults()
+	raw["path"], raw["token"] = "canonical/runners", secretToken
+	for k, v := range changes {
+		raw[k] = v
+	}
+	return raw
+}
+
+func testKey(t *testing.T) string {
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(key)}))
+}
+
+func TestParseSettingsValid(t *testing.T) {
+	s, err := ParseSettings(with(map[string]any{
+		"labels": "gpu, large,", "denylist": "10.0.0.0/8, 192.168.1.7/32", "reconcile-interval": json.Number("2"),
+		"dockerhub-mirror": "https://mirror.example.com", "runner-type": "container",
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Path.Owner != "canonical" || s.Path.Repo != "runners" || s.Token != secretToken || s.App != nil {
+		t.Errorf("path/auth = %+v %q %v", s.Path, s.Token, s.App)
+	}
+	if strings.Join(s.Labels, "|") != "gpu|large" || len(s.Denylist) != 2 || s.ReconcileInterval != 2*time.Minute {
+		t.Errorf("labels %v denylist %v interval %v", s.Labels, s.Denylist, s.ReconcileInterval)
+	}
+	if s.Runners != 1 || s.CPU != 2 || s.Memory != "7GiB" || s.RunnerType != RunnerTypeContainer || s.OpenStack != nil {
+		t.Errorf("runner settings = %+v", s)
+	}
+}
+
+func TestParseSettingsGitHubApp(t *testing.T) {
+	key := testKey(t)
+	s, err := ParseSettings(with(map[string]any{
+		"token": "", "github-app-id": json.Number("123"), "github-app-installation-id": json.Number("456"),
+		"github-app-private-key": key,
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.App == nil || s.App.AppID != 123 || s.App.InstallationID != 456 || s.App.PrivateKey != strings.TrimSpace(key) {
+		t.Errorf("app = %+v", s.App)
+	}
+}
+
+func TestParseSettingsOpenStack(t *testing.T) {
+	s, err := ParseSettings(with(map[string]any{
+		"openstack-clouds-yaml": "clouds:\n  prod:\n    auth: {auth_url: https://keystone:5000/v3, password: hunter2}\n",
+		"openstack-flavor":      "m1.small", "openstack-network": "runners",
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.OpenStack == nil || s.OpenStack.Flavor != "m1.small" || s.OpenStack.Network != "runners" {
+		t.Errorf("openstack = %+v", s.OpenStack)
+	}
+}
+
+func TestParseSettingsProblems(t *testing.T) {
+	tests := []struct {
+		name    string
+		changes map[string]any
+		want    []string // each must appear in the message
+	}{
+		{"empty config", map[string]any{"path": "", "token": ""}, []string{"path is required", "token is required"}},
+		{"path with three parts", map[string]any{"path": "a/b/c"}, []string{`path: "a/b/c" is neither`}},
+		{"path with spaces", map[string]any{"path": "my org"}, []string{"path:"}},
+		{"bad label", map[string]any{"labels": "ok,not ok,x.y"}, []string{`labels: "not ok", "x.y" may only contain`}},
+		{"negative runners", map[string]any{"virtual-machines": json.Number("-1")}, []string{"virtual-machines must be 0 or more"}},
+		{"no cpu", map[string]any{"vm-cpu": json.Number("0")}, []string{"vm-cpu must be at least 1"}},
+		{"memory unit", map[string]any{"vm-memory": "7GB"}, []string{`vm-memory: "7GB" is not a size`}},
+		{"disk zero", map[string]any{"vm-disk": "0GiB"}, []string{`vm-disk: "0GiB" must be more than zero`}},
+		{"interval", map[string]any{"reconcile-interval": json.Number("0")}, []string{"reconcile-interval must be at least 1"}},
+		{"mirror http", map[string]any{"dockerhub-mirror": "http://mirror"}, []string{"dockerhub-mirror must be an https:// URL"}},
+		{"denylist", map[string]any{"denylist": "10.0.0.0/8,fe80::/10,10.1.1.1"}, []string{`denylist: "fe80::/10", "10.1.1.1" are not an IPv4 CIDR`}},
+		{"runner type", map[string]any{"runner-type": "pod"}, []string{`runner-type must be "virtual-machine" or "container", not "pod"`}},
+		{"api url", map[string]any{"github-api-url": "ftp://x"}, []string{"github-api-url must be an http(s) URL"}},
+		{"proxy", map[string]any{"runner-http-proxy": "proxy:3128"}, []string{"runner-http-proxy must be an http(s) URL"}},
+		{"clouds not yaml", map[string]any{"openstack-clouds-yaml": "clouds: [password: hunter2", "openstack-flavor": "f", "openstack-network": "n"},
+			[]string{"openstack-clouds-yaml is not valid clouds.yaml (YAML error at line"}},
+		{"clouds wrong type", map[string]any{"openstack-clouds-yaml": "clouds: hunter2", "openstack-flavor": "f", "openstack-network": "n"},
+			[]string{"openstack-clouds-yaml is not valid clouds.yaml"}},
+		{"clouds empty", map[string]any{"openstack-clouds-yaml": "clouds: {}", "openstack-flavor": "f", "openstack-network": "n"},
+			[]string{"openstack-clouds-yaml must have a non-empty clouds: mapping"}},
+		{"openstack without flavor and network", map[string]any{"openstack-clouds-yaml": "clouds: {a: {}}"},
+			[]string{"openstack-flavor is required", "openstack-network is required"}},
+		{"token and app", map[string]any{"github-app-id": json.Number("1")}, []string{"set either token or a GitHub App"}},
+		{"app incomplete", map[string]any{"token": "", "github-app-id": json.Number("1"), "github-app-private-key": "hunter2"},
+			[]string{"github-app-installation-id must be", "github-app-private-key must be the App's private key in PEM format"}},
+		{"int as string", map[string]any{"vm-cpu": "two"}, []string{"vm-cpu must be a whole number"}},
+		{"empty group", map[string]any{"group": " "}, []string{"group must name a runner group"}},
+		{"every problem at once", map[string]any{"path": "", "labels": "a b", "vm-cpu": json.Number("0")},
+			[]string{"path is required", "labels:", "vm-cpu must be"}},
+	}
+	for _, test := range tests {
+		t.Run(test.name, func(t *testing.T) {
+			_, err := ParseSettings(with(test.changes))
+			invalid, ok := err.(*InvalidConfigError)
+			if !ok {
+				t.Fatalf("error = %v, want *InvalidConfigError", err)
+			}
+			msg := invalid.Error()
+			for _, want := range test.want {
+				if !strings.Contains(msg, want) {
+					t.Errorf("message %q does not say %q", msg, want)
+				}
+			}
+			if len(invalid.Problems) != len(test.want) && test.name != "empty config" {
+				t.Errorf("problems = %q, want %d", invalid.Problems, len(test.want))
+			}
+			for _, secret := range []string{secretToken, "hunter2"} {
+				if strings.Contains(msg, secret) {
+					t.Errorf("message %q reveals a secret", msg)
+				}
+			}
+		})
+	}
+}
