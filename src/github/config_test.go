@@ -1,0 +1,141 @@
+package github
+
+import (
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/pem"
+	"strings"
+	"testing"
+)
+
+func TestAPIBaseURL(t *testing.T) {
+	tests := []struct {
+		in, want, wantErr string
+	}{
+		{in: "", want: "https://api.github.com/"},
+		{in: "https://github.com", want: "https://api.github.com/"},
+		{in: "https://github.com/", want: "https://api.github.com/"},
+		{in: "https://api.github.com/", want: "https://api.github.com/"},
+		{in: "https://ghes.example.com", want: "https://ghes.example.com/api/v3/"},
+		{in: "https://ghes.example.com/", want: "https://ghes.example.com/api/v3/"},
+		{in: "https://ghes.example.com/api/v3", want: "https://ghes.example.com/api/v3/"},
+		{in: "https://ghes.example.com/api/v3/", want: "https://ghes.example.com/api/v3/"},
+		{in: "https://ghes.example.com:8443/api/v3", want: "https://ghes.example.com:8443/api/v3/"},
+		{in: "https://octocorp.ghe.com", want: "https://api.octocorp.ghe.com/"},
+		{in: "https://api.octocorp.ghe.com/", want: "https://api.octocorp.ghe.com/"},
+		{in: "http://127.0.0.1:8080", want: "http://127.0.0.1:8080/api/v3/"},
+		{in: "http://ghes.example.com", wantErr: "use https"},
+		{in: "ftp://ghes.example.com", wantErr: "use https"},
+		{in: "ghes.example.com", wantErr: "want https://HOST"},
+		{in: "https://ghes.example.com/some/where", wantErr: "want https://HOST"},
+		{in: "https://github.com/canonical", wantErr: "takes no path"},
+		{in: "https://user:hunter2@ghes.example.com", wantErr: "must not contain credentials"},
+	}
+	for _, tt := range tests {
+		got, err := apiBaseURL(tt.in)
+		if tt.wantErr != "" {
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Errorf("apiBaseURL(%q) error = %v, want one containing %q", tt.in, err, tt.wantErr)
+			}
+			if err != nil && strings.Contains(err.Error(), "hunter2") {
+				t.Errorf("apiBaseURL(%q) error echoes the password: %v", tt.in, err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("apiBaseURL(%q): %v", tt.in, err)
+			continue
+		}
+		if got.String() != tt.want {
+			t.Errorf("apiBaseURL(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+}
+
+func TestParsePath(t *testing.T) {
+	tests := []struct {
+		in      string
+		want    scope
+		wantErr bool
+	}{
+		{in: "canonical", want: scope{org: "canonical"}},
+		{in: "canonical/github-runner", want: scope{owner: "canonical", repo: "github-runner"}},
+		{in: "", wantErr: true},
+		{in: "/repo", wantErr: true},
+		{in: "owner/", wantErr: true},
+		{in: "a/b/c", wantErr: true},
+		{in: "owner/re po", wantErr: true},
+	}
+	for _, tt := range tests {
+		got, err := parsePath(tt.in)
+		if (err != nil) != tt.wantErr {
+			t.Errorf("parsePath(%q) error = %v, want error: %v", tt.in, err, tt.wantErr)
+			continue
+		}
+		if !tt.wantErr && got != tt.want {
+			t.Errorf("parsePath(%q) = %+v, want %+v", tt.in, got, tt.want)
+		}
+	}
+}
+
+func testPrivateKeyPEM(t *testing.T) ([]byte, *rsa.PrivateKey) {
+	t.Helper()
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(key)}), key
+}
+
+func TestNewRefusesBadCredentials(t *testing.T) {
+	keyPEM, _ := testPrivateKeyPEM(t)
+	app := &AppCredentials{AppID: 1, InstallationID: 2, PrivateKeyPEM: keyPEM}
+	tests := []struct {
+		name    string
+		token   string
+		app     *AppCredentials
+		wantErr string
+	}{
+		{name: "neither", wantErr: "configure a token or GitHub App credentials"},
+		{name: "both", token: testToken, app: app, wantErr: "both a GitHub token and GitHub App credentials"},
+		{name: "whitespace in token", token: "ghp_abc def", wantErr: "contains whitespace"},
+		{name: "no app id", app: &AppCredentials{InstallationID: 2, PrivateKeyPEM: keyPEM}, wantErr: "must be positive"},
+		{name: "no installation id", app: &AppCredentials{AppID: 1, PrivateKeyPEM: keyPEM}, wantErr: "must be positive"},
+		{name: "no key", app: &AppCredentials{AppID: 1, InstallationID: 2}, wantErr: "private key is empty"},
+		{name: "garbage key", app: &AppCredentials{AppID: 1, InstallationID: 2, PrivateKeyPEM: []byte("not-a-key-SECRET")}, wantErr: "private key"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := New(Config{Path: "canonical", Token: tt.token, App: tt.app})
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Fatalf("New error = %v, want one containing %q", err, tt.wantErr)
+			}
+			assertNoSecret(t, "error", err.Error(), "ghp_abc def", "not-a-key-SECRET", string(keyPEM[40:80]))
+		})
+	}
+}
+
+func TestNewAcceptsOneCredential(t *testing.T) {
+	keyPEM, _ := testPrivateKeyPEM(t)
+	for _, cfg := range []Config{
+		{Path: "canonical", Token: testToken},
+		{Path: "canonical", Token: testToken + "\n"}, // a pasted trailing newline is forgiven
+		{Path: "canonical", App: &AppCredentials{AppID: 1, InstallationID: 2, PrivateKeyPEM: keyPEM}},
+	} {
+		if _, err := New(cfg); err != nil {
+			t.Errorf("New(%v): %v", cfg.App != nil, err)
+		}
+	}
+}
+
+func TestRunnerArchitecture(t *testing.T) {
+	for goarch, want := range map[string]string{"amd64": "x64", "arm64": "arm64"} {
+		if got, err := runnerArchitecture(goarch); err != nil || got != want {
+			t.Errorf("runnerArchitecture(%q) = %q, %v; want %q", goarch, got, err, want)
+		}
+	}
+	if _, err := runnerArchitecture("riscv64"); err == nil || !strings.Contains(err.Error(), "riscv64") {
+		t.Errorf("runnerArchitecture(riscv64) error = %v, want one naming the architecture", err)
+	}
+}
