@@ -18,6 +18,9 @@ import (
 // names no time: GitHub's documentation says "wait at least one minute".
 const defaultSecondaryWait = time.Minute
 
+// callerDeadline is the detail of an error caused by the caller's context.
+const callerDeadline = "caller's deadline passed"
+
 // request is one go-github call, run under the per-attempt context.
 type request func(ctx context.Context) (*gh.Response, error)
 
@@ -236,7 +239,7 @@ func (c *Client) contextError(ctx context.Context, op string) *Error {
 	e := &Error{Op: op, Path: c.scope.String(), cause: ctx.Err()}
 	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
 		e.Kind = ErrTimeout
-		e.Detail = "caller's deadline passed"
+		e.Detail = callerDeadline
 	} else {
 		e.Kind = context.Canceled
 	}

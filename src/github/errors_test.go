@@ -301,7 +301,7 @@ func TestRequestTimeout(t *testing.T) {
 	if got := srv.requests.Load(); got != 1 {
 		t.Errorf("requests = %d, want 1: a timeout is not retried", got)
 	}
-	if msg := OperatorMessage(err); !strings.Contains(msg, "did not answer in time") || !strings.Contains(msg, "100ms") {
+	if msg := OperatorMessage(err); !strings.Contains(msg, "did not answer within 100ms") {
 		t.Errorf("operator message = %q", msg)
 	}
 }

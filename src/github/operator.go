@@ -37,7 +37,10 @@ func (c *Client) operatorSentence(e *Error) string {
 		}
 		return fmt.Sprintf("cannot reach the GitHub API (after %d attempts): check the network and proxy; retrying at the next reconcile", e.Attempts)
 	case ErrTimeout:
-		return fmt.Sprintf("GitHub API did not answer in time (%s): retrying at the next reconcile", e.Detail)
+		if e.Detail == callerDeadline {
+			return "GitHub API calls did not finish before the reconcile's deadline: retrying at the next reconcile"
+		}
+		return fmt.Sprintf("GitHub API did not answer within %s: retrying at the next reconcile", c.requestTimeout)
 	case ErrRunnerGroupNotFound:
 		return fmt.Sprintf("runner group %q not found in organisation %s: check the group option", c.group, c.scope.org)
 	case ErrRunnerBusy:
