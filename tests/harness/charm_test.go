@@ -1,0 +1,274 @@
+package harness_test
+
+import (
+	"encoding/json"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/canonical/github-runner-charm/src/service"
+	"github.com/canonical/github-runner-charm/tests/harness"
+)
+
+const token = "ghp_RECOGNISABLE_SECRET_0123456789abcdef"
+
+var validConfig = map[string]any{"path": "canonical/runners", "token": token, "labels": "large,gpu"}
+
+// assertNoSecret checks that the token reached nothing the operator sees.
+func assertNoSecret(t *testing.T, u *harness.Unit, extra ...string) {
+	t.Helper()
+	seen := extra
+	for _, s := range u.StatusHistory() {
+		seen = append(seen, s.Message)
+	}
+	for _, l := range u.Logs() {
+		seen = append(seen, l.Message)
+	}
+	for _, s := range seen {
+		if strings.Contains(s, token) {
+			t.Errorf("the token leaked into %q", s)
+		}
+	}
+}
+
+func TestDeployWithEmptyConfigIsBlockedNamingPathAndToken(t *testing.T) {
+	u := harness.New(t, harness.Options{Leader: true})
+	u.Deploy() // fails the test if any hook exits non-zero
+	s := u.Status()
+	if s.Status != "blocked" || !strings.Contains(s.Message, "path is required") || !strings.Contains(s.Message, "token is required") {
+		t.Errorf("status = %+v, want blocked naming path and token", s)
+	}
+	for _, h := range u.StatusHistory() {
+		if h.Status == "error" {
+			t.Errorf("a hook failed: %+v", h)
+		}
+	}
+	if u.AppVersion() != "harness" {
+		t.Errorf("application version = %q, want the charm's build version", u.AppVersion())
+	}
+}
+
+func TestBadConfigIsBlockedWithEveryProblemThenFixed(t *testing.T) {
+	tests := []struct {
+		name   string
+		config map[string]any
+		want   []string
+	}{
+		{"path", map[string]any{"path": "a/b/c"}, []string{`path: "a/b/c" is neither an organisation nor owner/repo`}},
+		{"label", map[string]any{"labels": "ok,not ok"}, []string{`labels: "not ok" may only contain`}},
+		{"runners", map[string]any{"virtual-machines": -2}, []string{"virtual-machines must be 0 or more, not -2"}},
+		{"cpu", map[string]any{"vm-cpu": 0}, []string{"vm-cpu must be at least 1"}},
+		{"memory", map[string]any{"vm-memory": "8G"}, []string{`vm-memory: "8G" is not a size`}},
+		{"disk", map[string]any{"vm-disk": "ten"}, []string{`vm-disk: "ten" is not a size`}},
+		{"interval", map[string]any{"reconcile-interval": 0}, []string{"reconcile-interval must be at least 1"}},
+		{"mirror", map[string]any{"dockerhub-mirror": "http://mirror.local"}, []string{"dockerhub-mirror must be an https:// URL"}},
+		{"denylist", map[string]any{"denylist": "10.0.0.0/33"}, []string{`denylist: "10.0.0.0/33" is not an IPv4 CIDR`}},
+		{"runner type", map[string]any{"runner-type": "kvm"}, []string{`runner-type must be "virtual-machine" or "container", not "kvm"`}},
+		{"api url", map[string]any{"github-api-url": "github.example.com"}, []string{"github-api-url must be an http(s) URL"}},
+		{"clouds yaml", map[string]any{"openstack-clouds-yaml": "clouds: {}"}, []string{
+			"openstack-clouds-yaml must have a non-empty clouds: mapping", "openstack-flavor is required", "openstack-network is required"}},
+		{"token and app", map[string]any{"github-app-id": 7}, []string{"set either token or a GitHub App"}},
+		{"several at once", map[string]any{"path": "", "vm-cpu": 0, "labels": "a b"}, []string{"path is required", "vm-cpu must be", "labels:"}},
+	}
+	for _, test := range tests {
+		t.Run(test.name, func(t *testing.T) {
+			u := harness.New(t, harness.Options{Leader: true})
+			u.SetConfig(validConfig)
+			u.Deploy()
+			if r := u.Configure(test.config); r.Code != 0 {
+				t.Fatalf("config-changed exit %d: %s", r.Code, r.Stderr)
+			}
+			s := u.Status()
+			if s.Status != "blocked" {
+				t.Fatalf("status = %+v, want blocked", s)
+			}
+			for _, want := range test.want {
+				if !strings.Contains(s.Message, want) {
+					t.Errorf("status %q does not say %q", s.Message, want)
+				}
+			}
+			// Resetting the options (juju config --reset) clears Blocked.
+			reset := map[string]any{}
+			for k := range test.config {
+				reset[k] = nil
+			}
+			reset["path"] = validConfig["path"]
+			if r := u.Configure(reset); r.Code != 0 {
+				t.Fatalf("config-changed exit %d: %s", r.Code, r.Stderr)
+			}
+			if s := u.Status(); s.Status == "blocked" {
+				t.Errorf("status after the fix = %+v, want not blocked", s)
+			}
+			assertNoSecret(t, u)
+		})
+	}
+}
+
+// fakeManager answers on the unit's manager socket as the service does.
+type fakeManager struct {
+	mu       sync.Mutex
+	requests []string
+	report   service.RunnersReport
+}
+
+func startFakeManager(t *testing.T, u *harness.Unit, report service.RunnersReport) *fakeManager {
+	t.Helper()
+	m := &fakeManager{report: report}
+	if err := os.MkdirAll(u.StateDir(), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("unix", filepath.Join(u.StateDir(), service.SocketName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(m.serve))
+	srv.Listener = l
+	srv.Start()
+	t.Cleanup(srv.Close)
+	return m
+}
+
+func (m *fakeManager) serve(w http.ResponseWriter, r *http.Request) {
+	m.mu.Lock()
+	m.requests = append(m.requests, r.Method+" "+r.URL.RequestURI())
+	report := m.report
+	m.mu.Unlock()
+	var body any
+	switch r.URL.Path {
+	case service.PathRunners:
+		body = report
+	case service.PathReconcile:
+		body = service.ReconcileResult{Delta: 2}
+	case service.PathFlush:
+		body = service.FlushResult{Removed: 1}
+		if r.URL.Query().Get("busy") == "true" {
+			body = service.FlushResult{Removed: 3}
+		}
+	case service.PathUpdateDependencies:
+		body = service.UpdateResult{Updated: true, RunnerVersion: "2.321.0"}
+	default:
+		w.WriteHeader(http.StatusNotFound)
+		json.NewEncoder(w).Encode(service.ErrorBody{Error: "no such endpoint"})
+		return
+	}
+	json.NewEncoder(w).Encode(body)
+}
+
+func (m *fakeManager) Requests() []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return append([]string(nil), m.requests...)
+}
+
+var threeRunners = service.RunnersReport{
+	Expected: 3, Online: 3, Busy: 1,
+	Runners: []service.RunnerInfo{{Name: "github-runner-0-aa", State: "idle"}, {Name: "github-runner-0-bb", State: "idle"}, {Name: "github-runner-0-cc", State: "busy"}},
+}
+
+func TestActions(t *testing.T) {
+	u := harness.New(t, harness.Options{Leader: true})
+	u.SetConfig(validConfig)
+	u.Deploy()
+	manager := startFakeManager(t, u, threeRunners)
+
+	tests := []struct {
+		action  string
+		params  map[string]any
+		results map[string]any
+		request string
+	}{
+		{"check-runners", nil, map[string]any{"online": "3", "busy": "1", "offline": "0", "unknown": "0",
+			"runners": "github-runner-0-aa,github-runner-0-bb,github-runner-0-cc"}, "GET /runners"},
+		{"reconcile-runners", nil, map[string]any{"delta": "2"}, "POST /reconcile"},
+		{"flush-runners", nil, map[string]any{"removed": "1"}, "POST /flush?busy=false"},
+		{"flush-runners", map[string]any{"flush-busy": true}, map[string]any{"removed": "3"}, "POST /flush?busy=true"},
+		{"update-dependencies", nil, map[string]any{"updated": "true", "runner-version": "2.321.0"}, "POST /update-dependencies"},
+	}
+	for _, test := range tests {
+		r := u.Action(test.action, test.params)
+		if r.Status != "completed" || r.Code != 0 {
+			t.Errorf("%s: %+v", test.action, r)
+			continue
+		}
+		if len(r.Results) != len(test.results) {
+			t.Errorf("%s results = %v, want %v", test.action, r.Results, test.results)
+		}
+		for k, v := range test.results {
+			if r.Results[k] != v {
+				t.Errorf("%s result %s = %v, want %v", test.action, k, r.Results[k], v)
+			}
+		}
+		requests := manager.Requests()
+		if last := requests[len(requests)-1]; last != test.request {
+			t.Errorf("%s asked the manager %q, want %q", test.action, last, test.request)
+		}
+	}
+	assertNoSecret(t, u)
+}
+
+func TestActionsFailWhenBlockedOrManagerDown(t *testing.T) {
+	u := harness.New(t, harness.Options{Leader: true})
+	u.Deploy()
+	blocked := u.Status().Message
+	for _, action := range []string{"check-runners", "reconcile-runners", "flush-runners", "update-dependencies"} {
+		r := u.Action(action, nil)
+		if r.Status != "failed" || r.Message != blocked || r.Code != 0 {
+			t.Errorf("%s while blocked: %+v, want failed with %q", action, r, blocked)
+		}
+	}
+	u.Configure(validConfig)
+	if s := u.Status(); s.Status != "waiting" || !strings.Contains(s.Message, "runner manager service") {
+		t.Errorf("status with no manager running = %+v", s)
+	}
+	r := u.Action("flush-runners", map[string]any{"flush-busy": true})
+	if r.Status != "failed" || r.Message != "cannot flush runners: the runner manager service is not running" {
+		t.Errorf("flush with no manager: %+v", r)
+	}
+}
+
+func TestStatusFollowsTheManager(t *testing.T) {
+	u := harness.New(t, harness.Options{Leader: true})
+	u.SetConfig(validConfig)
+	manager := startFakeManager(t, u, threeRunners)
+	u.Deploy()
+	if s := u.Status(); s != (harness.Status{Status: "active", Message: "3 runners: 2 idle, 1 busy"}) {
+		t.Errorf("status = %+v", s)
+	}
+	manager.mu.Lock()
+	manager.report = service.RunnersReport{Expected: 3, Problem: "the GitHub token is invalid or expired: set a new one with juju config github-runner token=…"}
+	manager.mu.Unlock()
+	u.Hook("update-status")
+	if s := u.Status(); s.Status != "blocked" || !strings.Contains(s.Message, "token is invalid") {
+		t.Errorf("status = %+v", s)
+	}
+	manager.mu.Lock()
+	manager.report = service.RunnersReport{Expected: 3, Online: 1}
+	manager.mu.Unlock()
+	u.Hook("update-status")
+	if s := u.Status(); s != (harness.Status{Status: "waiting", Message: "1 of 3 runners online: 1 idle, 0 busy"}) {
+		t.Errorf("status = %+v", s)
+	}
+}
+
+func TestLifecycleHooksSucceed(t *testing.T) {
+	u := harness.New(t, harness.Options{Leader: false})
+	u.SetConfig(validConfig)
+	u.Deploy()
+	for _, hook := range []string{
+		"upgrade-charm", "config-changed", "leader-elected", "debug-ssh-relation-changed",
+		"image-relation-joined", "cos-agent-relation-created", "secret-changed", "collect-metrics", "stop", "remove",
+	} {
+		if r := u.Hook(hook); r.Code != 0 {
+			t.Errorf("%s exit %d: %s", hook, r.Code, r.Stderr)
+		}
+	}
+	if s := u.Status(); s.Status != "terminated" {
+		t.Errorf("status after remove = %+v", s)
+	}
+	assertNoSecret(t, u)
+}
