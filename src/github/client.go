@@ -140,7 +140,7 @@ func New(cfg Config) (*Client, error) {
 	// not the App's installation-token requests (those have the App's own
 	// budget, which would mislead a pacing manager).
 	c.budget = &budgetRecorder{next: authed}
-	c.api = gh.NewClient(&http.Client{Transport: c.budget})
+	c.api = gh.NewClient(&http.Client{Transport: secondaryLimitTransport{next: c.budget}})
 	c.api.BaseURL = base
 	return c, nil
 }
@@ -185,8 +185,10 @@ func authTransport(cfg Config, apiBase *url.URL, base http.RoundTripper) (http.R
 }
 
 // tokenTransport adds a PAT to every API request. It is ours rather than
-// go-github's WithAuthToken so the download client, which must not carry
-// the token to release hosts, shares the same base transport cleanly.
+// go-github's WithAuthToken so that both kinds of credentials sit at the
+// same place in the transport chain, below the budget recorder. The
+// download client has no such transport: the token must not travel to
+// release hosts.
 type tokenTransport struct {
 	token string
 	next  http.RoundTripper

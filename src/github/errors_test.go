@@ -334,3 +334,28 @@ func TestOperatorMessageOfOtherErrors(t *testing.T) {
 		t.Errorf("OperatorMessage(plain) = %q", got)
 	}
 }
+
+// TestSecondaryLimitWithoutRetryAfterWaitsAMinute: go-github v62 would take
+// x-ratelimit-reset (the primary window, here an hour away) as the wait for
+// a 403 secondary limit without Retry-After; GitHub says one minute.
+func TestSecondaryLimitWithoutRetryAfterWaitsAMinute(t *testing.T) {
+	srv := newCountingServer(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Ratelimit-Remaining", "4000")
+		w.Header().Set("X-Ratelimit-Reset", strconv.FormatInt(time.Now().Add(time.Hour).Unix(), 10))
+		writeJSON(w, 403, secondaryLimitBody)
+	})
+	c := mustNew(t, testConfig("canonical", srv.apiURL(), &syncBuffer{}))
+	_, err := c.ListRunners(context.Background(), "")
+	if !errors.Is(err, ErrSecondaryRateLimited) {
+		t.Fatalf("error = %v, want ErrSecondaryRateLimited", err)
+	}
+	at, _ := RetryAt(err)
+	if wait := time.Until(at); wait < 50*time.Second || wait > 70*time.Second {
+		t.Errorf("RetryAt in %v, want about a minute", wait)
+	}
+	// The held call must say the same: go-github's own hold is a minute too.
+	_, err = c.ListRunners(context.Background(), "")
+	if at2, _ := RetryAt(err); time.Until(at2) > 70*time.Second {
+		t.Errorf("held call's RetryAt in %v, want within a minute", time.Until(at2))
+	}
+}
