@@ -1,0 +1,80 @@
+// Package fakegithub is a fake GitHub for tests: the self-hosted runner
+// part of GitHub's REST API, a stand-in for GitHub's runner broker, and a
+// fake runner application that talks to it. Its responses follow GitHub's
+// own API description (testdata/rest-runners.json; the conformance module
+// in ./conformance checks them with kin-openapi).
+//
+// # The API
+//
+// Served under "/" and under "/api/v3/" (GitHub Enterprise Server style),
+// for repositories (/repos/{owner}/{repo}/…) and organisations
+// (/orgs/{org}/…): list runners (name filter, per_page ≤ 100, page, Link
+// header), get and delete a runner, generate-jitconfig, registration-token,
+// remove-token, downloads, the organisation's runner groups, and
+// /rate_limit. The endpoint constants (ListRepoRunners, OrgJITConfig…) name
+// them for Counts and InjectFault.
+//
+// GitHub's behaviour is modelled where a client can trip on it: 401 "Bad
+// credentials" or "Requires authentication"; 404 for what a token cannot
+// see and 403 for what it sees but may not administer (Token.Scope,
+// Token.Forbidden); a JIT config creates an offline ephemeral runner at
+// once (201); 409 for a name already taken; 422 for deleting a busy runner
+// and for invalid JIT requests; 204 for a delete; rate-limit headers on
+// every response, counting down per token, with 403 once spent.
+//
+// # Use in a test
+//
+//	srv := fakegithub.NewTest(t, fakegithub.Options{})
+//	client := github.NewClient(nil).WithAuthToken(fakegithub.DefaultToken)
+//	client.BaseURL, _ = url.Parse(srv.URL() + "/")
+//
+//	srv.AddRunners("canonical/repo", 250, fakegithub.RunnerSpec{Online: true})
+//	srv.InjectFault(fakegithub.Fault{Endpoint: fakegithub.ListRepoRunners,
+//		Kind: fakegithub.ServerError, Status: 502, Times: 2})
+//	// … exercise the client …
+//	if got := srv.Count(fakegithub.ListRepoRunners); got != 5 {
+//		t.Errorf("listed runners with %d requests, want 5", got)
+//	}
+//
+// New gives an unstarted Server, an http.Handler for httptest or any
+// listener; Start serves it on an address such as an LXD bridge's.
+//
+// # Runners and jobs
+//
+// A runner's life, as GitHub shows it:
+//
+//  1. generate-jitconfig (or AddRunner): the runner exists, "offline".
+//  2. Its process starts (run.sh --jitconfig, or ConnectRunner): after
+//     Options.StatusLag it is "online".
+//  3. AssignJob or AssignJobToAny: it is busy.
+//  4. The job ends (the process reports it, or CompleteJob): an ephemeral
+//     runner is removed by "GitHub"; others go idle.
+//
+// WaitRunnersOnline, WaitJob and WaitRunnerGone wait for those steps;
+// SetRunnerStatus, SetRunnerBusy and RemoveRunner force a state.
+//
+// # The fake runner application
+//
+// The downloads endpoint offers linux x64 and arm64 tarballs
+// (RunnerTarball) laid out like GitHub's: run.sh, config.sh and
+// bin/Runner.Listener, shell scripts that need only busybox. "run.sh
+// --jitconfig <blob>" writes the blob's .runner and .credentials files,
+// opens a session with the fake's broker (the runner turns online), long
+// polls for a job, runs its command with sh, reports its exit code and
+// output, and, being ephemeral, exits 0. "config.sh --url <fake>/<scope>
+// --token <registration token>" registers a runner the older way.
+//
+// The encoded_jit_config is base64 JSON like GitHub's: file names
+// (.runner, .credentials, .credentials_rsaparams) to base64 contents; the
+// .runner settings carry the fake's URL (Options.AdvertiseURL, else the
+// API request's host) and .credentials a secret that identifies the runner
+// to the broker. DecodeJITConfig reads one.
+//
+// # Outside the API
+//
+// Paths under /_fake/ are not GitHub's: the broker the runner application
+// talks to (/_fake/broker/…), the release downloads (which redirect, as
+// github.com does), and HTTP controls under /_fake/control/ that mirror the
+// Server methods for end-to-end tests in another process; Remote is their
+// Go client. cmd/fakegithub serves a Server from the command line.
+package fakegithub

@@ -1,0 +1,196 @@
+package fakegithub
+
+import (
+	"fmt"
+	"net/http"
+	"time"
+)
+
+// FaultKind is what goes wrong when a Fault fires.
+type FaultKind int
+
+const (
+	// ServerError answers Fault.Status (default 500) with an error body.
+	ServerError FaultKind = iota + 1
+	// PrimaryRateLimit answers 403 (or Fault.Status 429) with
+	// "x-ratelimit-remaining: 0", as when the hourly budget is spent.
+	// Fault.RetryAfter, when set, moves x-ratelimit-reset that far ahead;
+	// keep it short, as go-github refuses to send anything before then.
+	PrimaryRateLimit
+	// SecondaryRateLimit answers 403 (or Fault.Status 429) with GitHub's
+	// secondary rate limit message and documentation URL, a Retry-After
+	// header when Fault.RetryAfter is set, and the budget untouched.
+	SecondaryRateLimit
+	// Forbidden answers 403 "Resource not accessible by personal access
+	// token", as for a token lacking the permission.
+	Forbidden
+	// Latency delays the request by Fault.Delay, then serves it (or lets
+	// another fault fire).
+	Latency
+	// DropConnection closes the connection without an answer.
+	DropConnection
+)
+
+func (k FaultKind) String() string {
+	switch k {
+	case ServerError:
+		return "server-error"
+	case PrimaryRateLimit:
+		return "primary-rate-limit"
+	case SecondaryRateLimit:
+		return "secondary-rate-limit"
+	case Forbidden:
+		return "forbidden"
+	case Latency:
+		return "latency"
+	case DropConnection:
+		return "drop-connection"
+	}
+	return fmt.Sprintf("FaultKind(%d)", int(k))
+}
+
+// Fault is a programmed failure of the API. Faults fire after
+// authentication, so a request without a valid token still gets 401.
+type Fault struct {
+	// Endpoint the fault applies to, e.g. ListOrgRunners; empty means
+	// every API endpoint.
+	Endpoint string
+	Kind     FaultKind
+	// Status overrides the status code: 500, 502, 503… for ServerError,
+	// 403 or 429 for the rate limits.
+	Status int
+	// RetryAfter: see PrimaryRateLimit and SecondaryRateLimit.
+	RetryAfter time.Duration
+	// Delay is the added latency of a Latency fault.
+	Delay time.Duration
+	// Times is how many matching requests the fault fires for (a burst);
+	// zero means until ClearFaults.
+	Times int
+}
+
+type activeFault struct {
+	Fault
+	left int // requests left for a burst; unused when Times is 0
+}
+
+// InjectFault arms a fault. Several faults may be armed; for each request
+// every matching Latency fault adds its delay, then the oldest matching
+// other fault fires.
+func (s *Server) InjectFault(f Fault) error {
+	if f.Endpoint != "" && !isEndpoint(f.Endpoint) {
+		return fmt.Errorf("cannot inject fault: unknown endpoint %q", f.Endpoint)
+	}
+	if f.Kind < ServerError || f.Kind > DropConnection {
+		return fmt.Errorf("cannot inject fault: unknown kind %v", f.Kind)
+	}
+	if f.Times < 0 {
+		return fmt.Errorf("cannot inject fault: negative Times %d", f.Times)
+	}
+	if status := f.Status; status != 0 {
+		isRateLimit := f.Kind == PrimaryRateLimit || f.Kind == SecondaryRateLimit
+		switch {
+		case f.Kind == ServerError && (status < 500 || status > 599):
+			return fmt.Errorf("cannot inject fault: server error status %d is not 5xx", status)
+		case isRateLimit && status != http.StatusForbidden && status != http.StatusTooManyRequests:
+			return fmt.Errorf("cannot inject fault: rate limit status %d is neither 403 nor 429", status)
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.faults = append(s.faults, &activeFault{Fault: f, left: f.Times})
+	return nil
+}
+
+// ClearFaults disarms every fault.
+func (s *Server) ClearFaults() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.faults = nil
+}
+
+// takeFaults returns the latency to add and the fault to fire, if any, for
+// one request to endpoint, and counts the request against their bursts.
+func (s *Server) takeFaults(endpoint string) (delay time.Duration, fire *Fault) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	kept := s.faults[:0]
+	for _, f := range s.faults {
+		matches := f.Endpoint == "" || f.Endpoint == endpoint
+		consumed := false
+		switch {
+		case !matches:
+		case f.Kind == Latency:
+			delay += f.Delay
+			consumed = true
+		case fire == nil:
+			fault := f.Fault
+			fire = &fault
+			consumed = true
+		}
+		if consumed && f.Times > 0 {
+			f.left--
+			if f.left == 0 {
+				continue
+			}
+		}
+		kept = append(kept, f)
+	}
+	clear(s.faults[len(kept):])
+	s.faults = kept
+	return delay, fire
+}
+
+// applyFaults runs the faults armed for the request and reports whether one
+// of them answered it.
+func (s *Server) applyFaults(w http.ResponseWriter, r *http.Request, c *call) bool {
+	delay, fault := s.takeFaults(c.endpoint.key)
+	if !s.sleep(r.Context(), delay) {
+		dropConnection(w)
+		return true
+	}
+	if fault == nil {
+		return false
+	}
+	switch fault.Kind {
+	case ServerError:
+		status := fault.Status
+		if status == 0 {
+			status = http.StatusInternalServerError
+		}
+		s.writeError(w, status, c.budget, serverErrorMessage(status), docsBase)
+	case PrimaryRateLimit:
+		s.writePrimaryRateLimit(w, statusOr(fault.Status, http.StatusForbidden), c.budget, fault.RetryAfter)
+	case SecondaryRateLimit:
+		s.writeSecondaryRateLimit(w, statusOr(fault.Status, http.StatusForbidden), c.budget, fault.RetryAfter)
+	case Forbidden:
+		s.writeError(w, http.StatusForbidden, c.budget, "Resource not accessible by personal access token", c.endpoint.docURL)
+	case DropConnection:
+		dropConnection(w)
+	}
+	return true
+}
+
+func serverErrorMessage(status int) string {
+	if status == http.StatusInternalServerError {
+		return "Server Error"
+	}
+	return http.StatusText(status)
+}
+
+func statusOr(status, fallback int) int {
+	if status == 0 {
+		return fallback
+	}
+	return status
+}
+
+// dropConnection closes the client's connection without a response, as a
+// failing proxy or a reset does.
+func dropConnection(w http.ResponseWriter) {
+	conn, _, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		// HTTP/2 or a recorder: the closest thing is aborting the handler.
+		panic(http.ErrAbortHandler)
+	}
+	conn.Close()
+}

@@ -1,0 +1,258 @@
+package fakegithub
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+)
+
+// JobSpec is the work a fake runner process does for a job: sleep, then
+// run Command with sh in the runner's work folder.
+type JobSpec struct {
+	// Name is the job name the runner logs (default "job-<id>").
+	Name    string        `json:"name,omitempty"`
+	Command string        `json:"command,omitempty"`
+	Sleep   time.Duration `json:"sleep,omitempty"`
+}
+
+// Job states.
+const (
+	// JobQueued: assigned to a runner, not yet picked up by its process.
+	JobQueued = "queued"
+	// JobInProgress: the runner process is running it.
+	JobInProgress = "in_progress"
+	// JobCompleted: done; ExitCode and Output are set.
+	JobCompleted = "completed"
+)
+
+// Job is a snapshot of a job given to a runner.
+type Job struct {
+	ID         int64   `json:"id"`
+	RunnerID   int64   `json:"runner_id"`
+	RunnerName string  `json:"runner_name"`
+	Spec       JobSpec `json:"spec"`
+	State      string  `json:"state"`
+	ExitCode   int     `json:"exit_code"`
+	// Output is what the command printed, as the runner process reported.
+	Output string `json:"output"`
+}
+
+type jobState struct {
+	Job
+}
+
+// AssignJob gives a job to an online, idle runner, which turns busy at
+// once, as GitHub shows it. The runner process picks it up on its next
+// poll; a test without a process can end it with CompleteJob.
+func (s *Server) AssignJob(runnerID int64, spec JobSpec) (Job, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r, ok := s.runners[runnerID]
+	if !ok {
+		return Job{}, fmt.Errorf("cannot assign job to runner %d: %w", runnerID, ErrNotFound)
+	}
+	if err := canTakeJob(r); err != nil {
+		return Job{}, fmt.Errorf("cannot assign job to runner %d: %w", runnerID, err)
+	}
+	return s.assign(r, spec), nil
+}
+
+// AssignJobToAny gives a job to the oldest online, idle runner of scope
+// ("" for any) that has every label in labels (case-insensitive), as
+// GitHub does with a queued job's runs-on.
+func (s *Server) AssignJobToAny(scope string, labels []string, spec JobSpec) (Job, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, candidate := range s.runnersIn(scope) {
+		r := s.runners[candidate.ID]
+		if canTakeJob(r) == nil && hasLabels(r.Labels, labels) {
+			return s.assign(r, spec), nil
+		}
+	}
+	return Job{}, fmt.Errorf("cannot assign job: no online idle runner in %q with labels %v: %w", scope, labels, ErrNotFound)
+}
+
+func canTakeJob(r *runnerState) error {
+	switch {
+	case r.Status != StatusOnline:
+		return fmt.Errorf("%w: runner is offline", ErrConflict)
+	case r.Busy:
+		return fmt.Errorf("%w: runner is busy", ErrConflict)
+	}
+	return nil
+}
+
+func hasLabels(have []Label, want []string) bool {
+	for _, name := range want {
+		if !slices.ContainsFunc(have, func(l Label) bool { return strings.EqualFold(l.Name, name) }) {
+			return false
+		}
+	}
+	return true
+}
+
+// assign records a job for a runner. The caller holds s.mu.
+func (s *Server) assign(r *runnerState, spec JobSpec) Job {
+	id := s.nextJobID
+	s.nextJobID++
+	if spec.Name == "" {
+		spec.Name = fmt.Sprintf("job-%d", id)
+	}
+	job := &jobState{Job{ID: id, RunnerID: r.ID, RunnerName: r.Name, Spec: spec, State: JobQueued}}
+	s.jobs[id] = job
+	r.Busy = true
+	r.JobID = id
+	s.notify()
+	return job.Job
+}
+
+// CompleteJob ends a job as if its runner had reported it: the runner goes
+// idle, or, if ephemeral, GitHub removes it.
+func (s *Server) CompleteJob(jobID int64, exitCode int) error {
+	return s.completeJob(jobID, exitCode, "")
+}
+
+func (s *Server) completeJob(jobID int64, exitCode int, output string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	job, ok := s.jobs[jobID]
+	if !ok {
+		return fmt.Errorf("cannot complete job %d: %w", jobID, ErrNotFound)
+	}
+	if job.State == JobCompleted {
+		return fmt.Errorf("cannot complete job %d: %w: already completed", jobID, ErrConflict)
+	}
+	job.State, job.ExitCode, job.Output = JobCompleted, exitCode, output
+	if r, ok := s.runners[job.RunnerID]; ok && r.JobID == jobID {
+		r.Busy, r.JobID = false, 0
+		if r.Ephemeral {
+			s.removeRunner(r)
+		}
+	}
+	s.notify()
+	return nil
+}
+
+// Job returns a job by id.
+func (s *Server) Job(id int64) (Job, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	job, ok := s.jobs[id]
+	if !ok {
+		return Job{}, false
+	}
+	return job.Job, true
+}
+
+// WaitJob waits until a job is completed and returns it.
+func (s *Server) WaitJob(ctx context.Context, id int64) (Job, error) {
+	var job Job
+	err := s.waitFor(ctx, func() (bool, error) {
+		state, ok := s.jobs[id]
+		if !ok {
+			return false, fmt.Errorf("cannot wait for job %d: %w", id, ErrNotFound)
+		}
+		job = state.Job
+		return job.State == JobCompleted, nil
+	})
+	if err != nil {
+		return job, fmt.Errorf("cannot wait for job %d to complete: %w", id, err)
+	}
+	return job, nil
+}
+
+// WaitRunnersOnline waits until scope ("" for all) has at least n online
+// runners.
+func (s *Server) WaitRunnersOnline(ctx context.Context, scope string, n int) error {
+	online := 0
+	err := s.waitFor(ctx, func() (bool, error) {
+		online = 0
+		for _, r := range s.runners {
+			if (scope == "" || r.Scope == scope) && r.Status == StatusOnline {
+				online++
+			}
+		}
+		return online >= n, nil
+	})
+	if err != nil {
+		return fmt.Errorf("cannot wait for %d runners online (%d are): %w", n, online, err)
+	}
+	return nil
+}
+
+// WaitRunnerGone waits until a runner no longer exists, e.g. an ephemeral
+// runner after its job.
+func (s *Server) WaitRunnerGone(ctx context.Context, id int64) error {
+	err := s.waitFor(ctx, func() (bool, error) {
+		_, exists := s.runners[id]
+		return !exists, nil
+	})
+	if err != nil {
+		return fmt.Errorf("cannot wait for runner %d to go: %w", id, err)
+	}
+	return nil
+}
+
+// waitFor calls done, holding s.mu, after every change until it says so,
+// ctx ends or the server closes.
+func (s *Server) waitFor(ctx context.Context, done func() (bool, error)) error {
+	for {
+		s.mu.Lock()
+		ok, err := done()
+		changed := s.changed
+		s.mu.Unlock()
+		if err != nil || ok {
+			return err
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-s.closed:
+			return fmt.Errorf("server closed")
+		}
+	}
+}
+
+// ConnectRunner does what a runner process does when it starts with its
+// JIT config: the runner reports "linux" and its version, and turns online
+// once the status lag has passed.
+func (s *Server) ConnectRunner(id int64) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r, ok := s.runners[id]
+	if !ok {
+		return fmt.Errorf("cannot connect runner %d: %w", id, ErrNotFound)
+	}
+	s.connect(r, r.arch, s.downloads.version)
+	return nil
+}
+
+// connect records a runner process's session. The caller holds s.mu.
+func (s *Server) connect(r *runnerState, arch, version string) {
+	r.OS = "linux"
+	r.Version = version
+	if validArch(arch) && arch != r.arch {
+		r.arch = arch
+		for i, l := range r.Labels {
+			if l.Type == "read-only" && (l.Name == "X64" || l.Name == "ARM64") {
+				r.Labels[i] = Label{ID: s.labelID(archLabel(arch)), Name: archLabel(arch), Type: "read-only"}
+			}
+		}
+	}
+	s.notify()
+	if s.statusLag <= 0 {
+		r.Status = StatusOnline
+		return
+	}
+	time.AfterFunc(s.statusLag, func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if s.runners[r.ID] == r {
+			r.Status = StatusOnline
+			s.notify()
+		}
+	})
+}
