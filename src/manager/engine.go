@@ -1,0 +1,344 @@
+// Package manager is the reconcile engine: it reads this unit's instances
+// and GitHub runners once per cycle, decides with a pure function of that
+// snapshot (Decide), then acts with bounded parallelism. It keeps no
+// database: a manager restarted at any point converges from the cloud's
+// metadata and GitHub's list.
+package manager
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/canonical/github-runner-charm/src/cloud"
+	"github.com/canonical/github-runner-charm/src/runner"
+)
+
+// ErrBusy is what Platform.Remove returns when GitHub refuses to remove a
+// runner because it is running a job.
+var ErrBusy = errors.New("the runner is running a job")
+
+// Registration is a runner registered at GitHub, not yet started.
+type Registration struct {
+	RunnerID  int64
+	JITConfig string // secret
+}
+
+// Platform is what the engine needs of GitHub.
+type Platform interface {
+	// Runners lists this unit's runners (those whose names carry the prefix).
+	Runners(ctx context.Context) ([]Runner, error)
+	// Register creates a runner record and its just-in-time configuration.
+	Register(ctx context.Context, name string) (Registration, error)
+	// Remove deletes a runner record: nil when gone (also if it already
+	// was), ErrBusy when it runs a job.
+	Remove(ctx context.Context, id int64) error
+}
+
+// Settings are the engine's knobs.
+type Settings struct {
+	Prefix   string // this unit's runner name prefix
+	Target   int    // runners to keep
+	Timeouts Timeouts
+	// Parallelism bounds concurrent creates and removes.
+	Parallelism int
+	// CallTimeout bounds every single cloud or GitHub call.
+	CallTimeout time.Duration
+}
+
+// Outcome is what one cycle did.
+type Outcome struct {
+	Views    []View // the state the cycle started from
+	Created  int
+	Removed  map[string]int // by reason
+	Failures map[string]int // by operation: list, register, create, remove
+	// Errors are the failures, for the operator; per-runner failures never
+	// stop the rest of the cycle.
+	Errors []error
+}
+
+// RemovedTotal sums Removed.
+func (o Outcome) RemovedTotal() int {
+	n := 0
+	for _, c := range o.Removed {
+		n += c
+	}
+	return n
+}
+
+// Engine runs cycles, one at a time.
+type Engine struct {
+	cloud    cloud.Cloud
+	platform Platform
+	log      *slog.Logger
+	now      func() time.Time
+
+	cycle      sync.Mutex // one cycle at a time
+	settings   Settings
+	lastOnline map[string]time.Time
+}
+
+// New returns an engine.
+func New(c cloud.Cloud, p Platform, s Settings, log *slog.Logger) *Engine {
+	return &Engine{cloud: c, platform: p, settings: withDefaults(s), log: log, now: time.Now, lastOnline: map[string]time.Time{}}
+}
+
+func withDefaults(s Settings) Settings {
+	if s.Timeouts.Creation == 0 {
+		s.Timeouts.Creation = DefaultTimeouts.Creation
+	}
+	if s.Timeouts.Offline == 0 {
+		s.Timeouts.Offline = DefaultTimeouts.Offline
+	}
+	if s.Parallelism < 1 {
+		s.Parallelism = 4
+	}
+	if s.CallTimeout == 0 {
+		s.CallTimeout = 5 * time.Minute
+	}
+	return s
+}
+
+// WithClock makes the engine read time from now; for tests.
+func (e *Engine) WithClock(now func() time.Time) *Engine {
+	e.now = now
+	return e
+}
+
+// Run runs one cycle in mode. A FlushIdle or FlushAll cycle is followed by
+// a reconcile from a fresh snapshot, which replaces what the flush removed.
+// The error is set only when the cycle could not read its snapshot: then it
+// changed nothing, since a partial view could delete healthy runners.
+func (e *Engine) Run(ctx context.Context, mode Mode) (Outcome, error) {
+	e.cycle.Lock()
+	defer e.cycle.Unlock()
+	out, err := e.runLocked(ctx, mode)
+	if err != nil || mode == Reconcile {
+		return out, err
+	}
+	next, err := e.runLocked(ctx, Reconcile)
+	next.Removed = mergeCounts(out.Removed, next.Removed)
+	next.Failures = mergeCounts(out.Failures, next.Failures)
+	next.Errors = append(out.Errors, next.Errors...)
+	next.Views = out.Views
+	return next, err
+}
+
+func mergeCounts(a, b map[string]int) map[string]int {
+	out := map[string]int{}
+	for k, v := range a {
+		out[k] += v
+	}
+	for k, v := range b {
+		out[k] += v
+	}
+	return out
+}
+
+// Views returns the current state without acting on it.
+func (e *Engine) Views(ctx context.Context) ([]View, error) {
+	e.cycle.Lock()
+	defer e.cycle.Unlock()
+	snap, err := e.snapshot(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return Join(snap, e.settings.Timeouts), nil
+}
+
+// SetSettings changes the settings from the next cycle on.
+func (e *Engine) SetSettings(s Settings) {
+	e.cycle.Lock()
+	defer e.cycle.Unlock()
+	e.settings = withDefaults(s)
+}
+
+func (e *Engine) runLocked(ctx context.Context, mode Mode) (Outcome, error) {
+	out := Outcome{Removed: map[string]int{}, Failures: map[string]int{}}
+	snap, err := e.snapshot(ctx)
+	if err != nil {
+		out.Failures["list"]++
+		return out, err
+	}
+	out.Views = Join(snap, e.settings.Timeouts)
+	plan := Decide(out.Views, e.settings.Target, mode)
+	e.log.Info("reconcile plan", "mode", mode, "runners", len(out.Views), "create", plan.Create, "remove", len(plan.Remove))
+
+	var mu sync.Mutex
+	record := func(f func()) { mu.Lock(); f(); mu.Unlock() }
+	work := make([]func(), 0, len(plan.Remove)+plan.Create)
+	for _, r := range plan.Remove {
+		work = append(work, func() {
+			op, err := e.remove(ctx, r)
+			record(func() {
+				if err != nil {
+					out.Failures[op]++
+					out.Errors = append(out.Errors, err)
+				} else if op == "" {
+					out.Removed[r.Reason]++
+				}
+			})
+		})
+	}
+	for range plan.Create {
+		work = append(work, func() {
+			op, err := e.create(ctx)
+			record(func() {
+				if err != nil {
+					out.Failures[op]++
+					out.Errors = append(out.Errors, err)
+				} else {
+					out.Created++
+				}
+			})
+		})
+	}
+	parallel(work, e.settings.Parallelism)
+	return out, nil
+}
+
+// snapshot reads instances first, then runners: a runner registered after
+// the instance list was read can only be ours from a create this process
+// is not running, since cycles do not overlap.
+func (e *Engine) snapshot(ctx context.Context) (Snapshot, error) {
+	callCtx, cancel := context.WithTimeout(ctx, e.settings.CallTimeout)
+	instances, err := e.cloud.Instances(callCtx, e.settings.Prefix)
+	cancel()
+	if err != nil {
+		return Snapshot{}, fmt.Errorf("cannot list instances: %w", err)
+	}
+	callCtx, cancel = context.WithTimeout(ctx, e.settings.CallTimeout)
+	runners, err := e.platform.Runners(callCtx)
+	cancel()
+	if err != nil {
+		return Snapshot{}, fmt.Errorf("cannot list GitHub runners: %w", err)
+	}
+	// The clouds and GitHub filter by prefix too; checking the whole name
+	// shape here as well means no bug there can make this unit remove
+	// another unit's runners.
+	instances = filter(instances, func(i cloud.Instance) string { return i.Name }, e.settings.Prefix)
+	runners = filter(runners, func(r Runner) string { return r.Name }, e.settings.Prefix)
+	now := e.now()
+	seen := map[string]bool{}
+	for _, r := range runners {
+		seen[r.Name] = true
+		if r.Online {
+			e.lastOnline[r.Name] = now
+		}
+	}
+	for name := range e.lastOnline {
+		if !seen[name] {
+			delete(e.lastOnline, name)
+		}
+	}
+	lastOnline := make(map[string]time.Time, len(e.lastOnline))
+	for k, v := range e.lastOnline {
+		lastOnline[k] = v
+	}
+	return Snapshot{Instances: instances, Runners: runners, Now: now, LastOnline: lastOnline}, nil
+}
+
+func filter[T any](items []T, name func(T) string, prefix string) []T {
+	out := items[:0:0]
+	for _, item := range items {
+		if runner.HasPrefix(name(item), prefix) {
+			out = append(out, item)
+		}
+	}
+	return out
+}
+
+func (e *Engine) call(ctx context.Context, f func(context.Context) error) error {
+	ctx, cancel := context.WithTimeout(ctx, e.settings.CallTimeout)
+	defer cancel()
+	return f(ctx)
+}
+
+// create registers a runner, then starts its instance; if the instance
+// fails, the registration is undone, so nothing leaks (LXD's revert pattern).
+func (e *Engine) create(ctx context.Context) (failedOp string, err error) {
+	name := runner.NewName(e.settings.Prefix)
+	var reg Registration
+	err = e.call(ctx, func(ctx context.Context) (err error) {
+		reg, err = e.platform.Register(ctx, name)
+		return err
+	})
+	if err != nil {
+		e.log.Warn("cannot register runner", "runner", name, "error", err)
+		return "register", fmt.Errorf("cannot register runner %s: %w", name, err)
+	}
+	err = e.call(ctx, func(ctx context.Context) error {
+		return e.cloud.Create(ctx, cloud.CreateRequest{Name: name, RunnerID: reg.RunnerID, JITConfig: reg.JITConfig})
+	})
+	if err == nil {
+		e.log.Info("runner created", "runner", name, "runner-id", reg.RunnerID)
+		return "", nil
+	}
+	e.log.Warn("cannot create instance; removing its runner registration", "runner", name, "error", err)
+	if rerr := e.call(ctx, func(ctx context.Context) error { return e.platform.Remove(ctx, reg.RunnerID) }); rerr != nil {
+		// Left for the next cycle's cleanup of runners without instances.
+		e.log.Warn("cannot remove runner registration", "runner", name, "error", rerr)
+	}
+	return "create", fmt.Errorf("cannot create instance %s: %w", name, err)
+}
+
+// remove removes one runner. GitHub goes first, so that a runner that has
+// just taken a job (ErrBusy) keeps its instance; the instance is deleted
+// only once GitHub has let go. Instances that are stopped, and busy runners
+// being flushed, go the other way: the job is over or meant to end.
+// op is "" when the runner was removed or deliberately kept.
+func (e *Engine) remove(ctx context.Context, r Removal) (failedOp string, err error) {
+	instanceFirst := r.State == runner.Stopped || r.State == runner.Busy
+	if instanceFirst && r.Instance != nil {
+		if err := e.deleteInstance(ctx, r.Name); err != nil {
+			return "remove", err
+		}
+	}
+	if id := r.runnerID(); id != 0 {
+		err := e.call(ctx, func(ctx context.Context) error { return e.platform.Remove(ctx, id) })
+		switch {
+		case errors.Is(err, ErrBusy) && !instanceFirst:
+			e.log.Info("runner took a job; keeping it", "runner", r.Name, "reason", r.Reason)
+			return "kept", nil
+		case errors.Is(err, ErrBusy):
+			// Its instance is gone; GitHub lets go once the job fails,
+			// and a later cycle removes the record.
+			e.log.Info("runner record still busy at GitHub; removing it later", "runner", r.Name)
+		case err != nil:
+			return "remove", fmt.Errorf("cannot remove runner %s from GitHub: %w", r.Name, err)
+		}
+	}
+	if !instanceFirst && r.Instance != nil {
+		if err := e.deleteInstance(ctx, r.Name); err != nil {
+			return "remove", err
+		}
+	}
+	e.log.Info("runner removed", "runner", r.Name, "reason", r.Reason)
+	return "", nil
+}
+
+func (e *Engine) deleteInstance(ctx context.Context, name string) error {
+	if err := e.call(ctx, func(ctx context.Context) error { return e.cloud.Delete(ctx, name) }); err != nil {
+		return fmt.Errorf("cannot delete instance %s: %w", name, err)
+	}
+	return nil
+}
+
+// parallel runs work with at most n at a time.
+func parallel(work []func(), n int) {
+	sem := make(chan struct{}, n)
+	var wg sync.WaitGroup
+	for _, w := range work {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			w()
+		}()
+	}
+	wg.Wait()
+}
