@@ -1,0 +1,239 @@
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// File is the manager's configuration file: written by the charm (mode
+// 0600: it holds the token), read by the github-runner-manager service.
+// It is the one place a secret is stored on the unit's machine.
+type File struct {
+	Unit              string        `yaml:"unit"`   // "github-runner/0"
+	Prefix            string        `yaml:"prefix"` // runner name prefix, "github-runner-0"
+	StateDir          string        `yaml:"state-dir"`
+	Runners           int           `yaml:"runners"`
+	ReconcileInterval time.Duration `yaml:"reconcile-interval"`
+	LogLevel          string        `yaml:"log-level,omitempty"`
+	GitHub            GitHub        `yaml:"github"`
+	Runner            RunnerImage   `yaml:"runner"`
+	LXD               *LXD          `yaml:"lxd,omitempty"`
+	OpenStack         *OpenStack    `yaml:"openstack,omitempty"`
+	Timeouts          Timeouts      `yaml:"timeouts,omitempty"`
+}
+
+// GitHub is where and how runners register.
+type GitHub struct {
+	Path   string     `yaml:"path"`
+	APIURL string     `yaml:"api-url"`
+	Token  string     `yaml:"token,omitempty"`
+	App    *GitHubApp `yaml:"app,omitempty"`
+	Group  string     `yaml:"group"`
+	Labels []string   `yaml:"labels,omitempty"`
+}
+
+// GitHubApp is GitHub App authentication.
+type GitHubApp struct {
+	ID             int64  `yaml:"id"`
+	InstallationID int64  `yaml:"installation-id"`
+	PrivateKey     string `yaml:"private-key"`
+}
+
+// RunnerImage is what goes inside every runner, whatever the cloud.
+type RunnerImage struct {
+	HTTPProxy       string   `yaml:"http-proxy,omitempty"`
+	HTTPSProxy      string   `yaml:"https-proxy,omitempty"`
+	NoProxy         string   `yaml:"no-proxy,omitempty"`
+	DockerhubMirror string   `yaml:"dockerhub-mirror,omitempty"`
+	Denylist        []string `yaml:"denylist,omitempty"`
+}
+
+// LXD runners run on this machine.
+type LXD struct {
+	Type      string `yaml:"type"` // container or virtual-machine
+	BaseImage string `yaml:"base-image"`
+	CPU       int    `yaml:"cpu"`
+	Memory    string `yaml:"memory"`
+	Disk      string `yaml:"disk"`
+}
+
+// OpenStack runners are servers in a cloud.
+type OpenStack struct {
+	CloudsYAML string `yaml:"clouds-yaml"`
+	Cloud      string `yaml:"cloud,omitempty"` // default: the first
+	Flavor     string `yaml:"flavor"`
+	Network    string `yaml:"network"`
+	Image      string `yaml:"image"`
+}
+
+// Timeouts override the engine's cleanup clocks; zero means the default.
+type Timeouts struct {
+	Creation time.Duration `yaml:"creation,omitempty"`
+	Offline  time.Duration `yaml:"offline,omitempty"`
+}
+
+// Read reads and validates a config file; unknown keys are errors, so a
+// typo never silently falls back to a default.
+func Read(path string) (*File, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("cannot read config: %w", err)
+	}
+	return Parse(data)
+}
+
+// Parse decodes and validates a config file's content.
+func Parse(data []byte) (*File, error) {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	var f File
+	if err := dec.Decode(&f); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, errors.New("cannot parse config: the file is empty")
+		}
+		// yaml.v3 quotes offending values; the file holds secrets, so
+		// only the line and the kind of error are kept.
+		return nil, fmt.Errorf("cannot parse config: %s", redactYAMLError(err))
+	}
+	if err := f.Validate(); err != nil {
+		return nil, err
+	}
+	return &f, nil
+}
+
+func redactYAMLError(err error) string {
+	var lines []string
+	for _, line := range strings.Split(err.Error(), "\n") {
+		line = strings.TrimSpace(strings.TrimPrefix(line, "yaml: unmarshal errors:"))
+		if line == "" {
+			continue
+		}
+		if i := strings.Index(line, "`"); i >= 0 { // "line 3: cannot unmarshal !!str `secret` into int"
+			line = line[:i] + "<value>" + line[strings.LastIndex(line, "`")+1:]
+		}
+		lines = append(lines, line)
+	}
+	return strings.Join(lines, "; ")
+}
+
+// Validate checks every value and reports every problem at once.
+func (f *File) Validate() error {
+	var problems []string
+	add := func(format string, args ...any) { problems = append(problems, fmt.Sprintf(format, args...)) }
+	if f.Unit == "" {
+		add("unit is required")
+	}
+	if f.Prefix == "" {
+		add("prefix is required")
+	}
+	if f.StateDir == "" {
+		add("state-dir is required")
+	}
+	if f.Runners < 0 {
+		add("runners must be 0 or more")
+	}
+	if f.ReconcileInterval < time.Minute {
+		add("reconcile-interval must be at least 1m")
+	}
+	if _, err := ParsePath(f.GitHub.Path); err != nil {
+		add("github.path: %v", err)
+	}
+	if f.GitHub.APIURL == "" {
+		add("github.api-url is required")
+	}
+	if (f.GitHub.Token == "") == (f.GitHub.App == nil) {
+		add("github: set exactly one of token and app")
+	}
+	if _, err := ParseLabels(strings.Join(f.GitHub.Labels, ",")); err != nil {
+		add("github.labels: %v", err)
+	}
+	if _, err := ParseDenylist(strings.Join(f.Runner.Denylist, ",")); err != nil {
+		add("runner.denylist: %v", err)
+	}
+	switch {
+	case (f.LXD == nil) == (f.OpenStack == nil):
+		add("set exactly one of lxd and openstack")
+	case f.LXD != nil:
+		problems = append(problems, f.LXD.problems()...)
+	default:
+		problems = append(problems, f.OpenStack.problems()...)
+	}
+	if len(problems) > 0 {
+		return fmt.Errorf("invalid config: %s", strings.Join(problems, "; "))
+	}
+	return nil
+}
+
+func (l *LXD) problems() []string {
+	var problems []string
+	if l.Type != "container" && l.Type != "virtual-machine" {
+		problems = append(problems, fmt.Sprintf("lxd.type must be container or virtual-machine, not %q", l.Type))
+	}
+	if l.BaseImage == "" {
+		problems = append(problems, "lxd.base-image is required")
+	}
+	if l.CPU < 1 {
+		problems = append(problems, "lxd.cpu must be at least 1")
+	}
+	for _, size := range []struct{ key, value string }{{"lxd.memory", l.Memory}, {"lxd.disk", l.Disk}} {
+		if _, err := ParseSize(size.value); err != nil {
+			problems = append(problems, fmt.Sprintf("%s: %v", size.key, err))
+		}
+	}
+	return problems
+}
+
+func (o *OpenStack) problems() []string {
+	var problems []string
+	for _, field := range []struct{ key, value string }{
+		{"openstack.clouds-yaml", o.CloudsYAML}, {"openstack.flavor", o.Flavor}, {"openstack.network", o.Network}, {"openstack.image", o.Image},
+	} {
+		if field.value == "" {
+			problems = append(problems, field.key+" is required")
+		}
+	}
+	return problems
+}
+
+// Write writes the file with mode 0600, atomically, so the service never
+// reads half a file and the token is never world-readable, not even briefly.
+func (f *File) Write(path string) error {
+	data, err := yaml.Marshal(f)
+	if err != nil {
+		return fmt.Errorf("cannot encode config: %w", err)
+	}
+	tmp, err := os.CreateTemp(dirOf(path), ".config-*.tmp")
+	if err != nil {
+		return fmt.Errorf("cannot write config: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	if err := tmp.Chmod(0o600); err != nil {
+		tmp.Close()
+		return fmt.Errorf("cannot write config: %w", err)
+	}
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return fmt.Errorf("cannot write config: %w", err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("cannot write config: %w", err)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return fmt.Errorf("cannot write config: %w", err)
+	}
+	return nil
+}
+
+func dirOf(path string) string {
+	if i := strings.LastIndex(path, "/"); i >= 0 {
+		return path[:i+1]
+	}
+	return "."
+}

@@ -1,0 +1,84 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func validFile() *File {
+	return &File{
+		Unit: "github-runner/0", Prefix: "github-runner-0", StateDir: "/var/lib/github-runner/github-runner-0",
+		Runners: 3, ReconcileInterval: 5 * time.Minute,
+		GitHub: GitHub{Path: "org/repo", APIURL: "https://api.github.com", Token: "ghp_SECRET", Group: "default", Labels: []string{"large"}},
+		LXD:    &LXD{Type: "container", BaseImage: "noble", CPU: 2, Memory: "7GiB", Disk: "10GiB"},
+	}
+}
+
+func TestWriteReadRoundTrip(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "config.yaml")
+	want := validFile()
+	if err := want.Write(path); err != nil {
+		t.Fatal(err)
+	}
+	info, err := os.Stat(path)
+	if err != nil || info.Mode().Perm() != 0o600 {
+		t.Fatalf("mode %v, %v; want 0600", info.Mode(), err)
+	}
+	got, err := Read(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.GitHub.Token != "ghp_SECRET" || got.LXD.Memory != "7GiB" || got.ReconcileInterval != 5*time.Minute || got.Runners != 3 {
+		t.Errorf("round trip = %+v", got)
+	}
+}
+
+func TestParseRejects(t *testing.T) {
+	tests := []struct {
+		name, yaml, want string
+	}{
+		{"unknown key", "unit: a\ntokn: x\n", "field tokn not found"},
+		{"empty", "", "the file is empty"},
+		{"bad type hides value", "unit: a\nrunners: ghp_SECRET\n", "cannot unmarshal !!str <value> into int"},
+		{"every problem", "unit: a\n", "prefix is required; state-dir is required; reconcile-interval must be at least 1m; github.path:"},
+		{"both clouds", "unit: a\nlxd: {type: container}\nopenstack: {flavor: f}\n", "set exactly one of lxd and openstack"},
+	}
+	for _, test := range tests {
+		t.Run(test.name, func(t *testing.T) {
+			_, err := Parse([]byte(test.yaml))
+			if err == nil || !strings.Contains(err.Error(), test.want) {
+				t.Fatalf("error %v, want it to contain %q", err, test.want)
+			}
+			if strings.Contains(err.Error(), "SECRET") {
+				t.Errorf("error %q reveals a secret", err)
+			}
+		})
+	}
+}
+
+func TestValuesParsers(t *testing.T) {
+	sizes := map[string]int64{"1KiB": 1024, "7GiB": 7 << 30, "2TiB": 2 << 40}
+	for in, want := range sizes {
+		if got, err := ParseSize(in); err != nil || got != want {
+			t.Errorf("ParseSize(%q) = %d, %v", in, got, err)
+		}
+	}
+	for _, bad := range []string{"", "7", "7GB", "-1GiB", "1.5GiB", "0MiB", "99999999999TiB"} {
+		if _, err := ParseSize(bad); err == nil {
+			t.Errorf("ParseSize(%q) accepted", bad)
+		}
+	}
+	for in, want := range map[string]string{"org": "org", "owner/repo": "owner/repo", "a-b/c.d_e": "a-b/c.d_e"} {
+		if p, err := ParsePath(in); err != nil || p.String() != want {
+			t.Errorf("ParsePath(%q) = %v, %v", in, p, err)
+		}
+	}
+	for _, bad := range []string{"", "/repo", "org/", "a/b/c", "-org", "org/..", "o rg"} {
+		if _, err := ParsePath(bad); err == nil {
+			t.Errorf("ParsePath(%q) accepted", bad)
+		}
+	}
+}
