@@ -1,0 +1,193 @@
+// Package metrics records what the manager does, two ways: Prometheus
+// metrics served on the manager's /metrics, and the JSON-lines events log of
+// the Python charm (runner_installed, runner_start, runner_stop,
+// reconciliation), so existing Loki dashboards and alerts keep working.
+package metrics
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/canonical/github-runner-charm/src/runner"
+)
+
+// Metrics is one manager's metrics.
+type Metrics struct {
+	Registry *prometheus.Registry
+	flavor   string // the application name, as the Python charm's "flavor"
+
+	expected, idle, busy, offline prometheus.Gauge
+	rateRemaining, rateLimit      prometheus.Gauge
+	reconcileDuration             prometheus.Histogram
+	created                       prometheus.Counter
+	removed, failures             *prometheus.CounterVec
+	createdToOnline, onlineToBusy prometheus.Histogram
+
+	mu     sync.Mutex
+	events io.Writer
+	seen   map[string]*stage // per runner, while it exists
+}
+
+// stage is what this process has seen of one runner.
+type stage struct {
+	online, busy time.Time
+}
+
+// stageBuckets span a container's seconds to a slow VM's many minutes.
+var stageBuckets = []float64{5, 10, 20, 30, 45, 60, 90, 120, 180, 300, 600, 1200, 1800, 3600}
+
+// New returns metrics for flavor (the application name); events, if not
+// nil, receives the events log.
+func New(flavor string, events io.Writer) *Metrics {
+	m := &Metrics{Registry: prometheus.NewRegistry(), flavor: flavor, events: events, seen: map[string]*stage{}}
+	gauge := func(name, help string) prometheus.Gauge {
+		return prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "github_runner", Name: name, Help: help})
+	}
+	m.expected = gauge("expected_runners", "Runners this unit is configured to keep.")
+	m.idle = gauge("idle_runners", "Runners online and waiting for a job.")
+	m.busy = gauge("busy_runners", "Runners running a job.")
+	m.offline = gauge("offline_runners", "Runners GitHub shows offline.")
+	m.rateRemaining = gauge("github_rate_limit_remaining", "GitHub API requests left in the current rate-limit window.")
+	m.rateLimit = gauge("github_rate_limit", "GitHub API requests allowed per rate-limit window.")
+	m.reconcileDuration = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Namespace: "github_runner", Name: "reconcile_duration_seconds", Help: "Duration of reconcile cycles.",
+		Buckets: []float64{0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600},
+	})
+	m.created = prometheus.NewCounter(prometheus.CounterOpts{Namespace: "github_runner", Name: "created_runners_total", Help: "Runners created."})
+	m.removed = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "github_runner", Name: "removed_runners_total",
+		Help: "Runners removed, by reason (stopped, offline, runner-without-instance, instance-without-runner, scale-down, flush)."}, []string{"reason"})
+	m.failures = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "github_runner", Name: "failures_total",
+		Help: "Failed operations, by operation (list, register, create, remove)."}, []string{"operation"})
+	m.createdToOnline = prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: "github_runner", Name: "created_to_online_seconds",
+		Help: "Time from a runner's instance creation until GitHub showed it online.", Buckets: stageBuckets})
+	m.onlineToBusy = prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: "github_runner", Name: "online_to_busy_seconds",
+		Help: "Time a runner waited online before its job.", Buckets: stageBuckets})
+	m.Registry.MustRegister(m.expected, m.idle, m.busy, m.offline, m.rateRemaining, m.rateLimit, m.reconcileDuration,
+		m.created, m.removed, m.failures, m.createdToOnline, m.onlineToBusy,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// Sample is one runner as a cycle saw it.
+type Sample struct {
+	Name      string
+	State     runner.State
+	CreatedAt time.Time
+}
+
+// Cycle is what one reconcile cycle saw and did.
+type Cycle struct {
+	Duration time.Duration
+	Expected int
+	Runners  []Sample
+	Created  int
+	Removed  map[string]int
+	Failures map[string]int
+}
+
+// ObserveCycle records a cycle: gauges, counters, stage durations and the
+// events log lines.
+func (m *Metrics) ObserveCycle(now time.Time, c Cycle) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	counts := map[runner.State]int{}
+	present := map[string]bool{}
+	for _, r := range c.Runners {
+		counts[r.State]++
+		present[r.Name] = true
+		m.observeStage(now, r)
+	}
+	for name, s := range m.seen {
+		if !present[name] {
+			if !s.busy.IsZero() {
+				m.event(now, "runner_stop", map[string]any{"status": "normal", "job_duration": nonNegative(now.Sub(s.busy))})
+			}
+			delete(m.seen, name)
+		}
+	}
+	m.expected.Set(float64(c.Expected))
+	m.idle.Set(float64(counts[runner.Idle]))
+	m.busy.Set(float64(counts[runner.Busy]))
+	m.offline.Set(float64(counts[runner.Offline]))
+	m.reconcileDuration.Observe(c.Duration.Seconds())
+	m.created.Add(float64(c.Created))
+	for reason, n := range c.Removed {
+		m.removed.WithLabelValues(reason).Add(float64(n))
+	}
+	for op, n := range c.Failures {
+		m.failures.WithLabelValues(op).Add(float64(n))
+	}
+	m.event(now, "reconciliation", map[string]any{
+		"crashed_runners":  c.Removed[string(runner.Offline)] + c.Removed[string(runner.NoRunner)],
+		"idle_runners":     counts[runner.Idle],
+		"active_runners":   counts[runner.Busy],
+		"expected_runners": c.Expected,
+		"duration":         c.Duration.Seconds(),
+	})
+}
+
+func (m *Metrics) observeStage(now time.Time, r Sample) {
+	s, ok := m.seen[r.Name]
+	if !ok {
+		s = &stage{}
+		m.seen[r.Name] = s
+	}
+	online := r.State == runner.Idle || r.State == runner.Busy
+	if online && s.online.IsZero() {
+		s.online = now
+		installed := nonNegative(now.Sub(r.CreatedAt))
+		m.createdToOnline.Observe(installed)
+		m.event(now, "runner_installed", map[string]any{"duration": installed})
+	}
+	if r.State == runner.Busy && s.busy.IsZero() {
+		s.busy = now
+		idle := nonNegative(now.Sub(s.online))
+		m.onlineToBusy.Observe(idle)
+		m.event(now, "runner_start", map[string]any{"idle": idle})
+	}
+}
+
+// ObserveRateLimit records GitHub's latest rate-limit budget.
+func (m *Metrics) ObserveRateLimit(remaining, limit int) {
+	m.rateRemaining.Set(float64(remaining))
+	m.rateLimit.Set(float64(limit))
+}
+
+func nonNegative(d time.Duration) float64 {
+	if d < 0 {
+		return 0
+	}
+	return d.Seconds()
+}
+
+// event writes one events-log line, in the Python charm's format.
+func (m *Metrics) event(now time.Time, name string, fields map[string]any) {
+	if m.events == nil {
+		return
+	}
+	fields["event"] = name
+	fields["timestamp"] = float64(now.UnixNano()) / 1e9
+	fields["flavor"] = m.flavor
+	line, err := json.Marshal(fields)
+	if err != nil {
+		return
+	}
+	fmt.Fprintf(m.events, "%s\n", line)
+}
+
+// OpenEventsLog opens path for appending events, creating it 0644: the
+// events hold no secrets and the COS agent reads them.
+func OpenEventsLog(path string) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("cannot open events log: %w", err)
+	}
+	return f, nil
+}
