@@ -152,6 +152,53 @@ sql() { mysql --connect-timeout=10 -N -B <<< "$1"; }
 step_done() { [ -n "$(sql "SELECT 1 FROM openstack_test.steps WHERE name='$1'" 2>/dev/null)" ]; }
 mark_done() { sql "INSERT IGNORE INTO openstack_test.steps VALUES ('$1')"; }
 
+# bg_sync NAME LOGFILE CMD...: unless done before, run the one-time step CMD in the background
+# (bounded by timeout); join_sync NAME waits for it, fails with its log if it failed, records it.
+declare -A SYNC_PID=()
+bg_sync() {
+  local name=$1 log=$2; shift 2
+  step_done "$name" && return 0
+  (
+    trap - ERR
+    set +e
+    if [ "$(type -t "$1")" = function ]; then
+      # timeout(1) cannot run a shell function: such a function bounds each of its commands.
+      (set -e; "$@") > "$log" 2>&1
+    else
+      timeout 600 "$@" > "$log" 2>&1
+    fi
+    echo $? > "$RUN/$name.sync-rc"
+  ) &
+  SYNC_PID[$name]=$!
+}
+join_sync() {
+  local name=$1
+  [ -n "${SYNC_PID[$name]:-}" ] || return 0
+  wait "${SYNC_PID[$name]}" || true
+  local rc; rc=$(cat "$RUN/$name.sync-rc" 2>/dev/null || echo missing)
+  rm -f "$RUN/$name.sync-rc"
+  unset "SYNC_PID[$name]"
+  if [ "$rc" != 0 ]; then
+    die "the database sync of $name failed (exit status $rc)" "$LOG/$name"*-manage.out
+  fi
+  mark_done "$name"
+}
+
+# What every service uses to talk to Keystone and to the others: all as admin (a throw-away bed).
+authblock() {
+  cat <<EOT
+auth_type = password
+auth_url = http://127.0.0.1:5000/v3
+www_authenticate_uri = http://127.0.0.1:5000/v3
+project_name = admin
+username = admin
+password = $PW
+user_domain_name = Default
+project_domain_name = Default
+region_name = RegionOne
+EOT
+}
+
 ############################################################################ 1. packages
 phase "packages"
 PHASE_LOG="$LOG/apt.log"
@@ -241,22 +288,194 @@ STARTED=""
 start rabbitmq /etc/rabbitmq/rabbitmq-env.conf \
   env HOME=/var/lib/rabbitmq ERL_EPMD_ADDRESS=127.0.0.1 RABBITMQ_LOGS=- \
   setpriv --reuid=rabbitmq --regid=rabbitmq --init-groups /usr/lib/rabbitmq/bin/rabbitmq-server
-PHASE_LOG="$LOG/rabbitmq.out"
-wait_for rabbitmq 120 rabbitmqctl -q --timeout 5 await_startup
-# Each rabbitmqctl call costs ~1 s of Erlang start-up: set the account up only when the node was
-# (re)started by this run; it lives in the node's mnesia database across restarts anyway.
-pwsum=$(sha256sum < "$S/secret" | cut -d' ' -f1)
-if [ -n "$STARTED" ] || [ "$(cat "$RUN/rabbitmq.account" 2>/dev/null)" != "$pwsum" ]; then
-  if ! rabbitmqctl -q list_users 2>/dev/null | grep -q '^openstack\b'; then
-    rabbitmqctl -q add_user openstack "$PW" > /dev/null
-  fi
-  rabbitmqctl -q change_password openstack "$PW" > /dev/null
-  rabbitmqctl -q set_permissions openstack '.*' '.*' '.*'
-  echo "$pwsum" > "$RUN/rabbitmq.account"
-fi
 TRANSPORT="rabbit://openstack:$PW@127.0.0.1:5672/"
 
-############################################################################ 4. Keystone
+############################################################################ 4. configs, and the DB schema syncs in the background
+# The syncs need only MariaDB; they are slow Python (nova's four take ~30 s), so they run while
+# RabbitMQ boots and Keystone is set up. Each service is started once its sync has finished.
+phase "configs + db syncs"
+############################################################################ 5. Placement config
+cat > /etc/placement/placement.conf <<EOT
+[DEFAULT]
+log_dir = $LOG
+log_file = placement.log
+[api]
+auth_strategy = keystone
+[placement_database]
+connection = $DBURL/placement
+[keystone_authtoken]
+$(authblock)
+EOT
+chmod 640 /etc/placement/placement.conf
+bg_sync placement "$LOG/placement-manage.out" placement-manage db sync
+
+############################################################################ 6. Glance config
+mkdir -p /var/lib/glance/images /var/lib/glance/staging /var/lib/glance/tasks /var/lib/glance/lock
+cat > /etc/glance/glance-api.conf <<EOT
+[DEFAULT]
+bind_host = 127.0.0.1
+bind_port = 9292
+workers = 1
+log_dir = $LOG
+log_file = glance-api.log
+enabled_backends = fs:file
+[database]
+connection = $DBURL/glance
+[glance_store]
+default_backend = fs
+[fs]
+filesystem_store_datadir = /var/lib/glance/images
+[os_glance_staging_store]
+filesystem_store_datadir = /var/lib/glance/staging
+[os_glance_tasks_store]
+filesystem_store_datadir = /var/lib/glance/tasks
+[paste_deploy]
+flavor = keystone
+[oslo_concurrency]
+lock_path = /var/lib/glance/lock
+[keystone_authtoken]
+$(authblock)
+EOT
+chmod 640 /etc/glance/glance-api.conf
+bg_sync glance "$LOG/glance-manage.out" glance-manage db_sync
+
+############################################################################ 7. Neutron config
+# No L2 agent can run here, so with the stock drivers ports end up binding_failed and Nova puts
+# the server in ERROR. This agent-less ML2 mechanism driver binds every port (vif_type ovs, status
+# ACTIVE); it is registered through a hand-written dist-info entry point (no pip, no PyPI).
+D=/usr/local/lib/python3.11/dist-packages
+mkdir -p $D/fakebind_ml2-1.0.dist-info
+cat > $D/fakebind_ml2.py <<'EOT'
+"""Agent-less ML2 mechanism driver for test clouds (tests/openstack/setup.sh): binds every port to
+the first segment with vif_type 'ovs' and marks it ACTIVE. Nova's fake virt driver never plugs
+anything, so nothing else is needed."""
+from neutron_lib.api.definitions import portbindings
+from neutron_lib import constants
+from neutron_lib.plugins.ml2 import api
+
+
+class FakeBindMechanismDriver(api.MechanismDriver):
+    def initialize(self):
+        pass
+
+    def bind_port(self, context):
+        for segment in context.segments_to_bind:
+            context.set_binding(segment[api.ID], portbindings.VIF_TYPE_OVS,
+                                {portbindings.CAP_PORT_FILTER: True},
+                                status=constants.PORT_STATUS_ACTIVE)
+            return
+EOT
+printf 'Metadata-Version: 2.1\nName: fakebind-ml2\nVersion: 1.0\n' > $D/fakebind_ml2-1.0.dist-info/METADATA
+printf '[neutron.ml2.mechanism_drivers]\nfakebind = fakebind_ml2:FakeBindMechanismDriver\n' \
+  > $D/fakebind_ml2-1.0.dist-info/entry_points.txt
+: > $D/fakebind_ml2-1.0.dist-info/RECORD
+mkdir -p /var/lib/neutron/lock
+cat > /etc/neutron/neutron.conf <<EOT
+[DEFAULT]
+bind_host = 127.0.0.1
+bind_port = 9696
+core_plugin = ml2
+service_plugins = router
+auth_strategy = keystone
+transport_url = $TRANSPORT
+api_workers = 1
+rpc_workers = 1
+rpc_state_report_workers = 1
+notify_nova_on_port_status_changes = true
+notify_nova_on_port_data_changes = true
+log_dir = $LOG
+log_file = neutron-server.log
+[database]
+connection = $DBURL/neutron
+[keystone_authtoken]
+$(authblock)
+[nova]
+$(authblock)
+[oslo_concurrency]
+lock_path = /var/lib/neutron/lock
+EOT
+# tenant_network_types = vxlan lets the non-admin test user create networks too.
+cat > /etc/neutron/plugins/ml2/ml2_conf.ini <<EOT
+[ml2]
+type_drivers = flat,vlan,vxlan
+tenant_network_types = vxlan
+mechanism_drivers = fakebind
+extension_drivers = port_security
+[ml2_type_flat]
+flat_networks = public
+[ml2_type_vlan]
+network_vlan_ranges = public
+[ml2_type_vxlan]
+vni_ranges = 1:1000
+[securitygroup]
+enable_security_group = true
+firewall_driver = noop
+EOT
+chmod 640 /etc/neutron/neutron.conf
+NEUTRON_CONFS="/etc/neutron/neutron.conf /etc/neutron/plugins/ml2/ml2_conf.ini $D/fakebind_ml2.py"
+NEUTRON_CFG=(--config-file /etc/neutron/neutron.conf --config-file /etc/neutron/plugins/ml2/ml2_conf.ini)
+bg_sync neutron "$LOG/neutron-db-manage.out" neutron-db-manage "${NEUTRON_CFG[@]}" upgrade heads
+
+############################################################################ 8. Nova config
+mkdir -p /var/lib/nova/instances /var/lib/nova/tmp
+# nova.conf has no DB settings: nova-compute must not see them ("No DB access allowed in
+# nova-compute"). The controllers and nova-manage also load nova-db.conf.
+cat > /etc/nova/nova.conf <<EOT
+[DEFAULT]
+my_ip = 127.0.0.1
+host = fake-compute-1
+transport_url = $TRANSPORT
+compute_driver = fake.FakeDriver
+state_path = /var/lib/nova
+log_dir = $LOG
+enabled_apis = osapi_compute
+osapi_compute_listen = 127.0.0.1
+osapi_compute_listen_port = 8774
+osapi_compute_workers = 1
+[api]
+auth_strategy = keystone
+[wsgi]
+api_paste_config = /etc/nova/api-paste.ini
+[keystone_authtoken]
+$(authblock)
+[placement]
+$(authblock)
+[neutron]
+$(authblock)
+[glance]
+region_name = RegionOne
+[cinder]
+os_region_name = RegionOne
+[conductor]
+workers = 1
+[scheduler]
+workers = 1
+discover_hosts_in_cells_interval = 5
+[vnc]
+enabled = false
+[oslo_concurrency]
+lock_path = /var/lib/nova/tmp
+[oslo_messaging_notifications]
+driver = noop
+EOT
+cat > /etc/nova/nova-db.conf <<EOT
+[api_database]
+connection = $DBURL/nova_api
+[database]
+connection = $DBURL/nova
+EOT
+chmod 640 /etc/nova/nova.conf /etc/nova/nova-db.conf
+NOVA_CONFS="/etc/nova/nova.conf /etc/nova/nova-db.conf"
+NOVA_CFG=(--config-file /etc/nova/nova.conf --config-file /etc/nova/nova-db.conf)
+nova_db_sync() {
+  timeout 300 nova-manage "${NOVA_CFG[@]}" api_db sync
+  timeout 300 nova-manage "${NOVA_CFG[@]}" cell_v2 map_cell0 --database_connection "$DBURL/nova_cell0"
+  timeout 300 nova-manage "${NOVA_CFG[@]}" cell_v2 list_cells | grep -q ' cell1 ' ||
+    timeout 300 nova-manage "${NOVA_CFG[@]}" cell_v2 create_cell --name cell1
+  timeout 300 nova-manage "${NOVA_CFG[@]}" db sync
+}
+bg_sync nova "$LOG/nova-manage.out" nova_db_sync
+############################################################################ 9. Keystone
 phase "keystone"
 need_port keystone 5000
 PHASE_LOG="$LOG/keystone.log $LOG/keystone-manage.out"
@@ -358,229 +577,35 @@ if ! step_done identity; then
   mark_done identity
 fi
 
-# What every service uses to talk to Keystone and to the others: all as admin (a throw-away bed).
-authblock() {
-  cat <<EOT
-auth_type = password
-auth_url = http://127.0.0.1:5000/v3
-www_authenticate_uri = http://127.0.0.1:5000/v3
-project_name = admin
-username = admin
-password = $PW
-user_domain_name = Default
-project_domain_name = Default
-region_name = RegionOne
-EOT
-}
-
-############################################################################ 5. Placement
-phase "placement"
-need_port placement 8778
-PHASE_LOG="$LOG/placement.log $LOG/placement-manage.out"
-cat > /etc/placement/placement.conf <<EOT
-[DEFAULT]
-log_dir = $LOG
-log_file = placement.log
-[api]
-auth_strategy = keystone
-[placement_database]
-connection = $DBURL/placement
-[keystone_authtoken]
-$(authblock)
-EOT
-chmod 640 /etc/placement/placement.conf
-if ! step_done placement; then
-  placement-manage db sync > "$LOG/placement-manage.out" 2>&1
-  mark_done placement
+phase "rabbitmq ready"
+PHASE_LOG="$LOG/rabbitmq.out"
+wait_for rabbitmq 120 rabbitmqctl -q --timeout 5 await_startup
+# Each rabbitmqctl call costs ~1 s of Erlang start-up: set the account up only when the node was
+# (re)started by this run; it lives in the node's mnesia database across restarts anyway.
+pwsum=$(sha256sum < "$S/secret" | cut -d' ' -f1)
+if [ -n "$STARTED" ] || [ "$(cat "$RUN/rabbitmq.account" 2>/dev/null)" != "$pwsum" ]; then
+  if ! rabbitmqctl -q list_users 2>/dev/null | grep -q '^openstack\b'; then
+    rabbitmqctl -q add_user openstack "$PW" > /dev/null
+  fi
+  rabbitmqctl -q change_password openstack "$PW" > /dev/null
+  rabbitmqctl -q set_permissions openstack '.*' '.*' '.*'
+  echo "$pwsum" > "$RUN/rabbitmq.account"
 fi
+
+############################################################################ 10. start the services (each after its schema sync)
+phase "start services"
+need_port placement 8778
+need_port glance 9292
+need_port neutron 9696
+need_port nova-api 8774
+join_sync placement
 start placement /etc/placement/placement.conf "${UWSGI[@]}" --http-socket 127.0.0.1:8778 \
   --wsgi-file /usr/bin/placement-api --processes 1 --threads 8
-
-############################################################################ 6. Glance
-phase "glance"
-need_port glance 9292
-PHASE_LOG="$LOG/glance-api.log $LOG/glance-manage.out"
-mkdir -p /var/lib/glance/images /var/lib/glance/staging /var/lib/glance/tasks /var/lib/glance/lock
-cat > /etc/glance/glance-api.conf <<EOT
-[DEFAULT]
-bind_host = 127.0.0.1
-bind_port = 9292
-workers = 1
-log_dir = $LOG
-log_file = glance-api.log
-enabled_backends = fs:file
-[database]
-connection = $DBURL/glance
-[glance_store]
-default_backend = fs
-[fs]
-filesystem_store_datadir = /var/lib/glance/images
-[os_glance_staging_store]
-filesystem_store_datadir = /var/lib/glance/staging
-[os_glance_tasks_store]
-filesystem_store_datadir = /var/lib/glance/tasks
-[paste_deploy]
-flavor = keystone
-[oslo_concurrency]
-lock_path = /var/lib/glance/lock
-[keystone_authtoken]
-$(authblock)
-EOT
-chmod 640 /etc/glance/glance-api.conf
-if ! step_done glance; then
-  glance-manage db_sync > "$LOG/glance-manage.out" 2>&1
-  mark_done glance
-fi
+join_sync glance
 start glance /etc/glance/glance-api.conf glance-api --config-file /etc/glance/glance-api.conf
-
-############################################################################ 7. Neutron
-phase "neutron"
-need_port neutron 9696
-PHASE_LOG="$LOG/neutron-server.log $LOG/neutron-db-manage.out"
-# No L2 agent can run here, so with the stock drivers ports end up binding_failed and Nova puts
-# the server in ERROR. This agent-less ML2 mechanism driver binds every port (vif_type ovs, status
-# ACTIVE); it is registered through a hand-written dist-info entry point (no pip, no PyPI).
-D=/usr/local/lib/python3.11/dist-packages
-mkdir -p $D/fakebind_ml2-1.0.dist-info
-cat > $D/fakebind_ml2.py <<'EOT'
-"""Agent-less ML2 mechanism driver for test clouds (tests/openstack/setup.sh): binds every port to
-the first segment with vif_type 'ovs' and marks it ACTIVE. Nova's fake virt driver never plugs
-anything, so nothing else is needed."""
-from neutron_lib.api.definitions import portbindings
-from neutron_lib import constants
-from neutron_lib.plugins.ml2 import api
-
-
-class FakeBindMechanismDriver(api.MechanismDriver):
-    def initialize(self):
-        pass
-
-    def bind_port(self, context):
-        for segment in context.segments_to_bind:
-            context.set_binding(segment[api.ID], portbindings.VIF_TYPE_OVS,
-                                {portbindings.CAP_PORT_FILTER: True},
-                                status=constants.PORT_STATUS_ACTIVE)
-            return
-EOT
-printf 'Metadata-Version: 2.1\nName: fakebind-ml2\nVersion: 1.0\n' > $D/fakebind_ml2-1.0.dist-info/METADATA
-printf '[neutron.ml2.mechanism_drivers]\nfakebind = fakebind_ml2:FakeBindMechanismDriver\n' \
-  > $D/fakebind_ml2-1.0.dist-info/entry_points.txt
-: > $D/fakebind_ml2-1.0.dist-info/RECORD
-mkdir -p /var/lib/neutron/lock
-cat > /etc/neutron/neutron.conf <<EOT
-[DEFAULT]
-bind_host = 127.0.0.1
-bind_port = 9696
-core_plugin = ml2
-service_plugins = router
-auth_strategy = keystone
-transport_url = $TRANSPORT
-api_workers = 1
-rpc_workers = 1
-rpc_state_report_workers = 1
-notify_nova_on_port_status_changes = true
-notify_nova_on_port_data_changes = true
-log_dir = $LOG
-log_file = neutron-server.log
-[database]
-connection = $DBURL/neutron
-[keystone_authtoken]
-$(authblock)
-[nova]
-$(authblock)
-[oslo_concurrency]
-lock_path = /var/lib/neutron/lock
-EOT
-# tenant_network_types = vxlan lets the non-admin test user create networks too.
-cat > /etc/neutron/plugins/ml2/ml2_conf.ini <<EOT
-[ml2]
-type_drivers = flat,vlan,vxlan
-tenant_network_types = vxlan
-mechanism_drivers = fakebind
-extension_drivers = port_security
-[ml2_type_flat]
-flat_networks = public
-[ml2_type_vlan]
-network_vlan_ranges = public
-[ml2_type_vxlan]
-vni_ranges = 1:1000
-[securitygroup]
-enable_security_group = true
-firewall_driver = noop
-EOT
-chmod 640 /etc/neutron/neutron.conf
-NEUTRON_CONFS="/etc/neutron/neutron.conf /etc/neutron/plugins/ml2/ml2_conf.ini $D/fakebind_ml2.py"
-NEUTRON_CFG=(--config-file /etc/neutron/neutron.conf --config-file /etc/neutron/plugins/ml2/ml2_conf.ini)
-if ! step_done neutron; then
-  neutron-db-manage "${NEUTRON_CFG[@]}" upgrade heads > "$LOG/neutron-db-manage.out" 2>&1
-  mark_done neutron
-fi
+join_sync neutron
 start neutron "$NEUTRON_CONFS" neutron-server "${NEUTRON_CFG[@]}"
-
-############################################################################ 8. Nova
-phase "nova"
-need_port nova-api 8774
-PHASE_LOG="$LOG/nova-manage.out"
-mkdir -p /var/lib/nova/instances /var/lib/nova/tmp
-# nova.conf has no DB settings: nova-compute must not see them ("No DB access allowed in
-# nova-compute"). The controllers and nova-manage also load nova-db.conf.
-cat > /etc/nova/nova.conf <<EOT
-[DEFAULT]
-my_ip = 127.0.0.1
-host = fake-compute-1
-transport_url = $TRANSPORT
-compute_driver = fake.FakeDriver
-state_path = /var/lib/nova
-log_dir = $LOG
-enabled_apis = osapi_compute
-osapi_compute_listen = 127.0.0.1
-osapi_compute_listen_port = 8774
-osapi_compute_workers = 1
-[api]
-auth_strategy = keystone
-[wsgi]
-api_paste_config = /etc/nova/api-paste.ini
-[keystone_authtoken]
-$(authblock)
-[placement]
-$(authblock)
-[neutron]
-$(authblock)
-[glance]
-region_name = RegionOne
-[cinder]
-os_region_name = RegionOne
-[conductor]
-workers = 1
-[scheduler]
-workers = 1
-discover_hosts_in_cells_interval = 5
-[vnc]
-enabled = false
-[oslo_concurrency]
-lock_path = /var/lib/nova/tmp
-[oslo_messaging_notifications]
-driver = noop
-EOT
-cat > /etc/nova/nova-db.conf <<EOT
-[api_database]
-connection = $DBURL/nova_api
-[database]
-connection = $DBURL/nova
-EOT
-chmod 640 /etc/nova/nova.conf /etc/nova/nova-db.conf
-NOVA_CONFS="/etc/nova/nova.conf /etc/nova/nova-db.conf"
-NOVA_CFG=(--config-file /etc/nova/nova.conf --config-file /etc/nova/nova-db.conf)
-if ! step_done nova; then
-  {
-    nova-manage "${NOVA_CFG[@]}" api_db sync
-    nova-manage "${NOVA_CFG[@]}" cell_v2 map_cell0 --database_connection "$DBURL/nova_cell0"
-    nova-manage "${NOVA_CFG[@]}" cell_v2 list_cells | grep -q ' cell1 ' ||
-      nova-manage "${NOVA_CFG[@]}" cell_v2 create_cell --name cell1
-    nova-manage "${NOVA_CFG[@]}" db sync
-  } > "$LOG/nova-manage.out" 2>&1
-  mark_done nova
-fi
+join_sync nova
 start nova-api "$NOVA_CONFS" nova-api "${NOVA_CFG[@]}"
 start nova-conductor "$NOVA_CONFS" nova-conductor "${NOVA_CFG[@]}"
 start nova-scheduler "$NOVA_CONFS" nova-scheduler "${NOVA_CFG[@]}"
@@ -590,7 +615,7 @@ start nova-compute /etc/nova/nova.conf $PY -c \
   'import sys; from nova.cmd.compute import main; sys.argv[0] = "nova-compute"; sys.exit(main())' \
   --config-file /etc/nova/nova.conf --log-file "$LOG/nova-compute.log"
 
-############################################################################ 9. everything answers
+############################################################################ 11. everything answers
 phase "services answer"
 wait_for placement 90 http_ok http://127.0.0.1:8778
 wait_for glance 90 http_ok http://127.0.0.1:9292
@@ -619,7 +644,7 @@ for s in nova-conductor nova-scheduler nova-compute; do
   alive $s || die "$s is not running" "$LOG/$s.out" "$LOG/$s.log"
 done
 
-############################################################################ 10. fixtures
+############################################################################ 12. fixtures
 phase "fixtures"
 PHASE_LOG="$LOG/bed-fixtures.out"
 appcred=$(timeout 180 $PY "$HERE/bed.py" fixtures 2>> "$LOG/bed-fixtures.out")
