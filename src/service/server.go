@@ -1,0 +1,238 @@
+package service
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/canonical/github-runner-charm/src/manager"
+	"github.com/canonical/github-runner-charm/src/metrics"
+	"github.com/canonical/github-runner-charm/src/runner"
+)
+
+// Server runs the engine every interval and on demand, and answers the
+// charm on the unit's socket.
+type Server struct {
+	Engine   *manager.Engine
+	Expected int
+	Interval time.Duration
+	Metrics  *metrics.Metrics
+	Log      *slog.Logger
+	// Explain turns an error into the sentence the operator reads in
+	// `juju status` (e.g. github.OperatorMessage); nil means err.Error().
+	Explain func(error) string
+	// RateLimit returns GitHub's latest budget, for the metrics.
+	RateLimit func() (remaining, limit int, ok bool)
+	// UpdateDependencies checks for a newer runner application.
+	UpdateDependencies func(context.Context) (UpdateResult, error)
+
+	mu      sync.Mutex
+	problem string
+}
+
+// Run runs a reconcile at once and then every Interval until ctx ends. A
+// cycle in progress when ctx ends is finished first, within its own bounds.
+func (s *Server) Run(ctx context.Context) {
+	for {
+		s.cycle(manager.Reconcile)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(s.Interval):
+		}
+	}
+}
+
+// cycleTimeout bounds a whole cycle, so a wedged call can never hold up
+// the next one (the engine also bounds every single call).
+const cycleTimeout = 15 * time.Minute
+
+// cycle runs one cycle under its own context: a caller that stops waiting
+// (an action timing out, SIGTERM) does not cut a create in half.
+func (s *Server) cycle(mode manager.Mode) (manager.Outcome, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), cycleTimeout)
+	defer cancel()
+	start := time.Now()
+	out, err := s.Engine.Run(ctx, mode)
+	s.observe(start, out)
+	switch {
+	case err != nil:
+		s.setProblem(s.explain(err))
+		s.Log.Warn("reconcile cycle could not read the runners' state", "error", s.explain(err))
+	case len(out.Errors) > 0:
+		s.setProblem(s.explain(out.Errors[0]))
+	default:
+		s.setProblem("")
+	}
+	s.Log.Info("reconcile cycle done", "mode", mode, "created", out.Created, "removed", out.RemovedTotal(),
+		"failures", len(out.Errors), "duration", time.Since(start).Round(time.Millisecond))
+	return out, err
+}
+
+func (s *Server) observe(start time.Time, out manager.Outcome) {
+	if s.Metrics == nil {
+		return
+	}
+	samples := make([]metrics.Sample, 0, len(out.Views))
+	for _, v := range out.Views {
+		sample := metrics.Sample{Name: v.Name, State: v.State}
+		if v.Instance != nil {
+			sample.CreatedAt = v.Instance.CreatedAt
+		}
+		samples = append(samples, sample)
+	}
+	s.Metrics.ObserveCycle(time.Now(), metrics.Cycle{
+		Duration: time.Since(start), Expected: s.Expected, Runners: samples,
+		Created: out.Created, Removed: out.Removed, Failures: out.Failures,
+	})
+	if s.RateLimit != nil {
+		if remaining, limit, ok := s.RateLimit(); ok {
+			s.Metrics.ObserveRateLimit(remaining, limit)
+		}
+	}
+}
+
+func (s *Server) explain(err error) string {
+	if s.Explain != nil {
+		return s.Explain(err)
+	}
+	return err.Error()
+}
+
+func (s *Server) setProblem(p string) {
+	s.mu.Lock()
+	s.problem = p
+	s.mu.Unlock()
+}
+
+func (s *Server) currentProblem() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.problem
+}
+
+// Handler is the HTTP API.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET "+PathHealth, func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	mux.HandleFunc("GET "+PathRunners, s.runners)
+	mux.HandleFunc("POST "+PathReconcile, func(w http.ResponseWriter, r *http.Request) {
+		out, err := s.cycle(manager.Reconcile)
+		if err != nil {
+			writeError(w, err, s.explain)
+			return
+		}
+		writeJSON(w, http.StatusOK, ReconcileResult{Delta: out.Created - out.RemovedTotal()})
+	})
+	mux.HandleFunc("POST "+PathFlush, s.flush)
+	mux.HandleFunc("POST "+PathUpdateDependencies, func(w http.ResponseWriter, r *http.Request) {
+		if s.UpdateDependencies == nil {
+			writeError(w, errors.New("this cloud's runner image is not managed by the charm"), nil)
+			return
+		}
+		result, err := s.UpdateDependencies(r.Context())
+		if err != nil {
+			writeError(w, err, s.explain)
+			return
+		}
+		writeJSON(w, http.StatusOK, result)
+	})
+	if s.Metrics != nil {
+		mux.Handle("GET "+PathMetrics, promhttp.HandlerFor(s.Metrics.Registry, promhttp.HandlerOpts{}))
+	}
+	return mux
+}
+
+func (s *Server) runners(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Minute)
+	defer cancel()
+	views, err := s.Engine.Views(ctx)
+	if err != nil {
+		writeJSON(w, http.StatusOK, RunnersReport{Expected: s.Expected, Problem: s.explain(err)})
+		return
+	}
+	report := Report(views, s.Expected)
+	report.Problem = s.currentProblem()
+	writeJSON(w, http.StatusOK, report)
+}
+
+func (s *Server) flush(w http.ResponseWriter, r *http.Request) {
+	mode := manager.FlushIdle
+	switch busy := r.URL.Query().Get("busy"); busy {
+	case "", "false":
+	case "true":
+		mode = manager.FlushAll
+	default:
+		writeJSON(w, http.StatusBadRequest, ErrorBody{Error: fmt.Sprintf("busy must be true or false, not %q", busy)})
+		return
+	}
+	out, err := s.cycle(mode)
+	if err != nil {
+		writeError(w, err, s.explain)
+		return
+	}
+	writeJSON(w, http.StatusOK, FlushResult{Removed: out.Removed["flush"]})
+}
+
+// Report is what check-runners shows of a set of views.
+func Report(views []manager.View, expected int) RunnersReport {
+	r := RunnersReport{Expected: expected, Runners: make([]RunnerInfo, 0, len(views))}
+	for _, v := range views {
+		switch v.State {
+		case runner.Idle:
+			r.Online++
+		case runner.Busy:
+			r.Online++
+			r.Busy++
+		case runner.Offline:
+			r.Offline++
+		default:
+			r.Unknown++
+		}
+		r.Runners = append(r.Runners, RunnerInfo{Name: v.Name, State: string(v.State)})
+	}
+	return r
+}
+
+func writeJSON(w http.ResponseWriter, status int, body any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(body)
+}
+
+func writeError(w http.ResponseWriter, err error, explain func(error) string) {
+	msg := err.Error()
+	if explain != nil {
+		msg = explain(err)
+	}
+	writeJSON(w, http.StatusServiceUnavailable, ErrorBody{Error: msg})
+}
+
+// Listen opens the unix socket at path, readable and writable by root only:
+// whoever can reach it can flush runners. A stale socket from a killed
+// process is replaced.
+func Listen(path string) (net.Listener, error) {
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("cannot remove stale socket: %w", err)
+	}
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("cannot listen on %s: %w", path, err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		l.Close()
+		return nil, fmt.Errorf("cannot restrict %s: %w", path, err)
+	}
+	return l, nil
+}

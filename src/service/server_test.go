@@ -1,0 +1,110 @@
+package service_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/canonical/github-runner-charm/src/manager"
+	"github.com/canonical/github-runner-charm/src/manager/managertest"
+	"github.com/canonical/github-runner-charm/src/metrics"
+	"github.com/canonical/github-runner-charm/src/service"
+)
+
+func startServer(t *testing.T, target int) (*service.Client, *managertest.Platform, string) {
+	t.Helper()
+	cloud, platform := managertest.NewCloud(), managertest.NewPlatform()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	srv := &service.Server{
+		Engine:   manager.New(cloud, platform, manager.Settings{Prefix: "github-runner-0", Target: target}, log),
+		Expected: target, Interval: time.Hour, Metrics: metrics.New("github-runner", nil), Log: log,
+	}
+	socket := filepath.Join(t.TempDir(), service.SocketName)
+	l, err := service.Listen(socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := &http.Server{Handler: srv.Handler()}
+	go hs.Serve(l)
+	t.Cleanup(func() { hs.Close() })
+	return service.NewClient(socket, 10*time.Second), platform, socket
+}
+
+func TestAPI(t *testing.T) {
+	client, platform, socket := startServer(t, 3)
+	ctx := context.Background()
+	if info, err := os.Stat(socket); err != nil || info.Mode().Perm() != 0o600 {
+		t.Errorf("socket mode %v, %v; want 0600", info.Mode(), err)
+	}
+	result, err := client.Reconcile(ctx)
+	if err != nil || result.Delta != 3 {
+		t.Fatalf("reconcile = %+v, %v", result, err)
+	}
+	for _, name := range platform.Names() {
+		platform.Set(name, true, false)
+	}
+	platform.Set(platform.Names()[0], true, true)
+	report, err := client.Runners(ctx)
+	if err != nil || report.Online != 3 || report.Busy != 1 || report.Expected != 3 || len(report.Runners) != 3 || report.Problem != "" {
+		t.Fatalf("runners = %+v, %v", report, err)
+	}
+	flushed, err := client.Flush(ctx, false)
+	if err != nil || flushed.Removed != 2 {
+		t.Errorf("flush idle = %+v, %v", flushed, err)
+	}
+	flushed, err = client.Flush(ctx, true)
+	if err != nil || flushed.Removed != 3 {
+		t.Errorf("flush all = %+v, %v", flushed, err)
+	}
+	if _, err := client.UpdateDependencies(ctx); err == nil || !strings.Contains(err.Error(), "not managed by the charm") {
+		t.Errorf("update-dependencies without an updater: %v", err)
+	}
+}
+
+func TestProblemIsReported(t *testing.T) {
+	client, platform, _ := startServer(t, 1)
+	platform.FailRegister = errors.New("the GitHub token is invalid or expired")
+	if _, err := client.Reconcile(context.Background()); err != nil {
+		t.Fatal(err) // a create failure is not a failed cycle
+	}
+	report, err := client.Runners(context.Background())
+	if err != nil || !strings.Contains(report.Problem, "token is invalid or expired") {
+		t.Errorf("report = %+v, %v", report, err)
+	}
+	platform.FailList = errors.New("GitHub is down")
+	if _, err := client.Reconcile(context.Background()); err == nil || !strings.Contains(err.Error(), "GitHub is down") {
+		t.Errorf("reconcile with GitHub down: %v", err)
+	}
+}
+
+func TestBadFlushParameter(t *testing.T) {
+	_, _, socket := startServer(t, 0)
+	hc := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", socket)
+	}}}
+	resp, err := hc.Post("http://manager/flush?busy=maybe", "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest {
+		t.Errorf("status %d", resp.StatusCode)
+	}
+	resp, err = hc.Get("http://manager/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(body), "github_runner_expected_runners") {
+		t.Errorf("metrics lack the expected gauge")
+	}
+}
