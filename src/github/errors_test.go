@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -147,9 +148,10 @@ func TestRateLimitHoldsFurtherCalls(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			limited := true
+			var limited atomic.Bool
+			limited.Store(true)
 			srv := newCountingServer(t, func(w http.ResponseWriter, r *http.Request) {
-				if limited {
+				if limited.Load() {
 					for k, v := range tt.header {
 						w.Header().Set(k, v)
 					}
@@ -167,7 +169,7 @@ func TestRateLimitHoldsFurtherCalls(t *testing.T) {
 			if _, err := c.ListRunners(ctx, ""); !errors.Is(err, tt.wantKind) {
 				t.Fatalf("first call error = %v, want %v", err, tt.wantKind)
 			}
-			limited = false
+			limited.Store(false)
 			_, err := c.ListRunners(ctx, "")
 			if !errors.Is(err, tt.wantKind) {
 				t.Fatalf("second call error = %v, want %v (held locally)", err, tt.wantKind)

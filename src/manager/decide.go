@@ -124,8 +124,20 @@ type Mode int
 const (
 	Reconcile Mode = iota
 	FlushIdle      // remove runners without a job, then reconcile
-	FlushAll       // remove every runner, busy ones too
+	FlushAll       // remove every runner, busy ones too, then reconcile
+	DrainIdle      // remove runners without a job, create none (settings are about to change)
+	DrainAll       // remove every runner and create none (the unit is going away)
 )
+
+// busyToo tells whether the mode removes busy runners.
+func (m Mode) busyToo() bool { return m == FlushAll || m == DrainAll }
+
+// replaces tells whether a reconcile follows the mode's removals.
+func (m Mode) replaces() bool { return m == FlushIdle || m == FlushAll }
+
+func (m Mode) String() string {
+	return [...]string{"reconcile", "flush-idle", "flush-all", "drain-idle", "drain-all"}[m]
+}
 
 // Plan is what a cycle will do.
 type Plan struct {
@@ -150,7 +162,7 @@ func Decide(views []View, target int, mode Mode) Plan {
 		switch {
 		case v.Expired:
 			plan.Remove = append(plan.Remove, Removal{v, string(v.State)})
-		case mode == FlushAll || (mode == FlushIdle && v.State != runner.Busy):
+		case mode.busyToo() || (mode != Reconcile && v.State != runner.Busy):
 			plan.Remove = append(plan.Remove, Removal{v, "flush"})
 		case v.healthy():
 			healthy++
@@ -160,8 +172,8 @@ func Decide(views []View, target int, mode Mode) Plan {
 		}
 	}
 	if mode != Reconcile {
-		// A flush replaces what it removed in the reconcile that follows
-		// it, from a fresh snapshot.
+		// A flush replaces what it removed in a reconcile from a fresh
+		// snapshot (see Engine.Run); a drain replaces nothing.
 		return plan
 	}
 	if excess := healthy - target; excess > 0 {

@@ -109,14 +109,15 @@ func (e *Engine) WithClock(now func() time.Time) *Engine {
 }
 
 // Run runs one cycle in mode. A FlushIdle or FlushAll cycle is followed by
-// a reconcile from a fresh snapshot, which replaces what the flush removed.
+// a reconcile from a fresh snapshot, which replaces what the flush removed;
+// DrainIdle and DrainAll are not.
 // The error is set only when the cycle could not read its snapshot: then it
 // changed nothing, since a partial view could delete healthy runners.
 func (e *Engine) Run(ctx context.Context, mode Mode) (Outcome, error) {
 	e.cycle.Lock()
 	defer e.cycle.Unlock()
 	out, err := e.runLocked(ctx, mode)
-	if err != nil || mode == Reconcile {
+	if err != nil || !mode.replaces() {
 		return out, err
 	}
 	next, err := e.runLocked(ctx, Reconcile)

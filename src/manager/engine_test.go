@@ -261,3 +261,24 @@ func TestFlush(t *testing.T) {
 	b.run(t, manager.Reconcile)
 	b.assertConsistent(t, 3)
 }
+
+func TestDrain(t *testing.T) {
+	b := newBed(t, 3)
+	b.run(t, manager.Reconcile)
+	b.onlineAll()
+	busy := b.cloud.Names()[0]
+	b.platform.Set(busy, true, true)
+	out := b.run(t, manager.DrainIdle)
+	if out.Removed["flush"] != 2 || out.Created != 0 || len(b.cloud.Names()) != 1 {
+		t.Errorf("drain idle: %+v, instances %v", out, b.cloud.Names())
+	}
+	out = b.run(t, manager.DrainAll)
+	if out.Removed["flush"] != 1 || out.Created != 0 || len(b.cloud.Names()) != 0 {
+		t.Errorf("drain all: %+v, instances %v", out, b.cloud.Names())
+	}
+	// GitHub lets go of the busy runner's record once its job fails; the
+	// teardown's last cycle removes it.
+	b.platform.Set(busy, false, false)
+	b.run(t, manager.DrainAll)
+	b.assertConsistent(t, 0)
+}

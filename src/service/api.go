@@ -9,7 +9,7 @@ const (
 	PathHealth             = "/health"
 	PathRunners            = "/runners"
 	PathReconcile          = "/reconcile"
-	PathFlush              = "/flush" // ?busy=true|false
+	PathFlush              = "/flush" // ?busy=true|false&replace=true|false
 	PathUpdateDependencies = "/update-dependencies"
 	PathMetrics            = "/metrics"
 )

@@ -53,6 +53,20 @@ func (c *Client) Flush(ctx context.Context, busy bool) (FlushResult, error) {
 	return result, c.do(ctx, http.MethodPost, path, &result)
 }
 
+// Drain removes idle runners (busy ones too when busy is true) and creates
+// none: for settings about to change, or a unit going away.
+func (c *Client) Drain(ctx context.Context, busy bool) (FlushResult, error) {
+	var result FlushResult
+	path := PathFlush + "?busy=" + strconv.FormatBool(busy) + "&replace=false"
+	return result, c.do(ctx, http.MethodPost, path, &result)
+}
+
+// Health tells whether the manager answers.
+func (c *Client) Health(ctx context.Context) error {
+	var body map[string]string
+	return c.do(ctx, http.MethodGet, PathHealth, &body)
+}
+
 // UpdateDependencies checks for a newer runner application.
 func (c *Client) UpdateDependencies(ctx context.Context) (UpdateResult, error) {
 	var result UpdateResult

@@ -168,21 +168,35 @@ func (s *Server) runners(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) flush(w http.ResponseWriter, r *http.Request) {
-	mode := manager.FlushIdle
-	switch busy := r.URL.Query().Get("busy"); busy {
-	case "", "false":
-	case "true":
-		mode = manager.FlushAll
+	busy, err := boolQuery(r, "busy", false)
+	if err == nil {
+		var replace bool
+		if replace, err = boolQuery(r, "replace", true); err == nil {
+			mode := map[[2]bool]manager.Mode{
+				{false, true}: manager.FlushIdle, {true, true}: manager.FlushAll,
+				{false, false}: manager.DrainIdle, {true, false}: manager.DrainAll,
+			}[[2]bool{busy, replace}]
+			out, err := s.cycle(mode)
+			if err != nil {
+				writeError(w, err, s.explain)
+				return
+			}
+			writeJSON(w, http.StatusOK, FlushResult{Removed: out.Removed["flush"]})
+			return
+		}
+	}
+	writeJSON(w, http.StatusBadRequest, ErrorBody{Error: err.Error()})
+}
+
+func boolQuery(r *http.Request, key string, fallback bool) (bool, error) {
+	switch v := r.URL.Query().Get(key); v {
+	case "":
+		return fallback, nil
+	case "true", "false":
+		return v == "true", nil
 	default:
-		writeJSON(w, http.StatusBadRequest, ErrorBody{Error: fmt.Sprintf("busy must be true or false, not %q", busy)})
-		return
+		return false, fmt.Errorf("%s must be true or false, not %q", key, v)
 	}
-	out, err := s.cycle(mode)
-	if err != nil {
-		writeError(w, err, s.explain)
-		return
-	}
-	writeJSON(w, http.StatusOK, FlushResult{Removed: out.Removed["flush"]})
 }
 
 // Report is what check-runners shows of a set of views.

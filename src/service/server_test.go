@@ -108,3 +108,19 @@ func TestBadFlushParameter(t *testing.T) {
 		t.Errorf("metrics lack the expected gauge")
 	}
 }
+
+func TestDrainCreatesNothing(t *testing.T) {
+	client, platform, _ := startServer(t, 2)
+	ctx := context.Background()
+	client.Reconcile(ctx)
+	for _, name := range platform.Names() {
+		platform.Set(name, true, false)
+	}
+	out, err := client.Drain(ctx, false)
+	if err != nil || out.Removed != 2 || len(platform.Names()) != 0 {
+		t.Errorf("drain = %+v, %v, runners left %v", out, err, platform.Names())
+	}
+	if err := client.Health(ctx); err != nil {
+		t.Errorf("health: %v", err)
+	}
+}
