@@ -148,6 +148,7 @@ func TestRateLimitHoldsFurtherCalls(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel() // each waits for its limit to lift
 			var limited atomic.Bool
 			limited.Store(true)
 			srv := newCountingServer(t, func(w http.ResponseWriter, r *http.Request) {
