@@ -217,7 +217,9 @@ if [ "$missing" -gt 0 ]; then
   printf '#!/bin/sh\nexit 101\n' > $policy
   chmod 755 $policy
   # DPkg::Lock::Timeout: another job may be running apt at the same time (e.g. installing LXD).
-  APT=(apt-get -o DPkg::Lock::Timeout=600 -o Dpkg::Options::=--force-unsafe-io -y -q --no-install-recommends)
+  # Acquire::*: a stalled mirror connection fails and is retried instead of hanging.
+  APT=(apt-get -o DPkg::Lock::Timeout=600 -o Acquire::http::Timeout=60 -o Acquire::Retries=3
+    -o Dpkg::Options::=--force-unsafe-io -y -q --no-install-recommends)
   echo "setup.sh: installing packages ($missing of ${#PACKAGES[@]} named ones missing) (log: $LOG/apt.log)"
   timeout 900 "${APT[@]}" update > "$LOG/apt.log" 2>&1
   # eatmydata turns dpkg's thousands of fsyncs into no-ops: this is a throw-away machine.

@@ -10,16 +10,28 @@ export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 S=${OPENSTACK_TEST_DIR:-/var/lib/openstack-test}
 RUN=$S/run
 
-# stop NAME SECONDS: TERM the process group, wait, then KILL what is left of it.
+# group_alive PID: the leader or any process of its group is still there.
+group_alive() { kill -0 "$1" 2>/dev/null || kill -0 -- "-$1" 2>/dev/null; }
+
+# stop SECONDS NAME...: TERM the process groups of all NAMEs at once (their shutdowns overlap),
+# wait up to SECONDS for all of them, then KILL whatever is left.
 stop() {
-  local name=$1 secs=$2 f=$RUN/$1.pid pid
-  [ -f "$f" ] || return 0
-  pid=$(cat "$f")
-  if kill -0 "$pid" 2>/dev/null; then
-    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
-    local deadline=$(($(date +%s) + secs))
-    while kill -0 "$pid" 2>/dev/null || kill -0 -- "-$pid" 2>/dev/null; do
-      if [ "$(date +%s)" -ge "$deadline" ]; then
+  local secs=$1 name pid; shift
+  local -A pids=()
+  for name in "$@"; do
+    [ -f "$RUN/$name.pid" ] || continue
+    pid=$(cat "$RUN/$name.pid")
+    if group_alive "$pid"; then
+      kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+      pids[$name]=$pid
+    fi
+    rm -f "$RUN/$name.pid" "$RUN/$name.sum"
+  done
+  local deadline=$((SECONDS + secs))
+  for name in "${!pids[@]}"; do
+    pid=${pids[$name]}
+    while group_alive "$pid"; do
+      if [ "$SECONDS" -ge "$deadline" ]; then
         echo "stop.sh: $name (pid $pid) did not stop within ${secs}s: killing it" >&2
         kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
         break
@@ -27,18 +39,15 @@ stop() {
       sleep 0.2
     done
     echo "stop.sh: stopped $name (pid $pid)"
-  fi
-  rm -f "$f" "$RUN/$name.sum"
+  done
 }
 
-# Clients before servers: compute first, the message bus and the database last, so nothing
-# spends its shutdown retrying connections to a service that is already gone.
-for n in nova-compute nova-api nova-conductor nova-scheduler neutron glance placement keystone; do
-  stop $n 30
-done
-stop rabbitmq 60
-stop epmd 10
-stop mariadb 60
+# Clients before servers: the OpenStack services first, then the message bus, the database last,
+# so nothing spends its shutdown retrying connections to a service that is already gone.
+stop 30 nova-compute nova-api nova-conductor nova-scheduler neutron glance placement keystone
+stop 60 rabbitmq
+stop 10 epmd
+stop 60 mariadb
 
 left=$(ss -Hltn | grep -E '127\.0\.0\.1:(5000|8774|8778|9292|9696|3306|5672|25672|4369)\b' || true)
 if [ -n "$left" ]; then
