@@ -1,8 +1,10 @@
 // Package fakegithub is a fake GitHub for tests: the self-hosted runner
 // part of GitHub's REST API, a stand-in for GitHub's runner broker, and a
 // fake runner application that talks to it. Its responses follow GitHub's
-// own API description (testdata/rest-runners.json; the conformance module
-// in ./conformance checks them with kin-openapi).
+// own API description (testdata/rest-runners.json), which the test in
+// ./conformance checks with kin-openapi. That test is a module of its own,
+// because kin-openapi's dependencies are not in the main go.sum: run it with
+// "cd tests/fakegithub/conformance && go test ./...".
 //
 // # The API
 //
@@ -36,8 +38,19 @@
 //		t.Errorf("listed runners with %d requests, want 5", got)
 //	}
 //
-// New gives an unstarted Server, an http.Handler for httptest or any
-// listener; Start serves it on an address such as an LXD bridge's.
+// NewTest starts a Server on loopback for one test. New gives an
+// unstarted Server, an http.Handler for httptest or any listener; Start
+// serves it on an address such as "0.0.0.0:8080" or an LXD bridge's, and
+// URL then returns its base URL. For go-github, use URL()+"/" as BaseURL,
+// or WithEnterpriseURLs(URL(), URL()) to go through /api/v3/.
+//
+// Counts, Count and TotalCount tell how many requests each endpoint got
+// (ResetCounts starts again), for tests and benchmarks of a client's
+// request budget. InjectFault arms a Fault for one endpoint or all, for a
+// burst (Fault.Times) or until ClearFaults: ServerError (5xx),
+// PrimaryRateLimit and SecondaryRateLimit (403 or 429, with or without
+// Retry-After), Forbidden, Latency and DropConnection.
+// SetRateLimitRemaining spends a token's budget for real.
 //
 // # Runners and jobs
 //
@@ -76,5 +89,19 @@
 // talks to (/_fake/broker/…), the release downloads (which redirect, as
 // github.com does), and HTTP controls under /_fake/control/ that mirror the
 // Server methods for end-to-end tests in another process; Remote is their
-// Go client. cmd/fakegithub serves a Server from the command line.
+// Go client:
+//
+//	remote := fakegithub.NewRemote(baseURL)
+//	remote.WaitRunnersOnline(ctx, "canonical/repo", 3)
+//	job, _ := remote.AssignJobToAny(ctx, "canonical/repo", []string{"jammy"},
+//		fakegithub.JobSpec{Command: "echo hello", Sleep: time.Second})
+//	job, _ = remote.WaitJob(ctx, job.ID)
+//
+// cmd/fakegithub serves a Server from the command line:
+//
+//	fakegithub -listen 10.10.0.1:0 -url-file /tmp/fakegithub.url \
+//		-token-file tokens -status-lag 5s -runner-version 2.336.0
+//
+// with -token TOKEN[@SCOPE] (repeatable), -forbidden-token, -advertise-url,
+// -rate-limit, -checksum correct|wrong|missing and -debug.
 package fakegithub
