@@ -99,7 +99,9 @@ alive() { [ -f "$RUN/$1.pid" ] && kill -0 "$(cat "$RUN/$1.pid")" 2>/dev/null; }
 # the same config files (hashed), leave it alone; if the config changed, restart it.
 start() {
   local name=$1 confs=$2; shift 2
-  local sum; sum=$(cat $confs /dev/null | sha256sum | cut -d' ' -f1)
+  local sum
+  # shellcheck disable=SC2086 # confs is a space-separated list of files
+  sum=$(cat $confs /dev/null | sha256sum | cut -d' ' -f1)
   if alive "$name"; then
     if [ "$(cat "$RUN/$name.sum" 2>/dev/null)" = "$sum" ]; then
       return 0
@@ -120,16 +122,26 @@ stop_one() {   # same logic as stop.sh, for a config-change restart
   rm -f "$RUN/$1.pid" "$RUN/$1.sum"
 }
 
+# service_log NAME: the log file the service writes itself (next to $LOG/NAME.out, its stdout).
+service_log() {
+  case $1 in
+    glance) echo "$LOG/glance-api.log" ;;
+    neutron) echo "$LOG/neutron-server.log" ;;
+    rabbitmq) echo "$LOG/rabbitmq.out" ;;
+    *) echo "$LOG/$1.log" ;;
+  esac
+}
+
 # wait_for NAME SECONDS CMD...: poll CMD until it succeeds; fail early if NAME's process died.
 wait_for() {
   local name=$1 secs=$2; shift 2
   local deadline=$(($(date +%s) + secs))
   until "$@" > /dev/null 2>&1; do
     if [ -f "$RUN/$name.pid" ] && ! alive "$name"; then
-      die "$name exited (see its log)" "$LOG/$name.out" "$LOG/$name.log"
+      die "$name exited (see its log)" "$LOG/$name.out" "$(service_log "$name")"
     fi
     if [ "$(date +%s)" -ge "$deadline" ]; then
-      die "$name did not answer within ${secs}s ($*)" "$LOG/$name.out" "$LOG/$name.log"
+      die "$name did not answer within ${secs}s ($*)" "$LOG/$name.out" "$(service_log "$name")"
     fi
     sleep 0.5
   done
@@ -613,9 +625,13 @@ start nova-conductor "$NOVA_CONFS" nova-conductor "${NOVA_CFG[@]}"
 start nova-scheduler "$NOVA_CONFS" nova-scheduler "${NOVA_CFG[@]}"
 # The nova-compute console script lives in the nova-compute package, which drags in libvirt and
 # qemu: run its entry point from python3-nova instead. --log-file, or the log is "<string>.log".
+# A heartbeat newer than this shows the running nova-compute is up (see compute_ready).
+COMPUTE_SINCE=$(sql "SELECT UTC_TIMESTAMP() - INTERVAL 50 SECOND")
+STARTED=""
 start nova-compute /etc/nova/nova.conf $PY -c \
   'import sys; from nova.cmd.compute import main; sys.argv[0] = "nova-compute"; sys.exit(main())' \
   --config-file /etc/nova/nova.conf --log-file "$LOG/nova-compute.log"
+if [ -n "$STARTED" ]; then COMPUTE_SINCE=$(sql "SELECT UTC_TIMESTAMP()"); fi
 
 ############################################################################ 11. everything answers
 phase "services answer"
@@ -626,8 +642,13 @@ wait_for nova-api 120 http_ok http://127.0.0.1:8774
 # Scheduling needs: the compute service row, its resource provider in Placement, and the host
 # mapped to cell1. The scheduler maps new hosts every 5 s (discover_hosts_in_cells_interval);
 # the explicit discover_hosts just saves those seconds on the first run.
+# The scheduler also skips a compute service whose last heartbeat is older than 60 s
+# (service_down_time): after a stop.sh the old row looks fine but is stale, so wait for a
+# heartbeat of the nova-compute running now (it reports ~5 s after start, then every 10 s).
 compute_ready() {
-  [ "$(sql "SELECT COUNT(*) FROM nova.compute_nodes WHERE deleted=0")" -ge 1 ] &&
+  [ "$(sql "SELECT COUNT(*) FROM nova.services WHERE \`binary\`='nova-compute' AND deleted=0
+      AND disabled=0 AND COALESCE(updated_at, created_at) >= '$COMPUTE_SINCE'")" -ge 1 ] &&
+    [ "$(sql "SELECT COUNT(*) FROM nova.compute_nodes WHERE deleted=0")" -ge 1 ] &&
     [ "$(sql "SELECT COUNT(*) FROM placement.resource_providers")" -ge 1 ] &&
     [ "$(sql "SELECT COUNT(*) FROM nova_api.host_mappings")" -ge 1 ]
 }
@@ -643,7 +664,7 @@ compute_ready_or_discover() {
 PHASE_LOG="$LOG/nova-compute.log $LOG/nova-scheduler.log"
 wait_for nova-compute 120 compute_ready_or_discover
 for s in nova-conductor nova-scheduler nova-compute; do
-  alive $s || die "$s is not running" "$LOG/$s.out" "$LOG/$s.log"
+  alive $s || die "$s is not running" "$LOG/$s.out" "$(service_log $s)"
 done
 
 ############################################################################ 12. fixtures
