@@ -103,12 +103,13 @@ daemon_up() { timeout 10 lxc query /1.0 >/dev/null 2>&1; }
 
 start_daemon() {
 	# What lxd.service's ExecStart does; there is no systemd here to do it (probe #1).
-	# setsid + redirecting all three streams detaches it completely: it must not hold the
+	# setsid + redirecting all three streams (and closing fd 9, the setup lock, which it
+	# would otherwise hold for its whole life) detaches it completely: it must not hold the
 	# caller's stdout (CI waits for that pipe to close) nor get its terminal's signals.
 	# In a non-interactive shell a background job is not a group leader, so setsid does not
 	# fork again and $! is the daemon's own PID.
 	ulimit -n 1048576 2>/dev/null || ulimit -n 65536 2>/dev/null || true
-	setsid lxd --group lxd --logfile="$LOG_DIR/lxd.log" </dev/null >>"$LOG_DIR/daemon.out" 2>&1 &
+	setsid lxd --group lxd --logfile="$LOG_DIR/lxd.log" </dev/null >>"$LOG_DIR/daemon.out" 2>&1 9>&- &
 	local pid=$!
 	echo "$pid" >"$PID_FILE"
 	say "started lxd daemon, pid $pid (log: $LOG_DIR/lxd.log)"
@@ -391,7 +392,7 @@ else
 	# port by trying a few; busybox httpd exits at once if the bind fails.
 	for _ in 1 2 3 4 5; do
 		port=$((20000 + RANDOM % 20000))
-		/bin/busybox httpd -f -p "$bridge_ip:$port" -h "$www" &
+		/bin/busybox httpd -f -p "$bridge_ip:$port" -h "$www" 9>&- &
 		httpd_pid=$!
 		sleep 0.2
 		alive "$httpd_pid" && break
@@ -402,7 +403,7 @@ else
 	lxc_ init "$ALIAS" "$smoke" -c user.user-data="#!/bin/sh
 wget -q -O /root/token http://$bridge_ip:$port/token
 poweroff" >/dev/null
-	lxc_ start "$smoke"
+	lxc_ start "$smoke" >/dev/null # it prints a progress line ("Remapping container filesystem")
 	status=""
 	for _ in $(seq 600); do # at most ~60 s
 		status=$(lxc_ list "^$smoke\$" -c s --format csv)
