@@ -1,0 +1,422 @@
+//go:build lxdclient
+
+// Package lxd is the LXD cloud: runner instances on the unit's own LXD
+// daemon, behind cloud.Cloud. It builds the runner image from a base image
+// and the runner application, starts one ephemeral runner per instance
+// with its just-in-time configuration, keeps runners away from the
+// denylist, and initialises a daemon nobody has set up yet.
+//
+// The instances carry their metadata as user.* config keys (see
+// runner.Meta*), so a fresh manager rebuilds its view from LXD alone.
+//
+// Only this package imports the LXD client.
+package lxd
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/canonical/lxd/shared/api"
+	"github.com/canonical/lxd/shared/revert"
+
+	"github.com/canonical/github-runner-charm/src/cloud"
+	"github.com/canonical/github-runner-charm/src/config"
+	"github.com/canonical/github-runner-charm/src/runner"
+)
+
+// Instance types (config.LXD.Type).
+const (
+	Container      = "container"
+	VirtualMachine = "virtual-machine"
+)
+
+// Paths inside a runner instance. The image build creates their
+// directories; Create fills them.
+const (
+	// jitConfigPath holds the runner's JIT config: root's, 0600, in a
+	// 0700 directory, so neither the job (which runs as runnerUser) nor any
+	// other process but root's can read it.
+	jitConfigPath = "/var/lib/github-runner/jit-config"
+	// environmentPath is the proxy and mirror settings, no secrets.
+	environmentPath = "/etc/github-runner/environment"
+	startScriptPath = "/usr/local/bin/github-runner-start"
+	dockerConfigDir = "/etc/docker"
+	dockerConfig    = dockerConfigDir + "/daemon.json"
+	runnerUser      = "ubuntu"
+)
+
+// userData is the instance's user.user-data: cloud-init (on Ubuntu images)
+// or the base image's boot scripts run it once, at first boot. It holds no
+// secret: `lxc config show` prints it.
+const userData = "#!/bin/sh\nexec " + startScriptPath + "\n"
+
+// Config is how one unit's runners are made.
+type Config struct {
+	// Prefix names this unit's runners (runner.Prefix); Unit is the Juju
+	// unit ("github-runner/0"), recorded on each instance.
+	Prefix string
+	Unit   string
+	LXD    config.LXD
+	Runner config.RunnerImage
+
+	// Socket is LXD's unix socket; "" looks in the snap's and the deb's
+	// places.
+	Socket string
+	// Project is the LXD project; "" is "default".
+	Project string
+	// Network is the bridge runners attach to and the denylist applies
+	// to; "" is the network of the default profile's NIC.
+	Network string
+	// Pool is the storage pool Initialise creates if the default profile
+	// has no root disk; "" is "default".
+	Pool string
+	// BridgeCIDR is the address of the bridge Initialise creates if the
+	// default profile has no NIC, like 10.99.0.1/24; "" picks a free /24.
+	BridgeCIDR string
+	// ImageServers maps the remote of a "remote:alias" base image to its
+	// simplestreams URL; nil means the usual remotes (ubuntu,
+	// ubuntu-daily, ubuntu-minimal, images).
+	ImageServers map[string]string
+	// KVMDevice is checked for virtual machines; "" is /dev/kvm.
+	KVMDevice string
+}
+
+// Cloud runs runners as LXD instances. It implements cloud.Cloud.
+type Cloud struct {
+	cfg      Config
+	d        daemon
+	setup    *lxdDaemon // Initialise and ApplyDenylist: not on the hot path
+	log      *slog.Logger
+	memory   int64
+	disk     int64
+	denylist []string
+
+	imageMu sync.Mutex // one image build at a time
+	mu      sync.Mutex
+	image   string // fingerprint of the runner image Create uses
+	pool    string // pool of the default profile's root disk, for the size
+	// profileNetwork is the default profile's NIC network: the runners'
+	// bridge unless Config.Network says otherwise.
+	profileNetwork string
+}
+
+var _ cloud.Cloud = (*Cloud)(nil)
+
+// New checks cfg and connects to LXD. It does not need an initialised
+// daemon: Initialise completes one.
+func New(ctx context.Context, cfg Config, log *slog.Logger) (*Cloud, error) {
+	if err := runner.CheckPrefix(cfg.Prefix); err != nil {
+		return nil, fmt.Errorf("cannot use LXD: %w", err)
+	}
+	switch cfg.LXD.Type {
+	case Container:
+	case VirtualMachine:
+		kvm := cfg.KVMDevice
+		if kvm == "" {
+			kvm = "/dev/kvm"
+		}
+		if _, err := os.Stat(kvm); err != nil {
+			return nil, errors.New("virtual machines need KVM on this host; set runner-type=container")
+		}
+	default:
+		return nil, fmt.Errorf("cannot use LXD: runner type must be %s or %s, not %q", Container, VirtualMachine, cfg.LXD.Type)
+	}
+	if cfg.LXD.BaseImage == "" {
+		return nil, errors.New("cannot use LXD: no base image")
+	}
+	if cfg.LXD.CPU < 1 {
+		return nil, errors.New("cannot use LXD: runners need at least one CPU")
+	}
+	memory, err := config.ParseSize(cfg.LXD.Memory)
+	if err != nil {
+		return nil, fmt.Errorf("cannot use LXD: memory: %w", err)
+	}
+	disk, err := config.ParseSize(cfg.LXD.Disk)
+	if err != nil {
+		return nil, fmt.Errorf("cannot use LXD: disk: %w", err)
+	}
+	denylist, err := config.ParseDenylist(strings.Join(cfg.Runner.Denylist, ","))
+	if err != nil {
+		return nil, fmt.Errorf("cannot use LXD: denylist: %w", err)
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	d, err := connect(ctx, cfg.Socket, cfg.Project)
+	if err != nil {
+		return nil, err
+	}
+	c := &Cloud{cfg: cfg, d: d, setup: d, log: log.With("cloud", "lxd"), memory: memory, disk: disk}
+	for _, p := range denylist {
+		c.denylist = append(c.denylist, p.String())
+	}
+	c.discover(ctx)
+	return c, nil
+}
+
+// Instances lists the runners of prefix, from LXD's config alone.
+func (c *Cloud) Instances(ctx context.Context, prefix string) ([]cloud.Instance, error) {
+	all, err := c.d.Instances(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("cannot list LXD instances: %w", err)
+	}
+	var out []cloud.Instance
+	for _, inst := range all {
+		if !runner.HasPrefix(inst.Name, prefix) {
+			continue
+		}
+		out = append(out, toInstance(inst))
+	}
+	return out, nil
+}
+
+func toInstance(inst api.Instance) cloud.Instance {
+	out := cloud.Instance{Name: inst.Name, CreatedAt: inst.CreatedAt, Status: status(inst)}
+	if id, err := strconv.ParseInt(inst.Config["user."+runner.MetaRunnerID], 10, 64); err == nil {
+		out.RunnerID = id
+	}
+	if t, err := time.Parse(time.RFC3339, inst.Config["user."+runner.MetaCreatedAt]); err == nil {
+		out.CreatedAt = t
+	}
+	return out
+}
+
+// status maps LXD's state. A stopped instance that has never run is one
+// whose create is under way (LXD sets volatile.last_state.power at the
+// first start), not a runner that finished.
+func status(inst api.Instance) cloud.Status {
+	switch api.StatusCode(inst.StatusCode) {
+	case api.Running:
+		return cloud.Running
+	case api.Stopped, api.Stopping, api.Aborting:
+		if inst.Config["volatile.last_state.power"] == "" {
+			return cloud.Building
+		}
+		return cloud.Stopped
+	case api.Error, api.Frozen, api.Freezing:
+		return cloud.Error
+	default: // Started, Starting, Pending, Operation...
+		return cloud.Building
+	}
+}
+
+// Create starts one runner. On any failure the instance is deleted again.
+// req.JITConfig reaches the instance only as a root-owned 0600 file.
+func (c *Cloud) Create(ctx context.Context, req cloud.CreateRequest) error {
+	if !runner.HasPrefix(req.Name, c.cfg.Prefix) {
+		return fmt.Errorf("cannot create runner %q: name is not of prefix %q", req.Name, c.cfg.Prefix)
+	}
+	if req.JITConfig == "" {
+		return fmt.Errorf("cannot create runner %q: no JIT config", req.Name)
+	}
+	c.mu.Lock()
+	image := c.image
+	c.mu.Unlock()
+	if image == "" {
+		return fmt.Errorf("cannot create runner %q: no runner image yet (EnsureImage has not succeeded)", req.Name)
+	}
+	log := c.log.With("instance", req.Name, "runner_id", req.RunnerID)
+	start := time.Now()
+
+	post := c.instancePost(req, api.InstanceSource{Type: "image", Fingerprint: image})
+	if err := c.d.CreateInstance(ctx, post); err != nil {
+		return fmt.Errorf("cannot create runner instance %q: %w", req.Name, err)
+	}
+	reverter := revert.New()
+	defer reverter.Fail()
+	reverter.Add(func() {
+		// ctx may be what failed; the clean-up gets its own time.
+		cleanupCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), stateTimeout)
+		defer cancel()
+		if err := c.Delete(cleanupCtx, req.Name); err != nil {
+			log.Error("cannot delete instance of failed create", "error", err)
+		}
+	})
+
+	files, err := c.runnerFiles(ctx, req)
+	if err != nil {
+		return err
+	}
+	if c.cfg.LXD.Type == VirtualMachine {
+		// A VM's files go through its agent, which runs once it booted;
+		// the start script waits for the JIT config.
+		if err := c.d.SetState(ctx, req.Name, "start", false); err != nil {
+			return fmt.Errorf("cannot start runner instance %q: %w", req.Name, err)
+		}
+		if err := c.pushWhenAgentUp(ctx, req.Name, files); err != nil {
+			return err
+		}
+	} else {
+		// A stopped container's files are written directly: the JIT config
+		// is there before anything in the container runs.
+		for _, f := range files {
+			if err := c.d.PushFile(ctx, req.Name, f); err != nil {
+				return fmt.Errorf("cannot write %s into runner instance %q: %w", f.Path, req.Name, err)
+			}
+		}
+		if err := c.d.SetState(ctx, req.Name, "start", false); err != nil {
+			return fmt.Errorf("cannot start runner instance %q: %w", req.Name, err)
+		}
+	}
+	reverter.Success()
+	log.Info("runner instance started", "duration", time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+func (c *Cloud) instancePost(req cloud.CreateRequest, source api.InstanceSource) api.InstancesPost {
+	cfg := map[string]string{
+		"limits.cpu":                   strconv.Itoa(c.cfg.LXD.CPU),
+		"limits.memory":                strconv.FormatInt(c.memory, 10),
+		"user." + runner.MetaUnit:      c.cfg.Unit,
+		"user." + runner.MetaRunnerID:  strconv.FormatInt(req.RunnerID, 10),
+		"user." + runner.MetaCreatedAt: time.Now().UTC().Format(time.RFC3339),
+		"user.user-data":               userData,
+		// A runner lives for one job; it must not come back after a reboot
+		// of the host, when its JIT config is spent.
+		"boot.autostart": "false",
+	}
+	if c.cfg.LXD.Type == Container {
+		cfg["security.nesting"] = "true" // Docker and friends inside the runner
+	}
+	devices := map[string]map[string]string{}
+	if pool := c.rootPool(); pool != "" {
+		devices["root"] = map[string]string{"type": "disk", "path": "/", "pool": pool, "size": strconv.FormatInt(c.disk, 10)}
+	}
+	if c.cfg.Network != "" {
+		devices["eth0"] = map[string]string{"type": "nic", "name": "eth0", "network": c.cfg.Network}
+	}
+	return api.InstancesPost{
+		Name:        req.Name,
+		Type:        api.InstanceType(c.cfg.LXD.Type),
+		Source:      source,
+		InstancePut: api.InstancePut{Config: cfg, Devices: devices, Profiles: []string{"default"}, Ephemeral: false},
+	}
+}
+
+// rootPool is the pool of the default profile's root disk, found by
+// Initialise or the first Create; "" leaves the profile's disk unsized.
+func (c *Cloud) rootPool() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.pool
+}
+
+// runnerFiles are what Create writes into an instance, the JIT config last
+// so that the start script, which waits for it, finds the rest in place.
+func (c *Cloud) runnerFiles(ctx context.Context, req cloud.CreateRequest) ([]instanceFile, error) {
+	files := []instanceFile{{Path: environmentPath, Content: []byte(c.environment()), Mode: 0o644}}
+	if c.cfg.Runner.DockerhubMirror != "" {
+		daemonJSON, err := c.dockerConfig(ctx, req.Name)
+		if err != nil {
+			return nil, err
+		}
+		files = append(files,
+			instanceFile{Path: dockerConfigDir, Mode: 0o755, Dir: true},
+			instanceFile{Path: dockerConfig, Content: daemonJSON, Mode: 0o644})
+	}
+	files = append(files, instanceFile{Path: jitConfigPath, Content: []byte(req.JITConfig), Mode: 0o600})
+	return files, nil
+}
+
+// environment is the runner's environment file: the proxies in both
+// spellings tools read, and the Docker Hub mirror.
+func (c *Cloud) environment() string {
+	var b strings.Builder
+	b.WriteString("# Written by the github-runner charm for the runner and its jobs.\n")
+	add := func(key, value string) {
+		if value != "" {
+			fmt.Fprintf(&b, "%s=%s\n", key, shellQuote(value))
+		}
+	}
+	r := c.cfg.Runner
+	add("http_proxy", r.HTTPProxy)
+	add("HTTP_PROXY", r.HTTPProxy)
+	add("https_proxy", r.HTTPSProxy)
+	add("HTTPS_PROXY", r.HTTPSProxy)
+	if r.HTTPProxy != "" || r.HTTPSProxy != "" {
+		add("no_proxy", r.NoProxy)
+		add("NO_PROXY", r.NoProxy)
+	}
+	add("DOCKERHUB_MIRROR", r.DockerhubMirror)
+	add("CONTAINER_REGISTRY_URL", r.DockerhubMirror)
+	return b.String()
+}
+
+// dockerConfig is the image's /etc/docker/daemon.json, if any, with the
+// mirror as registry-mirrors; the image's other settings stay.
+func (c *Cloud) dockerConfig(ctx context.Context, instance string) ([]byte, error) {
+	settings := map[string]any{}
+	if c.cfg.LXD.Type == Container {
+		existing, err := c.d.PullFile(ctx, instance, dockerConfig)
+		switch {
+		case errors.Is(err, ErrNotFound):
+		case err != nil:
+			return nil, fmt.Errorf("cannot read %s of runner instance %q: %w", dockerConfig, instance, err)
+		case len(strings.TrimSpace(string(existing))) > 0:
+			if err := json.Unmarshal(existing, &settings); err != nil {
+				return nil, fmt.Errorf("cannot read %s of runner image: %w", dockerConfig, err)
+			}
+		}
+	}
+	settings["registry-mirrors"] = []string{c.cfg.Runner.DockerhubMirror}
+	data, err := json.MarshalIndent(settings, "", "  ")
+	if err != nil {
+		return nil, fmt.Errorf("cannot encode %s: %w", dockerConfig, err)
+	}
+	return append(data, '\n'), nil
+}
+
+// pushWhenAgentUp writes files into a booting VM, retrying until its agent
+// answers.
+func (c *Cloud) pushWhenAgentUp(ctx context.Context, name string, files []instanceFile) error {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	defer cancel()
+	for _, f := range files {
+		for {
+			err := c.d.PushFile(ctx, name, f)
+			if err == nil {
+				break
+			}
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("cannot write %s into runner VM %q (its agent never answered): %w", f.Path, name, err)
+			case <-time.After(2 * time.Second):
+			}
+		}
+	}
+	return nil
+}
+
+// Delete stops and deletes an instance; one already gone is not an error.
+func (c *Cloud) Delete(ctx context.Context, name string) error {
+	err := c.d.SetState(ctx, name, "stop", true)
+	if err != nil && !errors.Is(err, ErrNotFound) && !isAlreadyStopped(err) {
+		return fmt.Errorf("cannot stop runner instance %q: %w", name, err)
+	}
+	if errors.Is(err, ErrNotFound) {
+		return nil
+	}
+	if err := c.d.DeleteInstance(ctx, name); err != nil && !errors.Is(err, ErrNotFound) {
+		return fmt.Errorf("cannot delete runner instance %q: %w", name, err)
+	}
+	c.log.Info("runner instance deleted", "instance", name)
+	return nil
+}
+
+func isAlreadyStopped(err error) bool {
+	return strings.Contains(strings.ToLower(err.Error()), "already stopped") ||
+		strings.Contains(strings.ToLower(err.Error()), "not running")
+}
+
+// shellQuote quotes s for a POSIX shell's single quotes.
+func shellQuote(s string) string {
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}

@@ -1,0 +1,198 @@
+//go:build lxdclient
+
+package lxd
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	gh "github.com/google/go-github/v62/github"
+
+	"github.com/canonical/github-runner-charm/src/config"
+	"github.com/canonical/github-runner-charm/tests/fakegithub"
+)
+
+// baseImage is the busybox image tests/lxd/setup.sh imports.
+const baseImage = "github-runner-test-base"
+
+const testRepo = "canonical/lxd-test"
+
+// requireLXD skips a test when no LXD daemon with the test base image
+// answers, and fails it in CI (CI=true), where LXD must be there.
+func requireLXD(t testing.TB) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	problem := ""
+	d, err := connect(ctx, "", "")
+	if err != nil {
+		problem = err.Error()
+	} else if _, err := d.ImageByAlias(ctx, baseImage); err != nil {
+		problem = fmt.Sprintf("no image %q (%v)", baseImage, err)
+	}
+	if problem == "" {
+		return
+	}
+	problem += "; run tests/lxd/setup.sh"
+	if os.Getenv("CI") == "true" {
+		t.Fatalf("LXD is required in CI: %s", problem)
+	}
+	t.Skipf("no LXD: %s", problem)
+}
+
+// testPrefix is a unique runner prefix for one test, so parallel runs and
+// leftovers of killed runs never meet.
+func testPrefix(t testing.TB) string {
+	return "lxdt" + randomHex(3) + "-0"
+}
+
+// lxc runs the lxc client, bounded.
+func lxc(t testing.TB, args ...string) (string, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "lxc", args...).CombinedOutput()
+	return string(out), err
+}
+
+func mustLXC(t testing.TB, args ...string) string {
+	t.Helper()
+	out, err := lxc(t, args...)
+	if err != nil {
+		t.Fatalf("lxc %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return out
+}
+
+// bridgeIP is the address of the default profile's bridge, where the host
+// serves the fake GitHub to containers.
+func bridgeIP(t testing.TB) string {
+	t.Helper()
+	network := strings.TrimSpace(mustLXC(t, "profile", "device", "get", "default", "eth0", "network"))
+	cidr := strings.TrimSpace(mustLXC(t, "network", "get", network, "ipv4.address"))
+	p, err := netip.ParsePrefix(cidr)
+	if err != nil {
+		t.Fatalf("bridge %s has no IPv4 address: %q", network, cidr)
+	}
+	return p.Addr().String()
+}
+
+func testLogger(t testing.TB) *slog.Logger {
+	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+type testWriter struct{ t testing.TB }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+func testConfig(prefix string) Config {
+	return Config{
+		Prefix: prefix,
+		Unit:   "github-runner/0",
+		LXD:    config.LXD{Type: Container, BaseImage: baseImage, CPU: 1, Memory: "256MiB", Disk: "1GiB"},
+	}
+}
+
+// newCloud connects a Cloud and deletes, at the end of the test, every
+// instance and image of its prefix.
+func newCloud(t testing.TB, cfg Config) *Cloud {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	c, err := New(ctx, cfg, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cleanupPrefix(t, c) })
+	return c
+}
+
+// cleanupPrefix deletes what a test's prefix left: instances (runners and
+// builders) and images built by it.
+func cleanupPrefix(t testing.TB, c *Cloud) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	instances, err := c.d.Instances(ctx)
+	if err != nil {
+		t.Errorf("cannot clean up: %v", err)
+		return
+	}
+	for _, inst := range instances {
+		if strings.HasPrefix(inst.Name, c.cfg.Prefix+"-") {
+			if err := c.Delete(ctx, inst.Name); err != nil {
+				t.Errorf("cannot clean up: %v", err)
+			}
+		}
+	}
+	images, err := c.d.Images(ctx)
+	if err != nil {
+		t.Errorf("cannot clean up: %v", err)
+		return
+	}
+	for _, image := range images {
+		if image.Properties[propBuiltBy] == c.cfg.Prefix {
+			if err := c.d.DeleteImage(ctx, image.Fingerprint); err != nil {
+				t.Errorf("cannot clean up: %v", err)
+			}
+		}
+	}
+}
+
+// fakeGitHub serves a fake GitHub on the bridge, where containers reach it.
+func fakeGitHub(t testing.TB) *fakegithub.Server {
+	t.Helper()
+	srv, err := fakegithub.New(fakegithub.Options{RunnerVersion: "2.999." + fmt.Sprint(time.Now().UnixNano()%1e6)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Start(bridgeIP(t) + ":0"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	return srv
+}
+
+// runnerTarball writes the fake's runner application where the GitHub
+// client would have put it after verifying it.
+func runnerTarball(t testing.TB, srv *fakegithub.Server) string {
+	t.Helper()
+	data, err := fakegithub.RunnerTarball(srv.RunnerVersion(), "x64")
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), fakegithub.RunnerFilename(srv.RunnerVersion(), "x64"))
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// register registers a runner at the fake through GitHub's API, as the
+// manager does, and returns its id and JIT config.
+func register(t testing.TB, srv *fakegithub.Server, repo, name string) (int64, string) {
+	t.Helper()
+	client := gh.NewClient(nil).WithAuthToken(fakegithub.DefaultToken)
+	client.BaseURL, _ = url.Parse(srv.URL() + "/")
+	owner, repoName, _ := strings.Cut(repo, "/")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	jit, _, err := client.Actions.GenerateRepoJITConfig(ctx, owner, repoName, &gh.GenerateJITConfigRequest{
+		Name: name, RunnerGroupID: 1, Labels: []string{"self-hosted", "linux"},
+	})
+	if err != nil {
+		t.Fatalf("cannot register runner %s: %v", name, err)
+	}
+	return jit.GetRunner().GetID(), jit.GetEncodedJITConfig()
+}

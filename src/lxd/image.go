@@ -1,0 +1,310 @@
+//go:build lxdclient
+
+package lxd
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	_ "embed"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/canonical/lxd/shared/api"
+)
+
+var (
+	//go:embed scripts/install.sh
+	installScript string
+	//go:embed scripts/start.sh
+	startScript string
+)
+
+// ImageAliasPrefix starts the alias of every runner image:
+// "github-runner-<runner version>".
+const ImageAliasPrefix = "github-runner-"
+
+// Image properties the build records, so a later EnsureImage knows what an
+// image holds and which unit's images it may prune.
+const (
+	propVersion = "github-runner.version"
+	propBase    = "github-runner.base-image"
+	propRecipe  = "github-runner.recipe"
+	propBuiltBy = "github-runner.built-by" // the prefix of the unit that built it
+)
+
+const builderInfix = "-img-"
+
+// defaultImageServers are the remotes a "remote:alias" base image may name,
+// as the lxc client knows them.
+var defaultImageServers = map[string]string{
+	"ubuntu":         "https://cloud-images.ubuntu.com/releases",
+	"ubuntu-daily":   "https://cloud-images.ubuntu.com/daily",
+	"ubuntu-minimal": "https://cloud-images.ubuntu.com/minimal/releases",
+	"images":         "https://images.lxd.canonical.com",
+}
+
+// ImageAlias is the alias of the runner image of a runner version.
+func ImageAlias(version string) string { return ImageAliasPrefix + version }
+
+// recipe identifies what goes into an image besides the runner version:
+// the base image and the scripts. A changed recipe rebuilds the image.
+func (c *Cloud) recipe(version string) string {
+	h := sha256.New()
+	for _, part := range []string{c.cfg.LXD.BaseImage, c.cfg.LXD.Type, version, installScript, startScript} {
+		fmt.Fprintf(h, "%d:%s", len(part), part)
+	}
+	return hex.EncodeToString(h.Sum(nil))[:16]
+}
+
+// EnsureImage makes sure the runner image for version exists and makes it
+// the one Create uses. It reuses an image of the same recipe; otherwise it
+// launches a builder from the base image, installs the runner tarball (as
+// downloaded and verified by the GitHub client) and the start script, and
+// publishes it as ImageAlias(version). The builder is always deleted.
+// Older images this unit built are deleted once the new one is in place;
+// runners made from them keep running (an instance does not need its image).
+func (c *Cloud) EnsureImage(ctx context.Context, tarballPath, version string) (string, error) {
+	if version == "" || strings.ContainsAny(version, "/ :") {
+		return "", fmt.Errorf("cannot build runner image: invalid runner version %q", version)
+	}
+	c.imageMu.Lock()
+	defer c.imageMu.Unlock()
+	alias := ImageAlias(version)
+	recipe := c.recipe(version)
+	log := c.log.With("alias", alias, "recipe", recipe)
+
+	existing, err := c.d.ImageByAlias(ctx, alias)
+	switch {
+	case err == nil && existing.Properties[propRecipe] == recipe:
+		c.useImage(existing.Fingerprint)
+		log.Debug("runner image exists", "fingerprint", existing.Fingerprint)
+		return alias, nil
+	case err == nil:
+		log.Info("runner image was built from another recipe; rebuilding", "old_recipe", existing.Properties[propRecipe])
+	case !errors.Is(err, ErrNotFound):
+		return "", fmt.Errorf("cannot look up runner image %q: %w", alias, err)
+	}
+
+	start := time.Now()
+	fingerprint, err := c.buildImage(ctx, tarballPath, version, recipe, log)
+	if err != nil {
+		return "", err
+	}
+	if err := c.d.SetAlias(ctx, alias, fingerprint); err != nil {
+		c.deleteImage(ctx, fingerprint, log)
+		return "", fmt.Errorf("cannot name runner image %q: %w", alias, err)
+	}
+	c.useImage(fingerprint)
+	log.Info("runner image built", "fingerprint", fingerprint, "duration", time.Since(start).Round(time.Millisecond))
+	c.pruneImages(ctx, fingerprint, log)
+	return alias, nil
+}
+
+func (c *Cloud) useImage(fingerprint string) {
+	c.mu.Lock()
+	c.image = fingerprint
+	c.mu.Unlock()
+}
+
+// buildImage runs a builder instance and publishes it.
+func (c *Cloud) buildImage(ctx context.Context, tarballPath, version, recipe string, log *slog.Logger) (fingerprint string, err error) {
+	tarball, err := os.Open(tarballPath)
+	if err != nil {
+		return "", fmt.Errorf("cannot build runner image: %w", err)
+	}
+	defer tarball.Close()
+	source, err := c.baseImageSource()
+	if err != nil {
+		return "", err
+	}
+	c.deleteStaleBuilders(ctx)
+
+	builder := c.cfg.Prefix + builderInfix + randomHex(4)
+	log.Info("building runner image", "builder", builder, "base", c.cfg.LXD.BaseImage)
+	post := api.InstancesPost{
+		Name:   builder,
+		Type:   api.InstanceType(c.cfg.LXD.Type),
+		Source: source,
+		InstancePut: api.InstancePut{
+			Profiles: []string{"default"},
+			Config:   map[string]string{"boot.autostart": "false"},
+		},
+	}
+	if c.cfg.Network != "" {
+		post.Devices = map[string]map[string]string{"eth0": {"type": "nic", "name": "eth0", "network": c.cfg.Network}}
+	}
+	if err := c.d.CreateInstance(ctx, post); err != nil {
+		return "", fmt.Errorf("cannot create image builder from %q: %w", c.cfg.LXD.BaseImage, err)
+	}
+	defer func() {
+		// Always, and with its own time: ctx may be what failed.
+		cleanupCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), stateTimeout)
+		defer cancel()
+		if err := c.Delete(cleanupCtx, builder); err != nil {
+			log.Error("cannot delete image builder", "builder", builder, "error", err)
+		}
+	}()
+	if err := c.d.SetState(ctx, builder, "start", false); err != nil {
+		return "", fmt.Errorf("cannot start image builder: %w", err)
+	}
+	if err := c.waitExec(ctx, builder); err != nil {
+		return "", err
+	}
+	err = c.d.PushFile(ctx, builder, instanceFile{Path: "/tmp/runner.tar.gz", From: tarball, Mode: 0o600})
+	if err != nil {
+		return "", fmt.Errorf("cannot copy the runner tarball into the image builder: %w", err)
+	}
+	for _, f := range []instanceFile{
+		{Path: "/tmp/github-runner-install", Content: []byte(installScript), Mode: 0o700},
+		{Path: startScriptPath, Content: []byte(startScript), Mode: 0o755},
+	} {
+		if err := c.d.PushFile(ctx, builder, f); err != nil {
+			return "", fmt.Errorf("cannot copy %s into the image builder: %w", f.Path, err)
+		}
+	}
+	res, err := c.d.Exec(ctx, builder, []string{"/bin/sh", "/tmp/github-runner-install", "/tmp/runner.tar.gz", version}, c.buildEnvironment())
+	if err != nil {
+		return "", fmt.Errorf("cannot install the runner in the image builder: %w", err)
+	}
+	if res.Code != 0 {
+		return "", fmt.Errorf("cannot install the runner in the image builder: exit status %d: %s", res.Code, lastLines(res.Stdout+res.Stderr, 10))
+	}
+	if _, err := c.d.Exec(ctx, builder, []string{"rm", "-f", "/tmp/github-runner-install"}, nil); err != nil {
+		return "", fmt.Errorf("cannot clean the image builder: %w", err)
+	}
+	if err := c.d.SetState(ctx, builder, "stop", false); err != nil {
+		// A base image whose init ignores the stop signal still publishes
+		// fine once stopped by force.
+		if err := c.d.SetState(ctx, builder, "stop", true); err != nil {
+			return "", fmt.Errorf("cannot stop image builder: %w", err)
+		}
+	}
+	fingerprint, err = c.d.Publish(ctx, builder, map[string]string{
+		"description": fmt.Sprintf("GitHub Actions runner %s on %s", version, c.cfg.LXD.BaseImage),
+		propVersion:   version,
+		propBase:      c.cfg.LXD.BaseImage,
+		propRecipe:    recipe,
+		propBuiltBy:   c.cfg.Prefix,
+	})
+	if err != nil {
+		return "", fmt.Errorf("cannot publish runner image: %w", err)
+	}
+	return fingerprint, nil
+}
+
+// buildEnvironment is the proxies for the install step.
+func (c *Cloud) buildEnvironment() map[string]string {
+	env := map[string]string{}
+	r := c.cfg.Runner
+	for key, value := range map[string]string{"http_proxy": r.HTTPProxy, "https_proxy": r.HTTPSProxy} {
+		if value != "" {
+			env[key] = value
+			env[strings.ToUpper(key)] = value
+		}
+	}
+	if len(env) > 0 && r.NoProxy != "" {
+		env["no_proxy"], env["NO_PROXY"] = r.NoProxy, r.NoProxy
+	}
+	return env
+}
+
+// baseImageSource reads BaseImage: a local alias, or "remote:alias".
+func (c *Cloud) baseImageSource() (api.InstanceSource, error) {
+	remote, alias, hasRemote := strings.Cut(c.cfg.LXD.BaseImage, ":")
+	if !hasRemote {
+		return api.InstanceSource{Type: "image", Alias: c.cfg.LXD.BaseImage}, nil
+	}
+	servers := c.cfg.ImageServers
+	if servers == nil {
+		servers = defaultImageServers
+	}
+	url, ok := servers[remote]
+	if !ok || alias == "" {
+		return api.InstanceSource{}, fmt.Errorf("cannot build runner image: base image %q names no known image server (known: %s)", c.cfg.LXD.BaseImage, strings.Join(keys(servers), ", "))
+	}
+	return api.InstanceSource{Type: "image", Alias: alias, Server: url, Protocol: "simplestreams", Mode: "pull"}, nil
+}
+
+// waitExec waits until the builder runs commands.
+func (c *Cloud) waitExec(ctx context.Context, instance string) error {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	defer cancel()
+	for {
+		res, err := c.d.Exec(ctx, instance, []string{"true"}, nil)
+		if err == nil && res.Code == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("cannot run commands in image builder %q: %v", instance, err)
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
+
+// deleteStaleBuilders removes builders a killed manager left behind.
+func (c *Cloud) deleteStaleBuilders(ctx context.Context) {
+	instances, err := c.d.Instances(ctx)
+	if err != nil {
+		return
+	}
+	for _, inst := range instances {
+		if strings.HasPrefix(inst.Name, c.cfg.Prefix+builderInfix) {
+			c.log.Info("deleting stale image builder", "builder", inst.Name)
+			_ = c.Delete(ctx, inst.Name)
+		}
+	}
+}
+
+// pruneImages deletes the images this unit built before keep.
+func (c *Cloud) pruneImages(ctx context.Context, keep string, log *slog.Logger) {
+	images, err := c.d.Images(ctx)
+	if err != nil {
+		log.Error("cannot list images to prune", "error", err)
+		return
+	}
+	for _, image := range images {
+		if image.Fingerprint == keep || image.Properties[propBuiltBy] != c.cfg.Prefix {
+			continue
+		}
+		c.deleteImage(ctx, image.Fingerprint, log)
+	}
+}
+
+func (c *Cloud) deleteImage(ctx context.Context, fingerprint string, log *slog.Logger) {
+	if err := c.d.DeleteImage(ctx, fingerprint); err != nil {
+		log.Error("cannot delete old runner image", "fingerprint", fingerprint, "error", err)
+		return
+	}
+	log.Info("deleted old runner image", "fingerprint", fingerprint)
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		panic("cannot read random bytes: " + err.Error())
+	}
+	return hex.EncodeToString(b)
+}
+
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+func keys(m map[string]string) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
+}
