@@ -158,7 +158,7 @@ need_port() {  # need_port NAME PORT
 }
 
 # SQL goes in on stdin, so the passwords in it never show up in the process list.
-sql() { mysql --connect-timeout=10 -N -B <<< "$1"; }
+sql() { timeout 60 mysql --connect-timeout=10 -N -B <<< "$1"; }
 # One-time steps (db syncs, bootstrap) are recorded in the database they initialise, so wiping
 # MariaDB's data also forgets them and a later run redoes them.
 step_done() { [ -n "$(sql "SELECT 1 FROM openstack_test.steps WHERE name='$1'" 2>/dev/null)" ]; }
@@ -259,13 +259,13 @@ mkdir -p /run/mysqld && chown mysql:mysql /run/mysqld
 if [ ! -d /var/lib/mysql/mysql ]; then
   # The package's postinst creates the data dir; recreate it if someone wiped only the data.
   PHASE_LOG="$LOG/mariadb-install-db.out"
-  mariadb-install-db --user=mysql --datadir=/var/lib/mysql > "$LOG/mariadb-install-db.out" 2>&1
+  timeout 300 mariadb-install-db --user=mysql --datadir=/var/lib/mysql > "$LOG/mariadb-install-db.out" 2>&1
 fi
 # mariadbd writes its error log after dropping to the mysql user: pre-create it.
 touch "$LOG/mariadb.log" && chown mysql: "$LOG/mariadb.log"
 start mariadb "" /usr/sbin/mariadbd --user=mysql --bind-address=127.0.0.1 --port=3306 \
   --max-connections=1000 --log-error="$LOG/mariadb.log"
-wait_for mariadb 60 mysqladmin --connect-timeout=2 ping
+wait_for mariadb 60 timeout 10 mysqladmin --connect-timeout=2 ping
 PHASE_LOG="$LOG/mariadb.log"
 sql "CREATE DATABASE IF NOT EXISTS openstack_test;
      CREATE TABLE IF NOT EXISTS openstack_test.steps (name VARCHAR(64) PRIMARY KEY)"
@@ -508,11 +508,11 @@ EOT
 chmod 640 /etc/keystone/keystone.conf
 if ! step_done keystone; then
   {
-    keystone-manage db_sync
-    [ -e /etc/keystone/fernet-keys/0 ] || keystone-manage fernet_setup --keystone-user root --keystone-group root
-    [ -e /etc/keystone/credential-keys/0 ] || keystone-manage credential_setup --keystone-user root --keystone-group root
+    timeout 300 keystone-manage db_sync
+    [ -e /etc/keystone/fernet-keys/0 ] || timeout 120 keystone-manage fernet_setup --keystone-user root --keystone-group root
+    [ -e /etc/keystone/credential-keys/0 ] || timeout 120 keystone-manage credential_setup --keystone-user root --keystone-group root
     # OS_BOOTSTRAP_PASSWORD rather than --bootstrap-password: keeps it out of the process list.
-    OS_BOOTSTRAP_PASSWORD=$PW keystone-manage bootstrap \
+    OS_BOOTSTRAP_PASSWORD=$PW timeout 300 keystone-manage bootstrap \
       --bootstrap-admin-url http://127.0.0.1:5000/v3/ --bootstrap-internal-url http://127.0.0.1:5000/v3/ \
       --bootstrap-public-url http://127.0.0.1:5000/v3/ --bootstrap-region-id RegionOne
   } > "$LOG/keystone-manage.out" 2>&1
@@ -593,16 +593,16 @@ fi
 
 phase "rabbitmq ready"
 PHASE_LOG="$LOG/rabbitmq.out"
-wait_for rabbitmq 120 rabbitmqctl -q --timeout 5 await_startup
+wait_for rabbitmq 120 timeout 15 rabbitmqctl -q --timeout 5 await_startup
 # Each rabbitmqctl call costs ~1 s of Erlang start-up: set the account up only when the node was
 # (re)started by this run; it lives in the node's mnesia database across restarts anyway.
 pwsum=$(sha256sum < "$S/secret" | cut -d' ' -f1)
 if [ -n "$STARTED" ] || [ "$(cat "$RUN/rabbitmq.account" 2>/dev/null)" != "$pwsum" ]; then
-  if ! rabbitmqctl -q list_users 2>/dev/null | grep -q '^openstack\b'; then
-    rabbitmqctl -q add_user openstack "$PW" > /dev/null
+  if ! timeout 60 rabbitmqctl -q list_users 2>/dev/null | grep -q '^openstack\b'; then
+    timeout 60 rabbitmqctl -q add_user openstack "$PW" > /dev/null
   fi
-  rabbitmqctl -q change_password openstack "$PW" > /dev/null
-  rabbitmqctl -q set_permissions openstack '.*' '.*' '.*'
+  timeout 60 rabbitmqctl -q change_password openstack "$PW" > /dev/null
+  timeout 60 rabbitmqctl -q set_permissions openstack '.*' '.*' '.*'
   echo "$pwsum" > "$RUN/rabbitmq.account"
 fi
 
@@ -656,7 +656,7 @@ discovered=""
 compute_ready_or_discover() {
   compute_ready && return 0
   if [ -z "$discovered" ] && [ "$(sql "SELECT COUNT(*) FROM nova.compute_nodes WHERE deleted=0")" -ge 1 ]; then
-    nova-manage "${NOVA_CFG[@]}" cell_v2 discover_hosts >> "$LOG/nova-manage.out" 2>&1 || true
+    timeout 120 nova-manage "${NOVA_CFG[@]}" cell_v2 discover_hosts >> "$LOG/nova-manage.out" 2>&1 || true
     discovered=1
   fi
   return 1

@@ -153,6 +153,67 @@ func TestServerLifecycle(t *testing.T) {
 	t.Logf("server %s gone %.2fs after delete", srv.ID, time.Since(start).Seconds())
 }
 
+// TestParallelServers creates a few servers at once, as the manager does when it scales up.
+func TestParallelServers(t *testing.T) {
+	const n = 4
+	cloudsYAML, cloudName := openstacktest.Cloud(t)
+	provider, eo := openstacktest.Connect(t, cloudsYAML, cloudName)
+	fixtures := openstacktest.LookupFixtures(t, provider, eo)
+	compute, err := openstack.NewComputeV2(provider, eo)
+	if err != nil {
+		t.Fatalf("cannot find the compute endpoint: %v", err)
+	}
+	compute.Microversion = openstacktest.ComputeMicroversion
+	prefix := openstacktest.UniqueName("ostest-") + "-"
+	openstacktest.CleanupServers(t, compute, prefix)
+
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
+	defer cancel()
+	start := time.Now()
+	errs := make(chan error, n)
+	for i := range n {
+		go func() {
+			srv, err := servers.Create(ctx, compute, servers.CreateOpts{
+				Name:      fmt.Sprintf("%s%d", prefix, i),
+				FlavorRef: fixtures.FlavorID,
+				ImageRef:  fixtures.ImageID,
+				Networks:  []servers.Network{{UUID: fixtures.NetworkID}},
+				Metadata:  map[string]string{"runner-index": fmt.Sprint(i)},
+			}, nil).Extract()
+			if err != nil {
+				errs <- fmt.Errorf("cannot create server %d: %w", i, err)
+				return
+			}
+			_, err = openstacktest.WaitForServerStatus(ctx, compute, srv.ID, "ACTIVE", buildTimeout)
+			errs <- err
+		}()
+	}
+	for range n {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	t.Logf("%d servers ACTIVE %.2fs after the first create", n, time.Since(start).Seconds())
+
+	pages, err := servers.List(compute, servers.ListOpts{Name: "^" + prefix}).AllPages(ctx)
+	if err != nil {
+		t.Fatalf("cannot list servers: %v", err)
+	}
+	list, err := servers.ExtractServers(pages)
+	if err != nil {
+		t.Fatalf("cannot list servers: %v", err)
+	}
+	if len(list) != n {
+		t.Fatalf("listed %d servers named %s*, want %d", len(list), prefix, n)
+	}
+	for _, srv := range list {
+		if srv.Metadata["runner-index"] == "" {
+			t.Errorf("server %s: no runner-index in list metadata %v", srv.Name, srv.Metadata)
+		}
+	}
+	// Deletion and the wait for 404 are CleanupServers' job.
+}
+
 // TestUnschedulableServerGoesToError checks the non-admin way to get a server in ERROR: a flavor
 // no host can take makes the scheduler fail it with NoValidHost.
 func TestUnschedulableServerGoesToError(t *testing.T) {
