@@ -98,6 +98,22 @@ else
 fi
 command -v lxd >/dev/null || die "lxd is not on PATH after installing the lxd package"
 
+# Unprivileged containers map their root to a range of root's subordinate ids. The lxd
+# package's preinst gives root a range only when it creates the _lxd user, so a machine whose
+# _lxd survived a purge, or whose /etc/subuid was edited, can lack one; LXD then falls back to
+# a map that newuidmap refuses ("uid range ... not allowed") and no container starts.
+subids_changed=0
+for f in subuid subgid; do
+	if ! grep -q '^root:' "/etc/$f" 2>/dev/null; then
+		# Same range the package gives (and gives _lxd too).
+		range=$(awk -F: '$1 == "_lxd" {print $2 "-" $2 + $3 - 1; exit}' "/etc/$f" 2>/dev/null || true)
+		range="${range:-100000-10100000}"
+		say "root has no /etc/$f range; adding $range"
+		if [ "$f" = subuid ]; then usermod --add-subuids "$range" root; else usermod --add-subgids "$range" root; fi
+		subids_changed=1
+	fi
+done
+
 # ---------------------------------------------------------------- 2. daemon
 daemon_up() { timeout 10 lxc query /1.0 >/dev/null 2>&1; }
 
@@ -112,6 +128,7 @@ start_daemon() {
 	setsid lxd --group lxd --logfile="$LOG_DIR/lxd.log" </dev/null >>"$LOG_DIR/daemon.out" 2>&1 9>&- &
 	local pid=$!
 	echo "$pid" >"$PID_FILE"
+	started_now=1
 	say "started lxd daemon, pid $pid (log: $LOG_DIR/lxd.log)"
 	# Bounded wait; it is usually ready in under a second.
 	if ! timeout 70 lxd waitready --timeout=60; then
@@ -138,6 +155,17 @@ else
 		rm -f "$PID_FILE"
 		start_daemon
 	fi
+fi
+
+# LXD reads the subordinate ids when it starts.
+if [ "$subids_changed" = 1 ] && pid=$(our_pid) && [ "${started_now:-0}" != 1 ]; then
+	say "restarting our lxd daemon (pid $pid) to pick up root's new subordinate ids"
+	timeout 120 lxd shutdown --timeout 60 || kill "$pid" || true
+	for _ in $(seq 100); do alive "$pid" || break; sleep 0.1; done
+	alive "$pid" && die "lxd daemon pid $pid did not stop"
+	start_daemon
+elif [ "$subids_changed" = 1 ] && [ "${started_now:-0}" != 1 ]; then
+	die "added subordinate ids for root, but the running LXD daemon is not ours: restart it, then re-run"
 fi
 
 # The firewall driver is chosen when the daemon starts (probe #3). If nftables arrived after
@@ -389,7 +417,13 @@ else
 	httpd_pid=""
 	cleanup() {
 		[ -z "$httpd_pid" ] || kill "$httpd_pid" 2>/dev/null || true
-		timeout 60 lxc delete -f "$smoke" >/dev/null 2>&1 || true
+		# LXD refuses to delete while it still runs an operation on the instance (a failed
+		# start, a stop after poweroff): retry for a while.
+		for _ in $(seq 30); do
+			timeout 60 lxc delete -f "$smoke" >/dev/null 2>&1 && break
+			timeout 10 lxc query "/1.0/instances/$smoke" >/dev/null 2>&1 || break
+			sleep 1
+		done
 		rm -rf "$www"
 	}
 	trap cleanup EXIT
