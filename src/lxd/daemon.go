@@ -115,7 +115,7 @@ func explain(err error) error {
 		class = ErrNoSpace
 	case errors.Is(err, syscall.ENOMEM), strings.Contains(msg, "cannot allocate memory"), strings.Contains(msg, "out of memory"):
 		class = ErrNoMemory
-	case strings.Contains(msg, "image") && strings.Contains(msg, "not found"):
+	case strings.Contains(msg, "image") && (strings.Contains(msg, "not found") || strings.Contains(msg, "not provided")):
 		class = ErrImageNotFound
 	case api.StatusErrorCheck(err, http.StatusNotFound), strings.Contains(msg, "not found"):
 		class = ErrNotFound

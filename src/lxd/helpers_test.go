@@ -6,7 +6,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"net/netip"
 	"net/url"
 	"os"
 	"os/exec"
@@ -19,10 +18,11 @@ import (
 
 	"github.com/canonical/github-runner-charm/src/config"
 	"github.com/canonical/github-runner-charm/tests/fakegithub"
+	"github.com/canonical/github-runner-charm/tests/lxdtest"
 )
 
 // baseImage is the busybox image tests/lxd/setup.sh imports.
-const baseImage = "github-runner-test-base"
+const baseImage = lxdtest.BaseImageAlias
 
 const testRepo = "canonical/lxd-test"
 
@@ -30,29 +30,15 @@ const testRepo = "canonical/lxd-test"
 // answers, and fails it in CI (CI=true), where LXD must be there.
 func requireLXD(t testing.TB) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	problem := ""
-	d, err := connect(ctx, "", "")
-	if err != nil {
-		problem = err.Error()
-	} else if _, err := d.ImageByAlias(ctx, baseImage); err != nil {
-		problem = fmt.Sprintf("no image %q (%v)", baseImage, err)
-	}
-	if problem == "" {
-		return
-	}
-	problem += "; run tests/lxd/setup.sh"
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("LXD is required in CI: %s", problem)
-	}
-	t.Skipf("no LXD: %s", problem)
+	lxdtest.Connect(t)
 }
 
-// testPrefix is a unique runner prefix for one test, so parallel runs and
-// leftovers of killed runs never meet.
+// testPrefix is a unique runner prefix for one test (lxdtest's, without
+// its trailing "-"), whose instances lxdtest deletes at the end and then
+// checks that none is left.
 func testPrefix(t testing.TB) string {
-	return "lxdt" + randomHex(3) + "-0"
+	t.Helper()
+	return strings.TrimSuffix(lxdtest.Prefix(t, lxdtest.Connect(t)), "-")
 }
 
 // lxc runs the lxc client, bounded.
@@ -77,13 +63,7 @@ func mustLXC(t testing.TB, args ...string) string {
 // serves the fake GitHub to containers.
 func bridgeIP(t testing.TB) string {
 	t.Helper()
-	network := strings.TrimSpace(mustLXC(t, "profile", "device", "get", "default", "eth0", "network"))
-	cidr := strings.TrimSpace(mustLXC(t, "network", "get", network, "ipv4.address"))
-	p, err := netip.ParsePrefix(cidr)
-	if err != nil {
-		t.Fatalf("bridge %s has no IPv4 address: %q", network, cidr)
-	}
-	return p.Addr().String()
+	return lxdtest.BridgeIP(t, lxdtest.Connect(t)).String()
 }
 
 func testLogger(t testing.TB) *slog.Logger {

@@ -1,0 +1,128 @@
+//go:build lxdclient
+
+package lxd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/canonical/lxd/shared/api"
+
+	"github.com/canonical/github-runner-charm/src/cloud"
+	"github.com/canonical/github-runner-charm/src/config"
+)
+
+// These need no LXD.
+
+func TestNewRefusesVMsWithoutKVM(t *testing.T) {
+	cfg := testConfig("github-runner-0")
+	cfg.LXD.Type = VirtualMachine
+	cfg.KVMDevice = "/nonexistent/kvm"
+	_, err := New(context.Background(), cfg, nil)
+	if err == nil || err.Error() != "virtual machines need KVM on this host; set runner-type=container" {
+		t.Fatalf("New = %v, want the KVM message", err)
+	}
+}
+
+func TestNewChecksConfig(t *testing.T) {
+	for _, tc := range []struct {
+		edit func(*Config)
+		want string
+	}{
+		{func(c *Config) { c.Prefix = strings.Repeat("a", 60) + "-0" }, "longer than 63"},
+		{func(c *Config) { c.LXD.Type = "pod" }, `not "pod"`},
+		{func(c *Config) { c.LXD.Memory = "lots" }, "memory"},
+		{func(c *Config) { c.LXD.Disk = "0GiB" }, "disk"},
+		{func(c *Config) { c.LXD.CPU = 0 }, "CPU"},
+		{func(c *Config) { c.Runner.Denylist = []string{"10.0.0.0/33"} }, "denylist"},
+		{func(c *Config) { c.Socket = "/nonexistent.socket" }, "cannot reach the LXD daemon"},
+	} {
+		cfg := testConfig("github-runner-0")
+		tc.edit(&cfg)
+		if _, err := New(context.Background(), cfg, nil); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("New = %v, want an error with %q", err, tc.want)
+		}
+	}
+}
+
+func TestExplain(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want error
+	}{
+		{fmt.Errorf("Post: dial unix /var/lib/lxd/unix.socket: connect: %w", syscall.ECONNREFUSED), ErrUnreachable},
+		{errors.New("Failed to create file: write /var/lib/lxd/x: no space left on device"), ErrNoSpace},
+		{errors.New("Failed to run: fork: cannot allocate memory"), ErrNoMemory},
+		{errors.New("Failed getting image: Image not found"), ErrImageNotFound},
+		{api.StatusErrorf(404, "Instance not found"), ErrNotFound},
+	} {
+		got := explain(tc.err)
+		if !errors.Is(got, tc.want) || !errors.Is(got, tc.err) {
+			t.Errorf("explain(%q) = %v, want %v wrapping the original", tc.err, got, tc.want)
+		}
+	}
+	plain := errors.New("something else")
+	if explain(plain) != plain {
+		t.Errorf("explain changed an unclassified error")
+	}
+}
+
+func TestPickSubnet(t *testing.T) {
+	used := []netip.Prefix{netip.MustParsePrefix("10.99.0.0/24"), netip.MustParsePrefix("10.99.17.0/24"), netip.MustParsePrefix("172.17.0.0/16")}
+	got, ok := pickSubnet(used)
+	if !ok || got.String() != "10.99.34.1/24" {
+		t.Errorf("pickSubnet = %v, %v; want 10.99.34.1/24", got, ok)
+	}
+	// A host on 10.0.0.0/8 leaves nothing.
+	if got, ok := pickSubnet([]netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}); ok {
+		t.Errorf("pickSubnet inside 10/8 = %v, want none", got)
+	}
+}
+
+func TestEnvironmentFile(t *testing.T) {
+	c := &Cloud{cfg: Config{Runner: config.RunnerImage{HTTPProxy: "http://p:3128", NoProxy: "a,b", DockerhubMirror: "https://m'x"}}}
+	got := c.environment()
+	for _, want := range []string{"http_proxy='http://p:3128'\n", "HTTPS_PROXY" /* absent */, "no_proxy='a,b'\n", `DOCKERHUB_MIRROR='https://m'\''x'` + "\n"} {
+		if want == "HTTPS_PROXY" {
+			if strings.Contains(got, want) {
+				t.Errorf("environment sets an unset HTTPS proxy:\n%s", got)
+			}
+			continue
+		}
+		if !strings.Contains(got, want) {
+			t.Errorf("environment lacks %q:\n%s", want, got)
+		}
+	}
+	// no_proxy means nothing without a proxy.
+	c = &Cloud{cfg: Config{Runner: config.RunnerImage{NoProxy: "a"}}}
+	if got := c.environment(); strings.Contains(got, "no_proxy") {
+		t.Errorf("no_proxy without a proxy:\n%s", got)
+	}
+}
+
+func TestStatus(t *testing.T) {
+	for _, tc := range []struct {
+		code  api.StatusCode
+		power string
+		want  cloud.Status
+	}{
+		{api.Running, "RUNNING", cloud.Running},
+		{api.Stopped, "", cloud.Building}, // created, not started yet
+		{api.Stopped, "STOPPED", cloud.Stopped},
+		{api.Starting, "", cloud.Building},
+		{api.Error, "RUNNING", cloud.Error},
+	} {
+		inst := api.Instance{StatusCode: tc.code, Config: map[string]string{}}
+		if tc.power != "" {
+			inst.Config["volatile.last_state.power"] = tc.power
+		}
+		if got := status(inst); got != tc.want {
+			t.Errorf("status(%v, power %q) = %s, want %s", tc.code, tc.power, got, tc.want)
+		}
+	}
+}
