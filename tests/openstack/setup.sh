@@ -395,6 +395,7 @@ transport_url = $TRANSPORT
 api_workers = 1
 rpc_workers = 1
 rpc_state_report_workers = 1
+graceful_shutdown_timeout = 5
 notify_nova_on_port_status_changes = true
 notify_nova_on_port_data_changes = true
 log_dir = $LOG
@@ -446,6 +447,8 @@ enabled_apis = osapi_compute
 osapi_compute_listen = 127.0.0.1
 osapi_compute_listen_port = 8774
 osapi_compute_workers = 1
+# oslo.service waits up to 60 s for open connections on SIGTERM; stop.sh should not.
+graceful_shutdown_timeout = 5
 [api]
 auth_strategy = keystone
 [wsgi]
