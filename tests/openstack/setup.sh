@@ -4,7 +4,7 @@
 # Debian 12 packages (OpenStack Zed), every listener on 127.0.0.1, no systemd, no KVM, no PyPI.
 # See /work/shared/reference/openstack-probe.md for why each piece is the way it is.
 #
-#   sudo bash tests/openstack/setup.sh        # fresh machine: ~5-6 min; re-run: a few seconds
+#   sudo bash tests/openstack/setup.sh        # bare machine ~5 min (apt ~4); re-run 5-15 s (40-60 s after stop.sh)
 #   sudo bash tests/openstack/stop.sh         # stop every service it started (data is kept)
 #
 # Afterwards:
