@@ -255,7 +255,8 @@ build_image() { # build_image DIR: writes DIR/image.tar.gz
 	rm -rf "$d"
 	mkdir -p "$r" "$d/templates"
 	mkdir -p "$r"/{bin,sbin,usr/bin,usr/sbin,usr/local/bin,etc/init.d,etc/boot.d,dev,proc,sys,run,root,home/ubuntu,var/log,var/lib/cloud/seed/nocloud-net,usr/share/udhcpc,opt,mnt}
-	mkdir -p -m 1777 "$r/tmp" "$r/var/tmp"
+	mkdir -p "$r/tmp" "$r/var/tmp"
+	chmod 1777 "$r/tmp" "$r/var/tmp"
 	chmod 700 "$r/root"
 	ln -s ../run "$r/var/run"
 	cp /bin/busybox "$r/bin/busybox"
