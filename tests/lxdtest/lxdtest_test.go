@@ -22,6 +22,7 @@ import (
 // starts, runs commands, takes a 0600 file, reaches an HTTP server on the host's bridge IP,
 // powers itself off (LXD reports it Stopped) and is deleted, leaving nothing of its prefix.
 func TestBed(t *testing.T) {
+	t.Parallel()
 	c := lxdtest.Connect(t)
 	prefix := lxdtest.Prefix(t, c)
 	name := prefix + "bed"
@@ -87,10 +88,12 @@ func TestBed(t *testing.T) {
 		t.Errorf("HTTP server got %d requests, want 1", hits.Load())
 	}
 
-	// The container powers itself off, as a runner does after its job. The exec session
-	// may be cut as the container goes down, so its result does not matter.
+	// The container powers itself off, as a runner does after its job. poweroff runs in the
+	// background, so that the exec session ends before the container goes down.
 	t1 := time.Now()
-	lxdtest.Exec(t, c, name, "poweroff")
+	if res := lxdtest.Exec(t, c, name, "sh", "-c", "poweroff >/dev/null 2>&1 &"); res.ExitCode != 0 {
+		t.Fatalf("poweroff: code %d, stderr %q", res.ExitCode, res.Stderr)
+	}
 	lxdtest.WaitStatus(t, c, name, api.Stopped, 30*time.Second)
 	t.Logf("poweroff -> Stopped: %v", time.Since(t1))
 
@@ -111,6 +114,7 @@ func TestBed(t *testing.T) {
 // and a script baked into an image made from the base image. Each script fetches a token
 // from the host and powers the container off.
 func TestBootScript(t *testing.T) {
+	t.Parallel()
 	c := lxdtest.Connect(t)
 	prefix := lxdtest.Prefix(t, c)
 
@@ -152,16 +156,22 @@ func TestBootScript(t *testing.T) {
 		},
 	}}
 
-	var hits atomic.Int32
+	// Requests per test, by path; made before the server starts, so only read concurrently.
+	hits := map[string]*atomic.Int32{}
+	for _, test := range tests {
+		hits["/"+test.summary] = &atomic.Int32{}
+	}
 	url := lxdtest.ServeOnBridge(t, c, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		hits.Add(1)
+		if n, ok := hits[r.URL.Path]; ok {
+			n.Add(1)
+		}
 		io.WriteString(w, "token-"+filepath.Base(r.URL.Path))
 	}))
 	for i, test := range tests {
 		t.Run(test.summary, func(t *testing.T) {
+			t.Parallel()
 			name := fmt.Sprintf("%sboot%d", prefix, i)
 			script := fmt.Sprintf("#!/bin/sh\nwget -q -O /root/token %s/%s\npoweroff\n", url, test.summary)
-			before := hits.Load()
 			t0 := time.Now()
 			test.launch(t, name, script)
 			lxdtest.WaitStatus(t, c, name, api.Stopped, 60*time.Second)
@@ -169,7 +179,7 @@ func TestBootScript(t *testing.T) {
 			if got, want := string(lxdtest.PullFile(t, c, name, "/root/token")), "token-"+test.summary; got != want {
 				t.Errorf("token: got %q, want %q", got, want)
 			}
-			if got := hits.Load() - before; got != 1 {
+			if got := hits["/"+test.summary].Load(); got != 1 {
 				t.Errorf("HTTP server got %d requests, want 1", got)
 			}
 		})
@@ -179,6 +189,7 @@ func TestBootScript(t *testing.T) {
 // TestPrefixCleanup checks that Prefix's cleanup deletes running and stopped instances and
 // prefixed images, and keeps the base image even when a test gave it a prefixed alias.
 func TestPrefixCleanup(t *testing.T) {
+	t.Parallel()
 	c := lxdtest.Connect(t)
 	var prefix string
 	t.Run("leave-things-behind", func(t *testing.T) {
