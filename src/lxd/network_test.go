@@ -201,7 +201,7 @@ func TestInitialise(t *testing.T) {
 	if err := c.Initialise(ctx); err != nil {
 		t.Fatal(err)
 	}
-	profile := mustLXC(t, "profile", "show", "default", "--project", project)
+	profile := mustLXC(t, "profile", "device", "show", "default", "--project", project)
 	for _, want := range []string{"pool: " + pool, "network: " + network, "path: /"} {
 		if !strings.Contains(profile, want) {
 			t.Errorf("default profile lacks %q:\n%s", want, profile)
@@ -230,7 +230,7 @@ func TestInitialise(t *testing.T) {
 	if err := c.Initialise(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if again := mustLXC(t, "profile", "show", "default", "--project", project); again != profile {
+	if again := mustLXC(t, "profile", "device", "show", "default", "--project", project); again != profile {
 		t.Errorf("second Initialise changed the profile:\n%s\nwas\n%s", again, profile)
 	}
 }
