@@ -126,6 +126,16 @@ func TestRunnersLifecycle(t *testing.T) {
 		}
 	}
 
+	// Limits and metadata are LXD config, for LXD to enforce and a fresh
+	// manager to read.
+	expanded := mustLXC(t, "config", "show", runners[0].name, "--expanded")
+	for _, want := range []string{"limits.cpu: \"1\"", "limits.memory: \"268435456\"", "size: \"1073741824\"",
+		"user.github-runner-unit: github-runner/0", fmt.Sprintf("user.github-runner-id: \"%d\"", runners[0].id)} {
+		if !strings.Contains(expanded, want) {
+			t.Errorf("instance config lacks %s:\n%s", want, expanded)
+		}
+	}
+
 	// The JIT config is nowhere but in its file (and the runner's own).
 	secretChecks(t, runners[0].name, runners[0].jit)
 
