@@ -11,10 +11,12 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"syscall"
 	"time"
 
+	"github.com/canonical/github-runner-charm/src/config"
 	"github.com/canonical/github-runner-charm/src/service"
 )
 
@@ -39,16 +41,20 @@ type Manager interface {
 	Runners(ctx context.Context) (service.RunnersReport, error)
 	Reconcile(ctx context.Context) (service.ReconcileResult, error)
 	Flush(ctx context.Context, busy bool) (service.FlushResult, error)
+	Drain(ctx context.Context, busy bool) (service.FlushResult, error)
 	UpdateDependencies(ctx context.Context) (service.UpdateResult, error)
 }
 
 // Charm handles one dispatched event.
 type Charm struct {
-	Tools    *Tools
-	Log      *slog.Logger
-	Unit     string // "github-runner/0"
-	StateDir string // this unit's directory
-	Manager  Manager
+	Tools      *Tools
+	Log        *slog.Logger
+	Unit       string // "github-runner/0"
+	StateDir   string // this unit's directory
+	Manager    Manager
+	Supervisor *Supervisor
+	Getenv     func(string) string
+	HasKVM     func() bool
 }
 
 // Main is the dispatch binary: it handles the event in the environment and
@@ -62,7 +68,11 @@ func Main() int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
 
-	c := New(os.Getenv("JUJU_UNIT_NAME"), os.Getenv(stateRootEnv))
+	charmDir := os.Getenv("JUJU_CHARM_DIR")
+	if charmDir == "" {
+		charmDir, _ = os.Getwd() // Juju runs dispatch from the charm directory
+	}
+	c := New(os.Getenv("JUJU_UNIT_NAME"), charmDir, os.Getenv(stateRootEnv))
 	if err := c.Handle(ctx, event); err != nil {
 		c.Log.Error("cannot handle "+event.String(), "error", err)
 		return 1
@@ -70,20 +80,23 @@ func Main() int {
 	return 0
 }
 
-// New returns a charm for unit keeping its state under stateRoot (the
-// default root when empty).
-func New(unit, stateRoot string) *Charm {
+// New returns a charm for unit, installed in charmDir, keeping its state
+// under stateRoot (the default root when empty).
+func New(unit, charmDir, stateRoot string) *Charm {
 	tools := &Tools{}
 	if stateRoot == "" {
 		stateRoot = DefaultStateRoot
 	}
 	stateDir := filepath.Join(stateRoot, strings.ReplaceAll(unit, "/", "-"))
 	return &Charm{
-		Tools:    tools,
-		Log:      slog.New(newJujuLogHandler(tools, os.Stderr, slog.LevelInfo)),
-		Unit:     unit,
-		StateDir: stateDir,
-		Manager:  service.NewClient(filepath.Join(stateDir, service.SocketName), managerTimeout),
+		Tools:      tools,
+		Log:        slog.New(newJujuLogHandler(tools, os.Stderr, slog.LevelInfo)),
+		Unit:       unit,
+		StateDir:   stateDir,
+		Manager:    service.NewClient(filepath.Join(stateDir, service.SocketName), managerTimeout),
+		Supervisor: &Supervisor{CharmDir: charmDir, StateDir: stateDir, Unit: unit},
+		Getenv:     os.Getenv,
+		HasKVM:     hostHasKVM,
 	}
 }
 
@@ -98,9 +111,21 @@ func (c *Charm) Handle(ctx context.Context, event Event) error {
 		if err := c.Tools.ApplicationVersionSet(ctx, Version); err != nil {
 			return err
 		}
+		return c.configure(ctx)
+	case "leader-elected", "config-changed", "start":
+		return c.configure(ctx)
+	case "update-status":
+		// Without systemd nothing restarts a dead Pebble but the charm.
+		if _, err := os.Stat(c.Supervisor.ConfigPath()); err == nil {
+			if err := c.Supervisor.EnsureRunning(ctx); err != nil {
+				return c.Tools.StatusSet(ctx, Maintenance, err.Error())
+			}
+		}
 		return c.refreshStatus(ctx)
-	case "leader-elected", "config-changed", "start", "update-status":
-		return c.refreshStatus(ctx)
+	case "stop":
+		return c.stop(ctx)
+	case "remove":
+		return c.remove(ctx)
 	default:
 		// Juju dispatches every event, including ones this charm has no
 		// use for; they succeed quietly.
@@ -108,13 +133,98 @@ func (c *Charm) Handle(ctx context.Context, event Event) error {
 	}
 }
 
-// readSettings returns the validated settings, or an *InvalidConfigError.
+// readSettings returns the validated settings, or an *InvalidConfigError
+// naming every problem, the host's included.
 func (c *Charm) readSettings(ctx context.Context) (Settings, error) {
 	raw, err := c.Tools.ConfigGet(ctx)
 	if err != nil {
 		return Settings{}, err
 	}
-	return ParseSettings(raw)
+	s, err := ParseSettings(raw)
+	var invalid *InvalidConfigError
+	if err != nil && !errors.As(err, &invalid) {
+		return Settings{}, err
+	}
+	if invalid == nil {
+		invalid = &InvalidConfigError{}
+	}
+	if err == nil {
+		invalid.Problems = append(invalid.Problems, hostProblems(s, c.Unit, c.HasKVM)...)
+	}
+	if len(invalid.Problems) > 0 {
+		return Settings{}, invalid
+	}
+	return s, nil
+}
+
+// configure brings the manager in line with the configuration: settings
+// that change who runners register with, or how they look, first drain the
+// idle runners made with the old ones.
+func (c *Charm) configure(ctx context.Context) error {
+	s, err := c.readSettings(ctx)
+	var invalid *InvalidConfigError
+	if errors.As(err, &invalid) {
+		// The running manager keeps its last good configuration.
+		return c.Tools.StatusSet(ctx, Blocked, invalid.Error())
+	} else if err != nil {
+		return err
+	}
+	next, err := managerConfig(s, c.Unit, c.StateDir, modelProxy(c.Getenv))
+	if err != nil {
+		return err
+	}
+	if err := c.Supervisor.EnsureRunning(ctx); err != nil {
+		return err
+	}
+	previous, _ := config.Read(c.Supervisor.ConfigPath())
+	if previous != nil && reflect.DeepEqual(previous, next) && c.Supervisor.Running(ctx) {
+		return c.refreshStatus(ctx)
+	}
+	if previous != nil && runnersChangeIdentity(previous, next) && c.Supervisor.Running(ctx) {
+		if err := c.Tools.StatusSet(ctx, Maintenance, "removing idle runners made with the previous settings"); err != nil {
+			return err
+		}
+		if _, err := c.Manager.Drain(ctx, false); err != nil {
+			c.Log.Warn("cannot remove idle runners before the settings change", "error", err)
+		}
+		if err := c.Supervisor.Stop(ctx); err != nil {
+			return err
+		}
+	}
+	if err := next.Write(c.Supervisor.ConfigPath()); err != nil {
+		return err
+	}
+	data, err := os.ReadFile(c.Supervisor.ConfigPath())
+	if err != nil {
+		return fmt.Errorf("cannot read back the manager config: %w", err)
+	}
+	if err := c.Supervisor.Apply(ctx, data); err != nil {
+		return err
+	}
+	return c.refreshStatus(ctx)
+}
+
+// stop removes every runner of this unit, busy ones too, and stops the
+// manager: the unit is going away.
+func (c *Charm) stop(ctx context.Context) error {
+	if !c.Supervisor.Running(ctx) {
+		return nil
+	}
+	if _, err := c.Manager.Drain(ctx, true); err != nil {
+		c.Log.Error("cannot remove this unit's runners", "error", err)
+	}
+	return c.Supervisor.Stop(ctx)
+}
+
+// remove ends Pebble and deletes the unit's state, the token's file with it.
+func (c *Charm) remove(ctx context.Context) error {
+	if err := c.Supervisor.Shutdown(ctx); err != nil {
+		return err
+	}
+	if err := os.RemoveAll(c.StateDir); err != nil {
+		return fmt.Errorf("cannot remove %s: %w", c.StateDir, err)
+	}
+	return nil
 }
 
 // refreshStatus sets the unit's status from the configuration and the
@@ -142,8 +252,10 @@ func (c *Charm) refreshStatus(ctx context.Context) error {
 func statusFromReport(r service.RunnersReport) (Status, string) {
 	idle := r.Online - r.Busy
 	switch {
-	case r.Problem != "":
+	case r.Problem != "" && r.Blocking:
 		return Blocked, r.Problem
+	case r.Problem != "":
+		return Maintenance, r.Problem
 	case r.Online < r.Expected:
 		return Waiting, fmt.Sprintf("%d of %d runners online: %d idle, %d busy", r.Online, r.Expected, idle, r.Busy)
 	default:

@@ -34,6 +34,9 @@ type RunnersReport struct {
 	// Problem is a plain sentence saying what stops the manager from doing
 	// its work (a bad token, a rate limit until a time, LXD unreachable), or "".
 	Problem string `json:"problem,omitempty"`
+	// Blocking: the problem needs the operator (credentials, permissions,
+	// path); otherwise it should clear with time.
+	Blocking bool `json:"blocking,omitempty"`
 }
 
 // ReconcileResult is the outcome of one reconcile cycle.

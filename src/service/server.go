@@ -34,9 +34,20 @@ type Server struct {
 	RateLimit func() (remaining, limit int, ok bool)
 	// UpdateDependencies checks for a newer runner application.
 	UpdateDependencies func(context.Context) (UpdateResult, error)
+	// Prepare, if set, runs before every cycle (the runner image); its
+	// failure is reported, and the cycle still cleans up.
+	Prepare func(context.Context) error
 
 	mu      sync.Mutex
-	problem string
+	problem problem
+}
+
+// problem is what stops the manager from doing its work, in words.
+type problem struct {
+	text string
+	// blocks: the operator must act (credentials, permissions, path);
+	// otherwise time or a retry should clear it.
+	blocks bool
 }
 
 // Run runs a reconcile at once and then every Interval until ctx ends. A
@@ -62,16 +73,23 @@ func (s *Server) cycle(mode manager.Mode) (manager.Outcome, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), cycleTimeout)
 	defer cancel()
 	start := time.Now()
+	var prepareErr error
+	if s.Prepare != nil {
+		prepareErr = s.Prepare(ctx)
+	}
 	out, err := s.Engine.Run(ctx, mode)
 	s.observe(start, out)
 	switch {
+	case prepareErr != nil:
+		s.setProblem(prepareErr)
+		s.Log.Warn("cannot prepare the runner image", "error", s.explain(prepareErr))
 	case err != nil:
-		s.setProblem(s.explain(err))
+		s.setProblem(err)
 		s.Log.Warn("reconcile cycle could not read the runners' state", "error", s.explain(err))
 	case len(out.Errors) > 0:
-		s.setProblem(s.explain(out.Errors[0]))
+		s.setProblem(out.Errors[0])
 	default:
-		s.setProblem("")
+		s.setProblem(nil)
 	}
 	s.Log.Info("reconcile cycle done", "mode", mode, "created", out.Created, "removed", out.RemovedTotal(),
 		"failures", len(out.Errors), "duration", time.Since(start).Round(time.Millisecond))
@@ -108,13 +126,17 @@ func (s *Server) explain(err error) string {
 	return err.Error()
 }
 
-func (s *Server) setProblem(p string) {
+func (s *Server) setProblem(err error) {
+	p := problem{}
+	if err != nil {
+		p = problem{text: s.explain(err), blocks: blocksOperator(err)}
+	}
 	s.mu.Lock()
 	s.problem = p
 	s.mu.Unlock()
 }
 
-func (s *Server) currentProblem() string {
+func (s *Server) currentProblem() problem {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.problem
@@ -159,11 +181,12 @@ func (s *Server) runners(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	views, err := s.Engine.Views(ctx)
 	if err != nil {
-		writeJSON(w, http.StatusOK, RunnersReport{Expected: s.Expected, Problem: s.explain(err)})
+		writeJSON(w, http.StatusOK, RunnersReport{Expected: s.Expected, Problem: s.explain(err), Blocking: blocksOperator(err)})
 		return
 	}
 	report := Report(views, s.Expected)
-	report.Problem = s.currentProblem()
+	p := s.currentProblem()
+	report.Problem, report.Blocking = p.text, p.blocks
 	writeJSON(w, http.StatusOK, report)
 }
 

@@ -12,12 +12,26 @@ import (
 	"testing"
 
 	"github.com/canonical/github-runner-charm/src/service"
+	"github.com/canonical/github-runner-charm/tests/fakegithub"
 	"github.com/canonical/github-runner-charm/tests/harness"
 )
 
 const token = "ghp_RECOGNISABLE_SECRET_0123456789abcdef"
 
-var validConfig = map[string]any{"path": "canonical/runners", "token": token, "labels": "large,gpu"}
+// validConfig points at GitHub's API, which CI cannot reach: tests that need
+// a working GitHub use withFakeGitHub.
+var validConfig = map[string]any{"path": "canonical/runners", "token": token, "labels": "large,gpu", "runner-type": "container"}
+
+// withFakeGitHub is validConfig against a fake GitHub that accepts token.
+func withFakeGitHub(t *testing.T) (map[string]any, *fakegithub.Server) {
+	srv := fakegithub.NewTest(t, fakegithub.Options{})
+	srv.AddToken(fakegithub.Token{Value: token})
+	config := map[string]any{"github-api-url": srv.URL()}
+	for k, v := range validConfig {
+		config[k] = v
+	}
+	return config, srv
+}
 
 // assertNoSecret checks that the token reached nothing the operator sees.
 func assertNoSecret(t *testing.T, u *harness.Unit, extra ...string) {
@@ -95,9 +109,8 @@ func TestBadConfigIsBlockedWithEveryProblemThenFixed(t *testing.T) {
 			// Resetting the options (juju config --reset) clears Blocked.
 			reset := map[string]any{}
 			for k := range test.config {
-				reset[k] = nil
+				reset[k] = validConfig[k] // nil (juju config --reset) unless validConfig sets it
 			}
-			reset["path"] = validConfig["path"]
 			if r := u.Configure(reset); r.Code != 0 {
 				t.Fatalf("config-changed exit %d: %s", r.Code, r.Stderr)
 			}
@@ -170,10 +183,12 @@ var threeRunners = service.RunnersReport{
 	Runners: []service.RunnerInfo{{Name: "github-runner-0-aa", State: "idle"}, {Name: "github-runner-0-bb", State: "idle"}, {Name: "github-runner-0-cc", State: "busy"}},
 }
 
+// The actions' plumbing against a stand-in for the service: params in,
+// results out with keys Juju accepts. (No config-changed runs, so the
+// charm never starts the real service on this socket.)
 func TestActions(t *testing.T) {
 	u := harness.New(t, harness.Options{Leader: true})
 	u.SetConfig(validConfig)
-	u.Deploy()
 	manager := startFakeManager(t, u, threeRunners)
 
 	tests := []struct {
@@ -221,7 +236,8 @@ func TestActionsFailWhenBlockedOrManagerDown(t *testing.T) {
 			t.Errorf("%s while blocked: %+v, want failed with %q", action, r, blocked)
 		}
 	}
-	u.Configure(validConfig)
+	u.SetConfig(validConfig) // no config-changed: the service is not started
+	u.Hook("update-status")
 	if s := u.Status(); s.Status != "waiting" || !strings.Contains(s.Message, "runner manager service") {
 		t.Errorf("status with no manager running = %+v", s)
 	}
@@ -235,15 +251,22 @@ func TestStatusFollowsTheManager(t *testing.T) {
 	u := harness.New(t, harness.Options{Leader: true})
 	u.SetConfig(validConfig)
 	manager := startFakeManager(t, u, threeRunners)
-	u.Deploy()
+	u.Hook("update-status")
 	if s := u.Status(); s != (harness.Status{Status: "active", Message: "3 runners: 2 idle, 1 busy"}) {
 		t.Errorf("status = %+v", s)
 	}
 	manager.mu.Lock()
-	manager.report = service.RunnersReport{Expected: 3, Problem: "the GitHub token is invalid or expired: set a new one with juju config github-runner token=…"}
+	manager.report = service.RunnersReport{Expected: 3, Blocking: true, Problem: "the GitHub token is invalid or expired: set a new one with juju config github-runner token=…"}
 	manager.mu.Unlock()
 	u.Hook("update-status")
 	if s := u.Status(); s.Status != "blocked" || !strings.Contains(s.Message, "token is invalid") {
+		t.Errorf("status = %+v", s)
+	}
+	manager.mu.Lock()
+	manager.report = service.RunnersReport{Expected: 3, Problem: "cannot reach LXD"}
+	manager.mu.Unlock()
+	u.Hook("update-status")
+	if s := u.Status(); s != (harness.Status{Status: "maintenance", Message: "cannot reach LXD"}) {
 		t.Errorf("status = %+v", s)
 	}
 	manager.mu.Lock()
@@ -271,4 +294,57 @@ func TestLifecycleHooksSucceed(t *testing.T) {
 		t.Errorf("status after remove = %+v", s)
 	}
 	assertNoSecret(t, u)
+}
+
+// The deployed charm runs the real manager under a real Pebble: its socket
+// answers, the token sits only in the 0600 config file, and a config change
+// restarts the service with the new settings.
+func TestDeployRunsTheManagerUnderPebble(t *testing.T) {
+	config, _ := withFakeGitHub(t)
+	u := harness.New(t, harness.Options{Leader: true})
+	u.SetConfig(config)
+	u.Deploy()
+	if s := u.Status(); s.Status == "blocked" || s.Status == "error" || strings.Contains(s.Message, "waiting for the runner manager") {
+		t.Fatalf("status after deploy = %+v", s)
+	}
+	r := u.Action("check-runners", nil)
+	if r.Status != "completed" || r.Results["online"] != "0" {
+		t.Fatalf("check-runners: %+v", r)
+	}
+	configFile := filepath.Join(u.StateDir(), "config.yaml")
+	info, err := os.Stat(configFile)
+	if err != nil || info.Mode().Perm() != 0o600 {
+		t.Fatalf("manager config: %v, %v; want mode 0600", info, err)
+	}
+	if dir, err := os.Stat(u.StateDir()); err != nil || dir.Mode().Perm() != 0o700 {
+		t.Errorf("state dir: %v, %v; want mode 0700", dir, err)
+	}
+	// The token is in that one file and nowhere else the charm wrote.
+	filepath.Walk(u.StateDir(), func(path string, info os.FileInfo, err error) error {
+		if err != nil || info.IsDir() || path == configFile || info.Mode()&os.ModeSocket != 0 {
+			return nil
+		}
+		data, _ := os.ReadFile(path)
+		if strings.Contains(string(data), token) {
+			t.Errorf("the token is in %s", path)
+		}
+		return nil
+	})
+	if r := u.Configure(map[string]any{"virtual-machines": 0}); r.Code != 0 {
+		t.Fatalf("config-changed: %s", r.Stderr)
+	}
+	data, _ := os.ReadFile(configFile)
+	if !strings.Contains(string(data), "runners: 0") {
+		t.Errorf("config not rewritten:\n%s", data)
+	}
+	assertNoSecret(t, u)
+	if r := u.Hook("stop"); r.Code != 0 {
+		t.Fatalf("stop: %s", r.Stderr)
+	}
+	if r := u.Hook("remove"); r.Code != 0 {
+		t.Fatalf("remove: %s", r.Stderr)
+	}
+	if _, err := os.Stat(u.StateDir()); !os.IsNotExist(err) {
+		t.Errorf("state dir left after remove: %v", err)
+	}
 }

@@ -90,6 +90,7 @@ type Unit struct {
 	appVersion string
 	current    *hookContext
 	nextAction int
+	removed    bool
 }
 
 type hookContext struct {
@@ -114,7 +115,14 @@ func New(t testing.TB, opts Options) *Unit {
 		opts.App = "github-runner"
 	}
 	if opts.StateRoot == "" {
-		opts.StateRoot = t.TempDir()
+		// Short: unix socket paths (Pebble's, the manager's) are limited to
+		// 108 bytes, which t.TempDir's test-named paths can exceed.
+		root, err := os.MkdirTemp("", "gr-")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { os.RemoveAll(root) })
+		opts.StateRoot = root
 	}
 	archivePath, toolPath := buildArtifacts(t)
 	archive, err := jujucharm.ReadCharmArchive(archivePath)
@@ -141,6 +149,15 @@ func New(t testing.TB, opts Options) *Unit {
 		}
 	}
 	u.listen()
+	// Juju removes a unit with stop then remove; doing the same at the end
+	// of every test ends the processes the charm started (Pebble and the
+	// manager) and removes its state.
+	t.Cleanup(func() {
+		if !u.removed {
+			u.Hook("stop")
+			u.Hook("remove")
+		}
+	})
 	return u
 }
 
@@ -257,7 +274,7 @@ func (u *Unit) Deploy() {
 	}
 	for _, hook := range []string{"install", leaderHook, "config-changed", "start", "update-status"} {
 		if r := u.Hook(hook); r.Code != 0 {
-			u.t.Fatalf("hook %s failed with exit %d: %s", hook, r.Code, r.Stderr)
+			u.t.Fatalf("hook %s failed with exit %d: %s\nunit log: %v", hook, r.Code, r.Stderr, u.Logs())
 		}
 	}
 }
@@ -300,6 +317,7 @@ func (u *Unit) afterHook(name string) {
 		u.setStatus(Status{"unknown", ""})
 	case name == "remove":
 		u.setStatus(Status{"terminated", ""})
+		u.removed = true
 	}
 }
 

@@ -1,5 +1,3 @@
-//go:build lxdclient
-
 // Package lxdtest gives tests a real LXD daemon: the one tests/lxd/setup.sh brings up.
 //
 // A test calls Connect for a client, Prefix for a unique instance-name prefix whose instances

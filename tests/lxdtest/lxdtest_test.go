@@ -1,5 +1,3 @@
-//go:build lxdclient
-
 package lxdtest_test
 
 import (

@@ -1,0 +1,110 @@
+package charm
+
+import (
+	"fmt"
+	"net/netip"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/canonical/github-runner-charm/src/config"
+	"github.com/canonical/github-runner-charm/src/runner"
+)
+
+// unitIdentity splits "app/3" into the application and the unit number.
+func unitIdentity(unit string) (app string, number int, err error) {
+	app, num, ok := strings.Cut(unit, "/")
+	n, convErr := strconv.Atoi(num)
+	if !ok || app == "" || convErr != nil || n < 0 {
+		return "", 0, fmt.Errorf("cannot read the unit name %q: JUJU_UNIT_NAME must look like app/0", unit)
+	}
+	return app, n, nil
+}
+
+// hostProblems are what the configuration asks that this machine cannot
+// give; like config problems, they block the unit rather than fail a hook.
+func hostProblems(s Settings, unit string, kvm func() bool) []string {
+	var problems []string
+	if app, n, err := unitIdentity(unit); err != nil {
+		problems = append(problems, err.Error())
+	} else if err := runner.CheckPrefix(runner.Prefix(app, n)); err != nil {
+		problems = append(problems, err.Error())
+	}
+	if s.OpenStack == nil && s.RunnerType == RunnerTypeVM && !kvm() {
+		problems = append(problems, "virtual machines need KVM on this host; set runner-type=container")
+	}
+	return problems
+}
+
+func hostHasKVM() bool {
+	_, err := os.Stat("/dev/kvm")
+	return err == nil
+}
+
+// Proxy is the proxy environment for runners.
+type Proxy struct{ HTTP, HTTPS, NoProxy string }
+
+// modelProxy is the Juju model's proxy settings, which Juju exports to
+// every hook as JUJU_CHARM_*_PROXY.
+func modelProxy(getenv func(string) string) Proxy {
+	return Proxy{HTTP: getenv("JUJU_CHARM_HTTP_PROXY"), HTTPS: getenv("JUJU_CHARM_HTTPS_PROXY"), NoProxy: getenv("JUJU_CHARM_NO_PROXY")}
+}
+
+// managerConfig is the manager's config file for these settings.
+func managerConfig(s Settings, unit, stateDir string, model Proxy) (*config.File, error) {
+	app, n, err := unitIdentity(unit)
+	if err != nil {
+		return nil, err
+	}
+	f := &config.File{
+		Unit:              unit,
+		Prefix:            runner.Prefix(app, n),
+		StateDir:          stateDir,
+		Runners:           s.Runners,
+		ReconcileInterval: s.ReconcileInterval,
+		GitHub: config.GitHub{
+			Path: s.Path.String(), APIURL: s.GitHubAPIURL, Token: s.Token, Group: s.Group, Labels: s.Labels,
+		},
+		Runner: config.RunnerImage{DockerhubMirror: s.DockerhubMirror, Denylist: prefixStrings(s.Denylist)},
+	}
+	if s.App != nil {
+		f.GitHub.App = &config.GitHubApp{ID: s.App.AppID, InstallationID: s.App.InstallationID, PrivateKey: s.App.PrivateKey}
+	}
+	// runner-http-proxy wins over the model's proxy, for both schemes.
+	proxy := model
+	if s.RunnerHTTPProxy != "" {
+		proxy = Proxy{HTTP: s.RunnerHTTPProxy, HTTPS: s.RunnerHTTPProxy, NoProxy: model.NoProxy}
+	}
+	f.Runner.HTTPProxy, f.Runner.HTTPSProxy, f.Runner.NoProxy = proxy.HTTP, proxy.HTTPS, proxy.NoProxy
+	if o := s.OpenStack; o != nil {
+		f.OpenStack = &config.OpenStack{CloudsYAML: o.CloudsYAML, Flavor: o.Flavor, Network: o.Network, Image: o.Image}
+	} else {
+		f.LXD = &config.LXD{Type: s.RunnerType, BaseImage: s.BaseImage, CPU: s.CPU, Memory: s.Memory, Disk: s.Disk}
+	}
+	return f, nil
+}
+
+func prefixStrings(prefixes []netip.Prefix) []string {
+	out := make([]string, 0, len(prefixes))
+	for _, p := range prefixes {
+		out = append(out, p.String())
+	}
+	return out
+}
+
+// runnersChangeIdentity tells whether moving from old to new changes who
+// the runners register with or how they look: then existing idle runners
+// must go before the new settings apply.
+func runnersChangeIdentity(old, new *config.File) bool {
+	return old.GitHub.Path != new.GitHub.Path || old.GitHub.APIURL != new.GitHub.APIURL ||
+		old.GitHub.Token != new.GitHub.Token || !sameApp(old.GitHub.App, new.GitHub.App) ||
+		old.GitHub.Group != new.GitHub.Group || strings.Join(old.GitHub.Labels, ",") != strings.Join(new.GitHub.Labels, ",") ||
+		(old.LXD == nil) != (new.LXD == nil)
+}
+
+func sameApp(a, b *config.GitHubApp) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return *a == *b
+}

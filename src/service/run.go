@@ -1,0 +1,189 @@
+package service
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/canonical/github-runner-charm/src/cloud"
+	"github.com/canonical/github-runner-charm/src/config"
+	"github.com/canonical/github-runner-charm/src/github"
+	"github.com/canonical/github-runner-charm/src/manager"
+	"github.com/canonical/github-runner-charm/src/metrics"
+)
+
+// Cloud is a cloud the service can run: the engine's interface, and the
+// runner image it starts instances from.
+type Cloud interface {
+	cloud.Cloud
+	// Prepare makes the runner application (downloaded and verified by the
+	// caller) ready to start instances from, e.g. an LXD image; it is
+	// cheap when nothing changed, and reports whether something did.
+	Prepare(ctx context.Context, app github.RunnerApplication) (changed bool, err error)
+}
+
+// CloudFactory opens the cloud a config file names.
+type CloudFactory func(ctx context.Context, f *config.File, log *slog.Logger) (Cloud, error)
+
+// Run runs the manager for a config file until ctx ends (SIGTERM): the
+// HTTP API on the unit's socket, and a reconcile every interval. It fails
+// only when the service cannot start at all; GitHub or cloud failures are
+// reported as the problem and retried every cycle.
+func Run(ctx context.Context, f *config.File, newCloud CloudFactory, log *slog.Logger) error {
+	gh, err := github.New(githubConfig(f, log))
+	if err != nil {
+		return err
+	}
+	events, err := metrics.OpenEventsLog(filepath.Join(f.StateDir, "events.log"))
+	if err != nil {
+		return err
+	}
+	defer events.Close()
+	lazy := &lazyCloud{open: func(ctx context.Context) (Cloud, error) { return newCloud(ctx, f, log) }}
+	engine := manager.New(lazy, newPlatform(gh, f.Prefix, f.GitHub.Labels), manager.Settings{
+		Prefix: f.Prefix, Target: f.Runners,
+		Timeouts: manager.Timeouts{Creation: f.Timeouts.Creation, Offline: f.Timeouts.Offline},
+	}, log)
+	updater := &updater{github: gh, cloud: lazy, cacheDir: filepath.Join(f.StateDir, "runner-application"), log: log}
+	srv := &Server{
+		Engine: engine, Expected: f.Runners, Interval: f.ReconcileInterval, Log: log,
+		Metrics: metrics.New(appName(f.Unit), events),
+		Explain: github.OperatorMessage,
+		RateLimit: func() (int, int, bool) {
+			b, ok := gh.RateBudget()
+			return b.Remaining, b.Limit, ok
+		},
+		Prepare:            updater.prepare,
+		UpdateDependencies: updater.update,
+	}
+	listener, err := Listen(filepath.Join(f.StateDir, SocketName))
+	if err != nil {
+		return err
+	}
+	httpServer := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	go httpServer.Serve(listener)
+	srv.Run(ctx)
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return httpServer.Shutdown(shutdownCtx)
+}
+
+func githubConfig(f *config.File, log *slog.Logger) github.Config {
+	c := github.Config{Path: f.GitHub.Path, BaseURL: f.GitHub.APIURL, Token: f.GitHub.Token, RunnerGroup: f.GitHub.Group, Logger: log}
+	if a := f.GitHub.App; a != nil {
+		c.App = &github.AppCredentials{AppID: a.ID, InstallationID: a.InstallationID, PrivateKeyPEM: []byte(a.PrivateKey)}
+	}
+	return c
+}
+
+// appName is the application of a unit name, the Python charm's "flavor".
+func appName(unit string) string {
+	app, _, _ := strings.Cut(unit, "/")
+	return app
+}
+
+// lazyCloud opens the cloud on first use and again after a failure, so an
+// unreachable daemon at start is a reported problem, not a crash loop.
+type lazyCloud struct {
+	open  func(context.Context) (Cloud, error)
+	mu    sync.Mutex
+	cloud Cloud
+}
+
+func (l *lazyCloud) get(ctx context.Context) (Cloud, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.cloud != nil {
+		return l.cloud, nil
+	}
+	c, err := l.open(ctx)
+	if err != nil {
+		return nil, err
+	}
+	l.cloud = c
+	return c, nil
+}
+
+func (l *lazyCloud) Instances(ctx context.Context, prefix string) ([]cloud.Instance, error) {
+	c, err := l.get(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return c.Instances(ctx, prefix)
+}
+
+func (l *lazyCloud) Create(ctx context.Context, req cloud.CreateRequest) error {
+	c, err := l.get(ctx)
+	if err != nil {
+		return err
+	}
+	return c.Create(ctx, req)
+}
+
+func (l *lazyCloud) Delete(ctx context.Context, name string) error {
+	c, err := l.get(ctx)
+	if err != nil {
+		return err
+	}
+	return c.Delete(ctx, name)
+}
+
+// updater keeps the runner application and the cloud's image current.
+type updater struct {
+	github   *github.Client
+	cloud    *lazyCloud
+	cacheDir string
+	log      *slog.Logger
+	mu       sync.Mutex
+	version  string
+}
+
+// prepare runs before each cycle: the application is cached, so this costs
+// one downloads request when nothing changed.
+func (u *updater) prepare(ctx context.Context) error {
+	_, err := u.refresh(ctx)
+	return err
+}
+
+func (u *updater) refresh(ctx context.Context) (changed bool, err error) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if err := os.MkdirAll(u.cacheDir, 0o700); err != nil {
+		return false, fmt.Errorf("cannot create %s: %w", u.cacheDir, err)
+	}
+	app, err := u.github.DownloadRunnerApplication(ctx, u.cacheDir, "")
+	if err != nil {
+		return false, err
+	}
+	c, err := u.cloud.get(ctx)
+	if err != nil {
+		return false, err
+	}
+	changed, err = c.Prepare(ctx, app)
+	if err != nil {
+		return false, err
+	}
+	if u.version != app.Version {
+		u.log.Info("runner application ready", "version", app.Version)
+		u.version = app.Version
+	}
+	return changed, nil
+}
+
+// update is the update-dependencies action.
+func (u *updater) update(ctx context.Context) (UpdateResult, error) {
+	changed, err := u.refresh(ctx)
+	if err != nil {
+		return UpdateResult{}, err
+	}
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return UpdateResult{Updated: changed, RunnerVersion: u.version}, nil
+}
+
