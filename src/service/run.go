@@ -186,4 +186,3 @@ func (u *updater) update(ctx context.Context) (UpdateResult, error) {
 	defer u.mu.Unlock()
 	return UpdateResult{Updated: changed, RunnerVersion: u.version}, nil
 }
-
