@@ -1,5 +1,3 @@
-//go:build lxdclient
-
 // Package lxd is the LXD cloud: runner instances on the unit's own LXD
 // daemon, behind cloud.Cloud. It builds the runner image from a base image
 // and the runner application, starts one ephemeral runner per instance

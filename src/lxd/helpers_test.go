@@ -1,5 +1,3 @@
-//go:build lxdclient
-
 package lxd
 
 import (

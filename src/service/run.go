@@ -22,10 +22,12 @@ import (
 // runner image it starts instances from.
 type Cloud interface {
 	cloud.Cloud
-	// Prepare makes the runner application (downloaded and verified by the
-	// caller) ready to start instances from, e.g. an LXD image; it is
-	// cheap when nothing changed, and reports whether something did.
-	Prepare(ctx context.Context, app github.RunnerApplication) (changed bool, err error)
+	// Prepare makes the runner application (a tarball downloaded and
+	// verified by the caller) ready to start instances from, e.g. builds an
+	// LXD image, or checks that the cloud's image, flavor and network
+	// exist; it is cheap when nothing changed, and reports whether
+	// something did (idle runners are then replaced).
+	Prepare(ctx context.Context, tarballPath, version string) (changed bool, err error)
 }
 
 // CloudFactory opens the cloud a config file names.
@@ -165,7 +167,7 @@ func (u *updater) refresh(ctx context.Context) (changed bool, err error) {
 	if err != nil {
 		return false, err
 	}
-	changed, err = c.Prepare(ctx, app)
+	changed, err = c.Prepare(ctx, app.Path, app.Version)
 	if err != nil {
 		return false, err
 	}
