@@ -260,7 +260,8 @@ func (s *Supervisor) Running(ctx context.Context) bool {
 	return err == nil && len(services) == 1 && services[0].Current == pebble.StatusActive
 }
 
-// Shutdown ends Pebble itself (the unit is being removed).
+// Shutdown ends Pebble itself (the unit is being removed) and waits for it
+// to go, so that the unit's directory can be removed after it.
 func (s *Supervisor) Shutdown(ctx context.Context) error {
 	if systemdIsInit() {
 		exec.CommandContext(ctx, "systemctl", "disable", "--now", s.systemdUnit()).Run()
@@ -275,8 +276,36 @@ func (s *Supervisor) Shutdown(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("cannot read %s: %w", s.pidFile(), err)
 	}
-	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil && !errors.Is(err, syscall.ESRCH) {
-		return fmt.Errorf("cannot stop Pebble: %w", err)
+	// The pid file may be stale and the pid reused: only signal a Pebble.
+	if cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid)); strings.Contains(string(cmdline), "pebble") {
+		syscall.Kill(pid, syscall.SIGTERM)
+		if !waitGone(ctx, pid, 30*time.Second) {
+			syscall.Kill(pid, syscall.SIGKILL)
+			waitGone(ctx, pid, 10*time.Second)
+		}
 	}
 	return os.Remove(s.pidFile())
+}
+
+// waitGone waits for a process that is not our child to exit. Once it has,
+// it may linger as a zombie until its parent (init) reaps it, so a zombie
+// counts as gone.
+func waitGone(ctx context.Context, pid int, limit time.Duration) bool {
+	deadline := time.After(limit)
+	for {
+		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			return true
+		}
+		if fields := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+1:])); len(fields) > 0 && fields[0] == "Z" {
+			return true
+		}
+		select {
+		case <-deadline:
+			return false
+		case <-ctx.Done():
+			return false
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }

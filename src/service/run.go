@@ -61,7 +61,7 @@ func Run(ctx context.Context, f *config.File, newCloud CloudFactory, log *slog.L
 			b, ok := gh.RateBudget()
 			return b.Remaining, b.Limit, ok
 		},
-		Prepare:            updater.prepare,
+		Prepare:            updater.refresh,
 		UpdateDependencies: updater.update,
 	}
 	listener, err := Listen(filepath.Join(f.StateDir, SocketName))
@@ -146,13 +146,8 @@ type updater struct {
 	version  string
 }
 
-// prepare runs before each cycle: the application is cached, so this costs
+// refresh runs before each cycle: the application is cached, so this costs
 // one downloads request when nothing changed.
-func (u *updater) prepare(ctx context.Context) error {
-	_, err := u.refresh(ctx)
-	return err
-}
-
 func (u *updater) refresh(ctx context.Context) (changed bool, err error) {
 	u.mu.Lock()
 	defer u.mu.Unlock()

@@ -35,8 +35,9 @@ type Server struct {
 	// UpdateDependencies checks for a newer runner application.
 	UpdateDependencies func(context.Context) (UpdateResult, error)
 	// Prepare, if set, runs before every cycle (the runner image); its
-	// failure is reported, and the cycle still cleans up.
-	Prepare func(context.Context) error
+	// failure is reported, and the cycle still cleans up. When it reports
+	// a change (a new runner version), idle runners are replaced.
+	Prepare func(context.Context) (changed bool, err error)
 
 	mu      sync.Mutex
 	problem problem
@@ -75,7 +76,12 @@ func (s *Server) cycle(mode manager.Mode) (manager.Outcome, error) {
 	start := time.Now()
 	var prepareErr error
 	if s.Prepare != nil {
-		prepareErr = s.Prepare(ctx)
+		var changed bool
+		changed, prepareErr = s.Prepare(ctx)
+		if changed && mode == manager.Reconcile {
+			s.Log.Info("the runner image changed; replacing idle runners")
+			mode = manager.FlushIdle
+		}
 	}
 	out, err := s.Engine.Run(ctx, mode)
 	s.observe(start, out)

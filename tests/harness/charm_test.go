@@ -279,15 +279,16 @@ func TestStatusFollowsTheManager(t *testing.T) {
 }
 
 func TestLifecycleHooksSucceed(t *testing.T) {
+	config, _ := withFakeGitHub(t)
 	u := harness.New(t, harness.Options{Leader: false})
-	u.SetConfig(validConfig)
+	u.SetConfig(config)
 	u.Deploy()
 	for _, hook := range []string{
 		"upgrade-charm", "config-changed", "leader-elected", "debug-ssh-relation-changed",
 		"image-relation-joined", "cos-agent-relation-created", "secret-changed", "collect-metrics", "stop", "remove",
 	} {
 		if r := u.Hook(hook); r.Code != 0 {
-			t.Errorf("%s exit %d: %s", hook, r.Code, r.Stderr)
+			t.Errorf("%s exit %d: %s\nunit log: %v", hook, r.Code, r.Stderr, u.Logs())
 		}
 	}
 	if s := u.Status(); s.Status != "terminated" {
