@@ -1,0 +1,583 @@
+// Package openstack is the OpenStack cloud: runner servers in an OpenStack
+// project, behind cloud.Cloud, over gophercloud.
+//
+// A runner is one Nova server booted from an image that already holds the
+// runner application (Config.RunnerDir, /home/ubuntu/actions-runner by
+// default, where Canonical's github-runner-image-builder puts it). Its
+// user-data, on a config drive, carries the JIT config and starts the
+// runner; the server powers itself off after its one job, and the manager
+// deletes it. The servers carry their unit, runner ID and creation time as
+// Nova metadata (see runner.Meta*), so a fresh manager rebuilds its view
+// from Nova alone. Nothing else is made per runner: no keypair (the
+// manager never logs in to a runner) and no port of its own (Nova makes
+// the port on the configured network and deletes it with the server; a
+// Delete sweeps any it left). One security group per unit, egress only,
+// holds the denylist.
+//
+// Only this package imports gophercloud.
+package openstack
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/servers"
+	"github.com/gophercloud/gophercloud/v2/openstack/image/v2/images"
+	"github.com/gophercloud/gophercloud/v2/openstack/networking/v2/networks"
+
+	"github.com/canonical/github-runner-charm/src/cloud"
+	"github.com/canonical/github-runner-charm/src/config"
+	"github.com/canonical/github-runner-charm/src/runner"
+)
+
+// Config is how one unit's runners are made.
+type Config struct {
+	// Prefix names this unit's runners (runner.Prefix); Unit is the Juju
+	// unit ("github-runner/0"), recorded on each server.
+	Prefix string
+	Unit   string
+	// OpenStack is the cloud (clouds.yaml text and the cloud in it) and
+	// the flavor, network and image of runners, each a name or an ID.
+	OpenStack config.OpenStack
+	Runner    config.RunnerImage
+
+	// SecurityGroup is the runners' security group, created if missing;
+	// "" is "<Prefix>-runners".
+	SecurityGroup string
+	// RunnerUser and RunnerDir are where the image has the runner
+	// application (run.sh); "" is DefaultRunnerUser, DefaultRunnerDir.
+	RunnerUser string
+	RunnerDir  string
+	// CreateTimeout bounds the wait for a new server to be ACTIVE; zero is
+	// DefaultCreateTimeout. A server still building then is deleted.
+	CreateTimeout time.Duration
+	// DeleteTimeout bounds the wait for Nova to confirm a delete; zero is
+	// DefaultDeleteTimeout.
+	DeleteTimeout time.Duration
+}
+
+// Defaults of Config's timeouts. A server on a busy cloud can take minutes
+// to schedule and boot; the Python charm waited 5 minutes.
+const (
+	DefaultCreateTimeout = 5 * time.Minute
+	DefaultDeleteTimeout = 2 * time.Minute
+)
+
+// pollInterval is how often a create or delete asks Nova how it is going.
+const pollInterval = 500 * time.Millisecond
+
+// Errors of Prepare (and of Create after a failed Prepare), meant for the
+// unit's status; test them with errors.Is.
+var (
+	ErrImageNotFound   = errors.New("OpenStack image not found")
+	ErrFlavorNotFound  = errors.New("OpenStack flavor not found")
+	ErrNetworkNotFound = errors.New("OpenStack network not found")
+	// ErrNotPrepared: Create before any Prepare succeeded.
+	ErrNotPrepared = errors.New("the OpenStack image, flavor and network are not checked yet")
+)
+
+// Cloud runs runners as OpenStack servers. It implements cloud.Cloud and
+// the service's Prepare.
+type Cloud struct {
+	cfg      Config
+	api      openstackAPI
+	log      *slog.Logger
+	denylist []netip.Prefix
+
+	prepareMu sync.Mutex // one Prepare at a time
+	mu        sync.Mutex
+	ready     *resources // what Create uses; nil until a Prepare succeeds
+	// prepareErr is why the last Prepare failed: Create fails with it at
+	// once instead of trying Nova, so a deleted image is one clear
+	// problem, not a stream of failed creates.
+	prepareErr error
+	lastImage  string // image ID of the last successful Prepare
+}
+
+// resources are what a runner server is made of, resolved to IDs.
+type resources struct {
+	imageID, imageName string
+	flavorID           string
+	networkID          string
+	securityGroupID    string
+}
+
+var _ cloud.Cloud = (*Cloud)(nil)
+
+var (
+	userPattern = regexp.MustCompile(`^[a-z_][a-z0-9_-]*$`)
+	dirPattern  = regexp.MustCompile(`^/[A-Za-z0-9._/-]+$`)
+)
+
+// New checks cfg, reads its clouds.yaml and authenticates. The errors of a
+// bad clouds.yaml, an unreachable Keystone and refused credentials are
+// ErrCloudsYAMLSyntax, ErrCloudsYAMLIncomplete, ErrUnreachable, ErrTLS and
+// ErrUnauthorized; none shows a secret.
+func New(ctx context.Context, cfg Config, log *slog.Logger) (*Cloud, error) {
+	if err := runner.CheckPrefix(cfg.Prefix); err != nil {
+		return nil, fmt.Errorf("cannot use OpenStack: %w", err)
+	}
+	if cfg.Unit == "" {
+		return nil, errors.New("cannot use OpenStack: no unit name")
+	}
+	var missing []string
+	for _, f := range []struct{ key, value string }{
+		{"openstack-clouds-yaml", cfg.OpenStack.CloudsYAML}, {"openstack-flavor", cfg.OpenStack.Flavor},
+		{"openstack-network", cfg.OpenStack.Network}, {"openstack-image", cfg.OpenStack.Image},
+	} {
+		if strings.TrimSpace(f.value) == "" {
+			missing = append(missing, f.key)
+		}
+	}
+	if len(missing) > 0 {
+		return nil, fmt.Errorf("cannot use OpenStack: set %s", strings.Join(missing, ", "))
+	}
+	if cfg.SecurityGroup == "" {
+		cfg.SecurityGroup = cfg.Prefix + "-runners"
+	}
+	if cfg.RunnerUser == "" {
+		cfg.RunnerUser = DefaultRunnerUser
+	}
+	if cfg.RunnerDir == "" {
+		cfg.RunnerDir = DefaultRunnerDir
+	}
+	if !userPattern.MatchString(cfg.RunnerUser) {
+		return nil, fmt.Errorf("cannot use OpenStack: runner user %q is not a user name", cfg.RunnerUser)
+	}
+	if !dirPattern.MatchString(cfg.RunnerDir) {
+		return nil, fmt.Errorf("cannot use OpenStack: runner directory %q is not a plain absolute path", cfg.RunnerDir)
+	}
+	for _, v := range []string{cfg.Runner.HTTPProxy, cfg.Runner.HTTPSProxy, cfg.Runner.NoProxy, cfg.Runner.DockerhubMirror} {
+		if strings.ContainsAny(v, "\r\n") {
+			return nil, errors.New("cannot use OpenStack: a proxy or mirror setting spans lines")
+		}
+	}
+	if cfg.CreateTimeout <= 0 {
+		cfg.CreateTimeout = DefaultCreateTimeout
+	}
+	if cfg.DeleteTimeout <= 0 {
+		cfg.DeleteTimeout = DefaultDeleteTimeout
+	}
+	denylist, err := config.ParseDenylist(strings.Join(cfg.Runner.Denylist, ","))
+	if err != nil {
+		return nil, fmt.Errorf("cannot use OpenStack: denylist: %w", err)
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	parsed, err := parseCloudsYAML(cfg.OpenStack.CloudsYAML, cfg.OpenStack.Cloud)
+	if err != nil {
+		return nil, err
+	}
+	clients, err := connect(ctx, parsed)
+	if err != nil {
+		return nil, err
+	}
+	c := &Cloud{
+		cfg: cfg, api: &gophercloudAPI{clients: *clients, secrets: parsed.secrets},
+		log: log.With("cloud", "openstack", "openstack_cloud", parsed.name), denylist: denylist,
+	}
+	c.log.Info("connected to OpenStack", "auth_url", parsed.auth.IdentityEndpoint, "region", parsed.endpoint.Region)
+	return c, nil
+}
+
+// Prepare resolves and checks the image, flavor and network, and makes
+// sure of the security group. The runner application is in the image, so
+// the tarball is not used. It reports a change when the image's ID did
+// (a new image was uploaded under the same name): idle runners are then
+// replaced. Until a later Prepare succeeds, Create fails with its error.
+func (c *Cloud) Prepare(ctx context.Context, tarballPath, version string) (changed bool, err error) {
+	c.prepareMu.Lock()
+	defer c.prepareMu.Unlock()
+	r, err := c.resolve(ctx)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err != nil {
+		c.ready, c.prepareErr = nil, err
+		return false, err
+	}
+	changed = c.lastImage != "" && c.lastImage != r.imageID
+	if changed || c.lastImage == "" {
+		c.log.Info("runner image resolved", "image", r.imageName, "image_id", r.imageID, "changed", changed)
+	}
+	c.ready, c.prepareErr, c.lastImage = r, nil, r.imageID
+	return changed, nil
+}
+
+func (c *Cloud) resolve(ctx context.Context) (*resources, error) {
+	var r resources
+	var errs []error
+	image, err := c.findImage(ctx, c.cfg.OpenStack.Image)
+	if err != nil {
+		errs = append(errs, err)
+	} else {
+		r.imageID, r.imageName = image.ID, image.Name
+	}
+	if r.flavorID, err = c.findFlavor(ctx, c.cfg.OpenStack.Flavor); err != nil {
+		errs = append(errs, err)
+	}
+	if r.networkID, err = c.findNetwork(ctx, c.cfg.OpenStack.Network); err != nil {
+		errs = append(errs, err)
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	if r.securityGroupID, err = c.ensureSecurityGroup(ctx); err != nil {
+		return nil, err
+	}
+	return &r, nil
+}
+
+var uuidPattern = regexp.MustCompile(`^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$`)
+
+// findImage finds an active image by ID, else by name; of several active
+// images of one name (an image builder uploading a new one before
+// deleting the old), the newest.
+func (c *Cloud) findImage(ctx context.Context, nameOrID string) (*images.Image, error) {
+	if uuidPattern.MatchString(nameOrID) {
+		image, err := c.api.Image(ctx, nameOrID)
+		switch {
+		case err == nil:
+			if image.Status != images.ImageStatusActive {
+				return nil, classify(ErrImageNotFound, nil, "image %q is %s, not active", nameOrID, image.Status)
+			}
+			return image, nil
+		case !errors.Is(err, errNotFound):
+			return nil, fmt.Errorf("cannot look up OpenStack image %q: %w", nameOrID, err)
+		}
+	}
+	found, err := c.api.ImagesNamed(ctx, nameOrID)
+	if err != nil {
+		return nil, fmt.Errorf("cannot look up OpenStack image %q: %w", nameOrID, err)
+	}
+	var active []images.Image
+	var statuses []string
+	for _, image := range found {
+		if image.Status == images.ImageStatusActive {
+			active = append(active, image)
+		} else {
+			statuses = append(statuses, string(image.Status))
+		}
+	}
+	if len(active) == 0 {
+		if len(statuses) > 0 {
+			return nil, classify(ErrImageNotFound, nil, "image %q is %s, not active", nameOrID, strings.Join(statuses, ", "))
+		}
+		return nil, classify(ErrImageNotFound, nil, "no image named or with ID %q (deleted, or not shared with the project?)", nameOrID)
+	}
+	slices.SortFunc(active, func(a, b images.Image) int { return b.CreatedAt.Compare(a.CreatedAt) })
+	if len(active) > 1 {
+		c.log.Warn("several active images have the runner image's name; using the newest", "image", nameOrID, "image_id", active[0].ID, "count", len(active))
+	}
+	return &active[0], nil
+}
+
+// findFlavor finds a flavor by ID, else by name. Flavor IDs need not be
+// UUIDs ("1", "m1.small"), so the ID is tried first among all of them.
+func (c *Cloud) findFlavor(ctx context.Context, nameOrID string) (string, error) {
+	all, err := c.api.Flavors(ctx)
+	if err != nil {
+		return "", fmt.Errorf("cannot list OpenStack flavors: %w", err)
+	}
+	for _, f := range all {
+		if f.ID == nameOrID {
+			return f.ID, nil
+		}
+	}
+	for _, f := range all {
+		if f.Name == nameOrID {
+			return f.ID, nil
+		}
+	}
+	return "", classify(ErrFlavorNotFound, nil, "no flavor named or with ID %q that the project may use", nameOrID)
+}
+
+// findNetwork finds a network by ID, else by name, which must be unique.
+func (c *Cloud) findNetwork(ctx context.Context, nameOrID string) (string, error) {
+	if uuidPattern.MatchString(nameOrID) {
+		found, err := c.api.Networks(ctx, networks.ListOpts{ID: nameOrID})
+		if err != nil {
+			return "", fmt.Errorf("cannot look up OpenStack network %q: %w", nameOrID, err)
+		}
+		if len(found) == 1 {
+			return found[0].ID, nil
+		}
+	}
+	found, err := c.api.Networks(ctx, networks.ListOpts{Name: nameOrID})
+	if err != nil {
+		return "", fmt.Errorf("cannot look up OpenStack network %q: %w", nameOrID, err)
+	}
+	switch len(found) {
+	case 0:
+		return "", classify(ErrNetworkNotFound, nil, "no network named or with ID %q that the project may use", nameOrID)
+	case 1:
+		return found[0].ID, nil
+	default:
+		return "", classify(ErrNetworkNotFound, nil, "%d networks are named %q: set openstack-network to the ID of one", len(found), nameOrID)
+	}
+}
+
+// Instances lists the runner servers of prefix, from Nova alone.
+func (c *Cloud) Instances(ctx context.Context, prefix string) ([]cloud.Instance, error) {
+	// Nova's name filter is a regular expression, and a substring match.
+	list, err := c.api.Servers(ctx, "^"+regexp.QuoteMeta(prefix+"-"))
+	if err != nil {
+		return nil, fmt.Errorf("cannot list OpenStack servers: %w", err)
+	}
+	var out []cloud.Instance
+	for _, srv := range list {
+		if runner.HasPrefix(srv.Name, prefix) {
+			out = append(out, toInstance(srv))
+		}
+	}
+	return out, nil
+}
+
+func toInstance(srv servers.Server) cloud.Instance {
+	out := cloud.Instance{Name: srv.Name, CreatedAt: srv.Created, Status: status(srv.Status)}
+	if id, err := strconv.ParseInt(srv.Metadata[runner.MetaRunnerID], 10, 64); err == nil {
+		out.RunnerID = id
+	}
+	if t, err := time.Parse(time.RFC3339, srv.Metadata[runner.MetaCreatedAt]); err == nil {
+		out.CreatedAt = t
+	}
+	return out
+}
+
+// status maps Nova's server status. A server that is paused, suspended or
+// shelved is not going to run a job again: stopped, like one powered off.
+func status(novaStatus string) cloud.Status {
+	switch novaStatus {
+	case "BUILD":
+		return cloud.Building
+	case "ACTIVE", "REBOOT", "HARD_REBOOT", "PASSWORD", "REBUILD", "MIGRATING", "RESIZE", "VERIFY_RESIZE", "REVERT_RESIZE":
+		return cloud.Running
+	case "SHUTOFF", "STOPPED", "PAUSED", "SUSPENDED", "SHELVED", "SHELVED_OFFLOADED", "DELETED", "SOFT_DELETED", "RESCUE":
+		return cloud.Stopped
+	default: // ERROR, UNKNOWN
+		return cloud.Error
+	}
+}
+
+// Create boots one runner server and waits until Nova has it ACTIVE. On
+// any failure, a server in ERROR or one still building after the create
+// timeout included, the server is deleted again and Create says why.
+// req.JITConfig reaches the server only in its user-data.
+func (c *Cloud) Create(ctx context.Context, req cloud.CreateRequest) error {
+	if !runner.HasPrefix(req.Name, c.cfg.Prefix) {
+		return fmt.Errorf("cannot create runner %q: name is not of prefix %q", req.Name, c.cfg.Prefix)
+	}
+	r, err := c.resources()
+	if err != nil {
+		return fmt.Errorf("cannot create runner %q: %w", req.Name, err)
+	}
+	encoded, err := userData(req.Name, req.JITConfig, c.cfg.RunnerUser, c.cfg.RunnerDir, c.cfg.Runner)
+	if err != nil {
+		return fmt.Errorf("cannot create runner %q: %w", req.Name, err)
+	}
+	log := c.log.With("server", req.Name, "runner_id", req.RunnerID)
+	start := time.Now()
+	configDrive := true
+	opts := servers.CreateOpts{
+		Name:      req.Name,
+		ImageRef:  r.imageID,
+		FlavorRef: r.flavorID,
+		Networks:  []servers.Network{{UUID: r.networkID}},
+		// Nova takes a name or an ID; the ID is what Prepare checked.
+		SecurityGroups: []string{r.securityGroupID},
+		Metadata: map[string]string{
+			runner.MetaUnit:      c.cfg.Unit,
+			runner.MetaRunnerID:  strconv.FormatInt(req.RunnerID, 10),
+			runner.MetaCreatedAt: start.UTC().Format(time.RFC3339),
+		},
+		// Already base64: gophercloud sends it as it is.
+		UserData:    []byte(encoded),
+		ConfigDrive: &configDrive,
+	}
+
+	// From here on, a failure deletes whatever Nova made of the request,
+	// found by name: a POST that timed out may still have made a server.
+	succeeded := false
+	defer func() {
+		if succeeded {
+			return
+		}
+		cleanupCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.DeleteTimeout+apiTimeout)
+		defer cancel()
+		if err := c.Delete(cleanupCtx, req.Name); err != nil {
+			log.Error("cannot delete the server of a failed create", "error", err)
+		}
+	}()
+
+	srv, err := c.api.CreateServer(ctx, opts)
+	if err != nil {
+		c.forgetIfGone(err)
+		return fmt.Errorf("cannot create runner server %q: %w", req.Name, err)
+	}
+	log = log.With("server_id", srv.ID)
+	if err := c.waitActive(ctx, srv.ID, log); err != nil {
+		return fmt.Errorf("cannot create runner server %q: %w", req.Name, err)
+	}
+	succeeded = true
+	log.Info("runner server active", "duration", time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+// resources returns what Prepare resolved, or why it could not.
+func (c *Cloud) resources() (*resources, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch {
+	case c.ready != nil:
+		return c.ready, nil
+	case c.prepareErr != nil:
+		return nil, c.prepareErr
+	default:
+		return nil, ErrNotPrepared
+	}
+}
+
+// forgetIfGone drops the resolved resources when Nova says the image or
+// flavor went away since Prepare, so that the creates after this one fail
+// at once until the next Prepare finds out more.
+func (c *Cloud) forgetIfGone(err error) {
+	msg := err.Error()
+	var gone error
+	switch {
+	case strings.Contains(msg, "Image") && strings.Contains(msg, "could not be found"),
+		strings.Contains(msg, "Image") && strings.Contains(msg, "is not active"):
+		gone = classify(ErrImageNotFound, nil, "image %q went away since it was checked", c.cfg.OpenStack.Image)
+	case strings.Contains(msg, "Flavor") && strings.Contains(msg, "could not be found"):
+		gone = classify(ErrFlavorNotFound, nil, "flavor %q went away since it was checked", c.cfg.OpenStack.Flavor)
+	default:
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.ready, c.prepareErr = nil, gone
+	c.log.Warn("runner resources went away; creates wait for the next check", "error", gone)
+}
+
+// waitActive polls the server until ACTIVE, and fails when it goes to
+// ERROR or is still not ACTIVE after the create timeout.
+func (c *Cloud) waitActive(ctx context.Context, id string, log *slog.Logger) error {
+	timeout := time.After(c.cfg.CreateTimeout)
+	last := "unknown"
+	for {
+		srv, err := c.api.Server(ctx, id)
+		switch {
+		case err == nil:
+			last = srv.Status
+			switch srv.Status {
+			case "ACTIVE":
+				return nil
+			case "ERROR":
+				return fmt.Errorf("Nova put it in ERROR: %s", faultMessage(srv.Fault))
+			}
+		case errors.Is(err, errNotFound):
+			return errors.New("it was deleted while it was being created")
+		default:
+			// A failed poll is not a failed server; the timeout decides.
+			log.Debug("cannot get server while waiting for it", "error", err)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("gave up waiting for it to be ACTIVE (it is %s): %w", last, ctx.Err())
+		case <-timeout:
+			return fmt.Errorf("it is still %s after %v, not ACTIVE", last, c.cfg.CreateTimeout)
+		case <-time.After(pollInterval):
+		}
+	}
+}
+
+func faultMessage(f servers.Fault) string {
+	if f.Message == "" {
+		return "no fault reported"
+	}
+	return fmt.Sprintf("%s (%d)", f.Message, f.Code)
+}
+
+// Delete deletes the runner's server(s) of that name, waits until Nova
+// confirms they are gone, and deletes any port Nova left of them. A runner
+// already gone is not an error.
+func (c *Cloud) Delete(ctx context.Context, name string) error {
+	list, err := c.api.Servers(ctx, "^"+regexp.QuoteMeta(name)+"$")
+	if err != nil {
+		return fmt.Errorf("cannot delete runner server %q: %w", name, err)
+	}
+	var errs []error
+	for _, srv := range list {
+		if srv.Name != name {
+			continue
+		}
+		if err := c.deleteServer(ctx, srv); err != nil {
+			errs = append(errs, fmt.Errorf("cannot delete runner server %q (%s): %w", name, srv.ID, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (c *Cloud) deleteServer(ctx context.Context, srv servers.Server) error {
+	start := time.Now()
+	if err := c.api.DeleteServer(ctx, srv.ID); err != nil && !errors.Is(err, errNotFound) {
+		return err
+	}
+	timeout := time.After(c.cfg.DeleteTimeout)
+	for {
+		_, err := c.api.Server(ctx, srv.ID)
+		if errors.Is(err, errNotFound) {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("gave up waiting for Nova to delete it: %w", ctx.Err())
+		case <-timeout:
+			return fmt.Errorf("Nova has not deleted it after %v", c.cfg.DeleteTimeout)
+		case <-time.After(pollInterval):
+		}
+	}
+	// Nova deletes the port it made for the server; one it could not
+	// (Neutron down at the time) would hold an address for ever.
+	leftovers, err := c.api.PortsOf(ctx, srv.ID)
+	if err != nil {
+		return fmt.Errorf("cannot list its ports: %w", err)
+	}
+	for _, port := range leftovers {
+		if err := c.api.DeletePort(ctx, port.ID); err != nil && !errors.Is(err, errNotFound) {
+			return fmt.Errorf("cannot delete its port %s: %w", port.ID, err)
+		}
+		c.log.Warn("deleted a port Nova left behind", "server", srv.Name, "port_id", port.ID)
+	}
+	c.log.Info("runner server deleted", "server", srv.Name, "server_id", srv.ID, "status", srv.Status,
+		"duration", time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+// Teardown deletes the runners' security group, for a unit that goes
+// away; its runners must be deleted first. A group already gone is not an
+// error.
+func (c *Cloud) Teardown(ctx context.Context) error {
+	found, err := c.api.SecurityGroupsNamed(ctx, c.cfg.SecurityGroup)
+	if err != nil {
+		return fmt.Errorf("cannot look up security group %q: %w", c.cfg.SecurityGroup, err)
+	}
+	for _, g := range found {
+		if err := c.api.DeleteSecurityGroup(ctx, g.ID); err != nil && !errors.Is(err, errNotFound) {
+			return fmt.Errorf("cannot delete security group %q: %w", c.cfg.SecurityGroup, err)
+		}
+		c.log.Info("security group deleted", "security_group", g.Name, "id", g.ID)
+	}
+	c.mu.Lock()
+	c.ready = nil
+	c.mu.Unlock()
+	return nil
+}

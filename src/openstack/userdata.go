@@ -1,0 +1,138 @@
+package openstack
+
+import (
+	"bytes"
+	_ "embed"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"regexp"
+	"strings"
+	"text/template"
+
+	"github.com/canonical/github-runner-charm/src/config"
+)
+
+// Paths inside a runner server. The user-data creates them; only the
+// runner application must be in the image already (Config.RunnerDir).
+const (
+	// jitConfigPath holds the runner's JIT config until the start script
+	// reads it: root's, 0600, in a 0700 directory.
+	jitConfigPath   = "/var/lib/github-runner/jit-config"
+	environmentPath = "/etc/github-runner/environment"
+	startScriptPath = "/usr/local/bin/github-runner-start"
+	runnerLogPath   = "/var/log/github-runner.log"
+	dockerConfig    = "/etc/docker/daemon.json"
+
+	// DefaultRunnerUser and DefaultRunnerDir are where Canonical's
+	// github-runner-image-builder (and the Python charm's
+	// build-openstack-image.sh) install the runner application.
+	DefaultRunnerUser = "ubuntu"
+	DefaultRunnerDir  = "/home/ubuntu/actions-runner"
+
+	// maxUserData is Nova's limit on user_data, counted after base64.
+	maxUserData = 65535
+)
+
+// jitDelimiter ends the JIT config's here-document in the user-data; it
+// cannot occur in base64 text, which checkJITConfig insists on.
+const jitDelimiter = "GITHUB_RUNNER_JIT_CONFIG"
+
+//go:embed userdata.sh.tmpl
+var userDataTemplateText string
+
+//go:embed start.sh
+var startScript string
+
+var userDataTemplate = template.Must(template.New("user-data").Funcs(template.FuncMap{"quote": shellQuote}).Parse(userDataTemplateText))
+
+// userDataInput is what the user-data template needs.
+type userDataInput struct {
+	Name            string
+	Environment     string
+	DockerhubMirror string // as a JSON string, quotes included; "" for none
+	JITConfig       string
+	JITDelimiter    string
+	StartScript     string
+	RunnerUser      string
+	RunnerDir       string
+	Paths           map[string]string
+}
+
+// jitConfigPattern is what GitHub's encoded_jit_config looks like: base64
+// (standard or URL alphabet). Anything else could break out of the
+// here-document it travels in.
+var jitConfigPattern = regexp.MustCompile(`^[A-Za-z0-9+/=_.-]+$`)
+
+func checkJITConfig(jit string) error {
+	switch {
+	case jit == "":
+		return errors.New("no JIT config")
+	case !jitConfigPattern.MatchString(jit):
+		// Never quote it: it is a secret.
+		return errors.New("the JIT config is not base64 text")
+	}
+	return nil
+}
+
+// userData renders a runner's user-data: a shell script cloud-init runs
+// once, as root, at first boot, base64-encoded for Nova. It holds the JIT
+// config, so it travels only on the config drive and in Nova's user_data
+// (which only admins can read through the API), never in metadata or logs.
+func userData(name, jit string, runnerUser, runnerDir string, image config.RunnerImage) (string, error) {
+	if err := checkJITConfig(jit); err != nil {
+		return "", err
+	}
+	in := userDataInput{
+		Name: name, Environment: environment(image), JITConfig: jit, JITDelimiter: jitDelimiter,
+		StartScript: startScript, RunnerUser: runnerUser, RunnerDir: runnerDir,
+		Paths: map[string]string{
+			"JITConfig": jitConfigPath, "Environment": environmentPath, "StartScript": startScriptPath,
+			"Log": runnerLogPath, "DockerConfig": dockerConfig,
+		},
+	}
+	if image.DockerhubMirror != "" {
+		mirror, err := json.Marshal(image.DockerhubMirror)
+		if err != nil {
+			return "", fmt.Errorf("cannot encode the Docker Hub mirror: %w", err)
+		}
+		in.DockerhubMirror = string(mirror)
+	}
+	var b bytes.Buffer
+	if err := userDataTemplate.Execute(&b, in); err != nil {
+		return "", fmt.Errorf("cannot render user-data: %w", err)
+	}
+	encoded := base64.StdEncoding.EncodeToString(b.Bytes())
+	if len(encoded) > maxUserData {
+		return "", fmt.Errorf("user-data is %d bytes in base64, more than Nova's %d", len(encoded), maxUserData)
+	}
+	return encoded, nil
+}
+
+// environment is the runner's environment file: the proxies in both
+// spellings tools read, and the Docker Hub mirror. No secrets.
+func environment(r config.RunnerImage) string {
+	var b strings.Builder
+	add := func(key, value string) {
+		if value != "" {
+			fmt.Fprintf(&b, "%s=%s\n", key, shellQuote(value))
+		}
+	}
+	add("http_proxy", r.HTTPProxy)
+	add("HTTP_PROXY", r.HTTPProxy)
+	add("https_proxy", r.HTTPSProxy)
+	add("HTTPS_PROXY", r.HTTPSProxy)
+	if r.HTTPProxy != "" || r.HTTPSProxy != "" {
+		add("no_proxy", r.NoProxy)
+		add("NO_PROXY", r.NoProxy)
+	}
+	add("DOCKERHUB_MIRROR", r.DockerhubMirror)
+	add("CONTAINER_REGISTRY_URL", r.DockerhubMirror)
+	return b.String()
+}
+
+// shellQuote quotes s for a POSIX shell's single quotes.
+func shellQuote(s string) string {
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
