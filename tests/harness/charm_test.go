@@ -89,11 +89,13 @@ func TestBadConfigIsBlockedWithEveryProblemThenFixed(t *testing.T) {
 		{"token and app", map[string]any{"github-app-id": 7}, []string{"set either token or a GitHub App"}},
 		{"several at once", map[string]any{"path": "", "vm-cpu": 0, "labels": "a b"}, []string{"path is required", "vm-cpu must be", "labels:"}},
 	}
+	// One unit lives through every case, as an operator's would.
+	config, _ := withFakeGitHub(t)
+	u := harness.New(t, harness.Options{Leader: true})
+	u.SetConfig(config)
+	u.Deploy()
 	for _, test := range tests {
 		t.Run(test.name, func(t *testing.T) {
-			u := harness.New(t, harness.Options{Leader: true})
-			u.SetConfig(validConfig)
-			u.Deploy()
 			if r := u.Configure(test.config); r.Code != 0 {
 				t.Fatalf("config-changed exit %d: %s", r.Code, r.Stderr)
 			}

@@ -285,7 +285,9 @@ func (u *Unit) Hook(name string) HookResult {
 	u.t.Helper()
 	u.beforeHook(name)
 	ctx := &hookContext{id: u.contextID(name)}
+	start := time.Now()
 	result := u.dispatch(ctx, "hooks/"+name, []string{"JUJU_HOOK_NAME=" + name})
+	u.t.Logf("hook %s: exit %d in %v", name, result.Code, time.Since(start).Round(time.Millisecond))
 	if result.Code != 0 {
 		u.setStatus(Status{Status: "error", Message: fmt.Sprintf("hook failed: %q", name)})
 		return result
