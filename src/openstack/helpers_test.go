@@ -6,6 +6,8 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
+	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -252,29 +254,46 @@ var jitHereDoc = regexp.MustCompile(`(?m)^\s*cat >` + regexp.QuoteMeta(jitConfig
 
 func playVM(t testing.TB, b *bed, srv *fakegithub.Server, name string) *vm {
 	t.Helper()
-	server := serverNamed(t, b, name)
-	if server == nil {
-		t.Fatalf("no server %s to play", name)
+	v, err := startVM(t, b, srv, name)
+	if err != nil {
+		t.Fatal(err)
 	}
+	return v
+}
+
+// startVM is playVM for any goroutine: it returns its error.
+func startVM(t testing.TB, b *bed, srv *fakegithub.Server, name string) (*vm, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	asAdmin, err := servers.Get(ctx, b.admin, server.ID).Extract()
+	page, err := servers.List(b.compute, servers.ListOpts{Name: "^" + regexp.QuoteMeta(name) + "$"}).AllPages(ctx)
 	if err != nil {
-		t.Fatalf("cannot get server %s as admin: %v", name, err)
+		return nil, fmt.Errorf("cannot list servers: %w", err)
+	}
+	list, _ := servers.ExtractServers(page)
+	if len(list) != 1 {
+		return nil, fmt.Errorf("found %d servers %s to play, want 1", len(list), name)
+	}
+	asAdmin, err := servers.Get(ctx, b.admin, list[0].ID).Extract()
+	if err != nil {
+		return nil, fmt.Errorf("cannot get server %s as admin: %w", name, err)
 	}
 	if asAdmin.Userdata == nil {
-		t.Fatalf("server %s has no user-data", name)
+		return nil, fmt.Errorf("server %s has no user-data", name)
 	}
 	script, err := base64.StdEncoding.DecodeString(*asAdmin.Userdata)
 	if err != nil {
-		t.Fatalf("user-data of %s is not base64: %v", name, err)
+		return nil, fmt.Errorf("user-data of %s is not base64: %w", name, err)
 	}
 	m := jitHereDoc.FindStringSubmatch(string(script))
 	if m == nil {
-		t.Fatalf("user-data of %s carries no JIT config:\n%s", name, script)
+		return nil, fmt.Errorf("user-data of %s carries no JIT config:\n%s", name, script)
 	}
-	v := &vm{serverID: server.ID, userData: string(script), done: make(chan error, 1)}
-	dir := installRunner(t, srv)
+	v := &vm{serverID: asAdmin.ID, userData: string(script), done: make(chan error, 1)}
+	dir, err := installRunner(t, srv)
+	if err != nil {
+		return nil, err
+	}
+	// As the start script does: the JIT config in the environment.
 	cmd := exec.Command("sh", filepath.Join(dir, "run.sh"))
 	cmd.Dir = dir
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + dir, "RUNNER_ALLOW_RUNASROOT=1", "ACTIONS_RUNNER_INPUT_JITCONFIG=" + m[1]}
@@ -284,7 +303,7 @@ func playVM(t testing.TB, b *bed, srv *fakegithub.Server, name string) *vm {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.WaitDelay = time.Second
 	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	go func() {
 		err := cmd.Wait()
@@ -292,7 +311,7 @@ func playVM(t testing.TB, b *bed, srv *fakegithub.Server, name string) *vm {
 			// The start script powers off; the API's stop is the same to Nova.
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			defer cancel()
-			err = servers.Stop(ctx, b.compute, server.ID).ExtractErr()
+			err = servers.Stop(ctx, b.compute, asAdmin.ID).ExtractErr()
 		}
 		v.done <- err
 	}()
@@ -300,7 +319,7 @@ func playVM(t testing.TB, b *bed, srv *fakegithub.Server, name string) *vm {
 		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 		<-v.done
 	})
-	return v
+	return v, nil
 }
 
 var (
@@ -311,34 +330,36 @@ var (
 // installRunner downloads the fake's runner application, once per fake,
 // checks it and unpacks it into a fresh directory, as the image builder
 // does into /home/ubuntu/actions-runner.
-func installRunner(t testing.TB, srv *fakegithub.Server) string {
-	t.Helper()
+func installRunner(t testing.TB, srv *fakegithub.Server) (string, error) {
 	tarballMu.Lock()
 	data, ok := tarballs[srv]
 	if !ok {
-		data = downloadRunner(t, srv)
+		var err error
+		if data, err = downloadRunner(srv); err != nil {
+			tarballMu.Unlock()
+			return "", err
+		}
 		tarballs[srv] = data
 	}
 	tarballMu.Unlock()
 	dir := t.TempDir()
 	archive := filepath.Join(t.TempDir(), "actions-runner.tar.gz")
 	if err := os.WriteFile(archive, data, 0o600); err != nil {
-		t.Fatal(err)
+		return "", err
 	}
 	if out, err := exec.Command("tar", "-xzf", archive, "-C", dir).CombinedOutput(); err != nil {
-		t.Fatalf("cannot unpack the runner: %v\n%s", err, out)
+		return "", fmt.Errorf("cannot unpack the runner: %v\n%s", err, out)
 	}
-	return dir
+	return dir, nil
 }
 
-func downloadRunner(t testing.TB, srv *fakegithub.Server) []byte {
-	t.Helper()
+func downloadRunner(srv *fakegithub.Server) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	owner, repo, _ := strings.Cut(testRepo, "/")
 	apps, _, err := githubClient(srv).Actions.ListRunnerApplicationDownloads(ctx, owner, repo)
 	if err != nil {
-		t.Fatalf("cannot list runner downloads: %v", err)
+		return nil, fmt.Errorf("cannot list runner downloads: %w", err)
 	}
 	for _, app := range apps {
 		if app.GetOS() != "linux" || app.GetArchitecture() != "x64" {
@@ -347,21 +368,20 @@ func downloadRunner(t testing.TB, srv *fakegithub.Server) []byte {
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, app.GetDownloadURL(), nil)
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
-			t.Fatalf("cannot download the runner: %v", err)
+			return nil, fmt.Errorf("cannot download the runner: %w", err)
 		}
 		defer resp.Body.Close()
 		data, err := io.ReadAll(resp.Body)
 		if err != nil || resp.StatusCode != http.StatusOK {
-			t.Fatalf("cannot download the runner: %v %s", err, resp.Status)
+			return nil, fmt.Errorf("cannot download the runner: %v %s", err, resp.Status)
 		}
 		sum := sha256.Sum256(data)
 		if hex.EncodeToString(sum[:]) != app.GetSHA256Checksum() {
-			t.Fatal("the runner download does not match its checksum")
+			return nil, errors.New("the runner download does not match its checksum")
 		}
-		return data
+		return data, nil
 	}
-	t.Fatal("the fake offers no linux x64 runner")
-	return nil
+	return nil, errors.New("the fake offers no linux x64 runner")
 }
 
 // wait waits for the played runner to end and its server to be stopped.

@@ -1,0 +1,171 @@
+package openstack
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/servers"
+
+	"github.com/canonical/github-runner-charm/src/cloud"
+	"github.com/canonical/github-runner-charm/tests/fakegithub"
+	"github.com/canonical/github-runner-charm/tests/openstacktest"
+)
+
+// BenchmarkRunnerOnline measures, for 1 and 5 runners created in parallel,
+// the mean time from the Create call until the runner is online at the
+// fake GitHub (Create waits for ACTIVE; then the played VM reads its
+// user-data through the admin API, about a second on the bed, and starts
+// the runner), next to the mean time of a plain
+// gophercloud create of the same flavor, image and network polled until
+// ACTIVE at the same interval, measured in the same run. It prints
+//
+//	BENCH openstack-runner-online <seconds> s n=<N> raw=<seconds> ratio=<ours/raw>
+//
+// Each size runs once whatever b.N is: a round is seconds of Nova.
+func BenchmarkRunnerOnline(b *testing.B) {
+	bed := requireBed(b)
+	srv := fakeGitHub(b)
+	c := newCloud(b, bed, testConfig(bed))
+	mustPrepare(b, c)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	// The first server after the services start is slow; it is neither's.
+	rawRound(b, ctx, bed, c, 1)
+	for _, n := range []int{1, 5} {
+		b.Run(fmt.Sprintf("n=%d", n), func(b *testing.B) {
+			ours, active := onlineRound(b, ctx, bed, c, srv, n)
+			raw := rawRound(b, ctx, bed, c, n)
+			b.ReportMetric(ours.Seconds(), "s/runner-online")
+			b.ReportMetric(active.Seconds(), "s/runner-active")
+			b.ReportMetric(raw.Seconds(), "s/raw-active")
+			fmt.Printf("BENCH openstack-runner-online %.2f s n=%d raw=%.2f ratio=%.2f\n", ours.Seconds(), n, raw.Seconds(), ours.Seconds()/raw.Seconds())
+		})
+	}
+}
+
+// onlineRound creates n runners at once, each registered in a repository
+// of its own so that its going online is seen alone, and returns the mean
+// time from Create to online, and from Create to its return (ACTIVE). The
+// runners are deleted afterwards.
+func onlineRound(b *testing.B, ctx context.Context, bed *bed, c *Cloud, srv *fakegithub.Server, n int) (online, active time.Duration) {
+	type bench struct {
+		name, repo, jit string
+		id              int64
+	}
+	runners := make([]bench, n)
+	for i := range runners {
+		r := &runners[i]
+		r.name = newRunnerName(c)
+		r.repo = fmt.Sprintf("canonical/bench-%d-%s", i, r.name[len(r.name)-6:])
+		r.id, r.jit = register(b, srv, r.repo, r.name)
+	}
+	durations := make([]time.Duration, n)
+	actives := make([]time.Duration, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i, r := range runners {
+		wg.Go(func() {
+			start := time.Now()
+			if err := c.Create(ctx, cloud.CreateRequest{Name: r.name, RunnerID: r.id, JITConfig: r.jit}); err != nil {
+				errs[i] = err
+				return
+			}
+			actives[i] = time.Since(start)
+			if _, err := startVM(b, bed, srv, r.name); err != nil {
+				errs[i] = err
+				return
+			}
+			played := time.Since(start)
+			if err := srv.WaitRunnersOnline(ctx, r.repo, 1); err != nil {
+				errs[i] = err
+				return
+			}
+			durations[i] = time.Since(start)
+			b.Logf("%s: ACTIVE after %v, VM playing after %v, online after %v", r.name, actives[i].Round(time.Millisecond), played.Round(time.Millisecond), durations[i].Round(time.Millisecond))
+		})
+	}
+	wg.Wait()
+	for _, r := range runners {
+		if err := c.Delete(ctx, r.name); err != nil {
+			b.Error(err)
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		b.Fatal(err)
+	}
+	return mean(durations), mean(actives)
+}
+
+// rawRound creates n servers with gophercloud alone and returns the mean
+// time until each is ACTIVE.
+func rawRound(b *testing.B, ctx context.Context, bed *bed, c *Cloud, n int) time.Duration {
+	durations := make([]time.Duration, n)
+	errs := make([]error, n)
+	ids := make([]string, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			start := time.Now()
+			s, err := servers.Create(ctx, bed.compute, servers.CreateOpts{
+				Name:      fmt.Sprintf("%s-raw-%d", c.cfg.Prefix, i),
+				FlavorRef: bed.fixtures.FlavorID,
+				ImageRef:  bed.fixtures.ImageID,
+				Networks:  []servers.Network{{UUID: bed.fixtures.NetworkID}},
+			}, nil).Extract()
+			if err != nil {
+				errs[i] = err
+				return
+			}
+			ids[i] = s.ID
+			if _, err := waitServer(ctx, bed, s.ID, "ACTIVE"); err != nil {
+				errs[i] = err
+				return
+			}
+			durations[i] = time.Since(start)
+		})
+	}
+	wg.Wait()
+	for _, id := range ids {
+		if id != "" {
+			servers.Delete(ctx, bed.compute, id)
+			if err := openstacktest.WaitForServerDeleted(ctx, bed.compute, id, time.Minute); err != nil {
+				b.Error(err)
+			}
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		b.Fatal(err)
+	}
+	return mean(durations)
+}
+
+// waitServer polls at the Cloud's own interval, so that the comparison is
+// of the work, not of the polling.
+func waitServer(ctx context.Context, bed *bed, id, want string) (*servers.Server, error) {
+	for {
+		s, err := servers.Get(ctx, bed.compute, id).Extract()
+		if err == nil && s.Status == want {
+			return s, nil
+		}
+		if err == nil && s.Status == "ERROR" {
+			return nil, fmt.Errorf("server %s is ERROR", id)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(pollInterval):
+		}
+	}
+}
+
+func mean(ds []time.Duration) time.Duration {
+	var sum time.Duration
+	for _, d := range ds {
+		sum += d
+	}
+	return sum / time.Duration(len(ds))
+}
