@@ -82,3 +82,23 @@ func TestValuesParsers(t *testing.T) {
 		}
 	}
 }
+
+// The README's example config is what operators copy: it must parse.
+func TestREADMEExampleParses(t *testing.T) {
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, ok := strings.Cut(string(readme), "cat > /tmp/manager.yaml <<EOF2\n")
+	example, _, ok2 := strings.Cut(rest, "EOF2\n")
+	if !ok || !ok2 {
+		t.Fatal("README.md has no example manager config")
+	}
+	f, err := Parse([]byte(example))
+	if err != nil {
+		t.Fatalf("the README's example is refused: %v", err)
+	}
+	if f.ReconcileInterval != 5*time.Minute || f.LXD == nil || f.Runner.Denylist[0] != "10.0.0.0/8" {
+		t.Errorf("parsed = %+v", f)
+	}
+}

@@ -588,3 +588,15 @@ func (u *Unit) Exec(event string, action bool, params map[string]any, argv ...st
 	}
 	return result
 }
+
+// ServiceLogs returns the last lines Pebble kept of the manager service,
+// for a failing test's report.
+func (u *Unit) ServiceLogs() string {
+	cmd := exec.Command(filepath.Join(u.CharmDir, "bin", "pebble"), "logs", "-n", "200")
+	cmd.Env = []string{"PEBBLE=" + filepath.Join(u.StateDir(), "pebble")}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return fmt.Sprintf("cannot read the service's logs: %v: %s", err, out)
+	}
+	return string(out)
+}
