@@ -180,11 +180,15 @@ func (c *Charm) configure(ctx context.Context) error {
 	if previous != nil && reflect.DeepEqual(previous, next) && c.Supervisor.Running(ctx) {
 		return c.refreshStatus(ctx)
 	}
-	if previous != nil && runnersChangeIdentity(previous, next) && c.Supervisor.Running(ctx) {
-		if err := c.Tools.StatusSet(ctx, Maintenance, "removing idle runners made with the previous settings"); err != nil {
+	if drain, busyToo := drainBefore(previous, next); drain && c.Supervisor.Running(ctx) {
+		message := "removing idle runners made with the previous settings"
+		if busyToo {
+			message = "removing every runner of the previous cloud"
+		}
+		if err := c.Tools.StatusSet(ctx, Maintenance, message); err != nil {
 			return err
 		}
-		if _, err := c.Manager.Drain(ctx, false); err != nil {
+		if _, err := c.Manager.Drain(ctx, busyToo); err != nil {
 			c.Log.Warn("cannot remove idle runners before the settings change", "error", err)
 		}
 		if err := c.Supervisor.Stop(ctx); err != nil {

@@ -92,14 +92,22 @@ func prefixStrings(prefixes []netip.Prefix) []string {
 	return out
 }
 
-// runnersChangeIdentity tells whether moving from old to new changes who
-// the runners register with or how they look: then existing idle runners
-// must go before the new settings apply.
-func runnersChangeIdentity(old, new *config.File) bool {
-	return old.GitHub.Path != new.GitHub.Path || old.GitHub.APIURL != new.GitHub.APIURL ||
+// drainBefore says which runners must go before moving from old to new
+// settings: idle ones when who the runners register with or how they look
+// changes (busy ones finish their job and are replaced afterwards), and all
+// of them when the cloud changes, since the new manager cannot see the old
+// cloud's instances and they would leak.
+func drainBefore(old, new *config.File) (drain, busyToo bool) {
+	if old == nil {
+		return false, false // first configuration: nothing to drain
+	}
+	if (old.LXD == nil) != (new.LXD == nil) {
+		return true, true
+	}
+	identity := old.GitHub.Path != new.GitHub.Path || old.GitHub.APIURL != new.GitHub.APIURL ||
 		old.GitHub.Token != new.GitHub.Token || !sameApp(old.GitHub.App, new.GitHub.App) ||
-		old.GitHub.Group != new.GitHub.Group || strings.Join(old.GitHub.Labels, ",") != strings.Join(new.GitHub.Labels, ",") ||
-		(old.LXD == nil) != (new.LXD == nil)
+		old.GitHub.Group != new.GitHub.Group || strings.Join(old.GitHub.Labels, ",") != strings.Join(new.GitHub.Labels, ",")
+	return identity, false
 }
 
 func sameApp(a, b *config.GitHubApp) bool {

@@ -243,6 +243,11 @@ func (r *configReader) readOpenStack(s *Settings) {
 	if o.Network == "" {
 		r.problem("openstack-network is required when openstack-clouds-yaml is set")
 	}
+	if o.Image == "" {
+		// The image integration (github-runner-image-builder) is not read
+		// yet; until it is, the image is named here.
+		r.problem("openstack-image is required when openstack-clouds-yaml is set (an image with the GitHub runner installed)")
+	}
 	s.OpenStack = o
 }
 

@@ -79,7 +79,7 @@ func TestParseSettingsGitHubApp(t *testing.T) {
 func TestParseSettingsOpenStack(t *testing.T) {
 	s, err := ParseSettings(with(map[string]any{
 		"openstack-clouds-yaml": "clouds:\n  prod:\n    auth: {auth_url: https://keystone:5000/v3, password: hunter2}\n",
-		"openstack-flavor":      "m1.small", "openstack-network": "runners",
+		"openstack-flavor":      "m1.small", "openstack-network": "runners", "openstack-image": "runner-noble",
 	}))
 	if err != nil {
 		t.Fatal(err)
@@ -109,14 +109,14 @@ func TestParseSettingsProblems(t *testing.T) {
 		{"runner type", map[string]any{"runner-type": "pod"}, []string{`runner-type must be "virtual-machine" or "container", not "pod"`}},
 		{"api url", map[string]any{"github-api-url": "ftp://x"}, []string{"github-api-url must be an http(s) URL"}},
 		{"proxy", map[string]any{"runner-http-proxy": "proxy:3128"}, []string{"runner-http-proxy must be an http(s) URL"}},
-		{"clouds not yaml", map[string]any{"openstack-clouds-yaml": "clouds: [password: hunter2", "openstack-flavor": "f", "openstack-network": "n"},
+		{"clouds not yaml", map[string]any{"openstack-clouds-yaml": "clouds: [password: hunter2", "openstack-flavor": "f", "openstack-network": "n", "openstack-image": "i"},
 			[]string{"openstack-clouds-yaml is not valid clouds.yaml (YAML error at line"}},
-		{"clouds wrong type", map[string]any{"openstack-clouds-yaml": "clouds: hunter2", "openstack-flavor": "f", "openstack-network": "n"},
+		{"clouds wrong type", map[string]any{"openstack-clouds-yaml": "clouds: hunter2", "openstack-flavor": "f", "openstack-network": "n", "openstack-image": "i"},
 			[]string{"openstack-clouds-yaml is not valid clouds.yaml"}},
-		{"clouds empty", map[string]any{"openstack-clouds-yaml": "clouds: {}", "openstack-flavor": "f", "openstack-network": "n"},
+		{"clouds empty", map[string]any{"openstack-clouds-yaml": "clouds: {}", "openstack-flavor": "f", "openstack-network": "n", "openstack-image": "i"},
 			[]string{"openstack-clouds-yaml must have a non-empty clouds: mapping"}},
-		{"openstack without flavor and network", map[string]any{"openstack-clouds-yaml": "clouds: {a: {}}"},
-			[]string{"openstack-flavor is required", "openstack-network is required"}},
+		{"openstack without flavor, network and image", map[string]any{"openstack-clouds-yaml": "clouds: {a: {}}"},
+			[]string{"openstack-flavor is required", "openstack-network is required", "openstack-image is required"}},
 		{"token and app", map[string]any{"github-app-id": json.Number("1")}, []string{"set either token or a GitHub App"}},
 		{"app incomplete", map[string]any{"token": "", "github-app-id": json.Number("1"), "github-app-private-key": "hunter2"},
 			[]string{"github-app-installation-id must be", "github-app-private-key must be the App's private key in PEM format"}},

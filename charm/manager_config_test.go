@@ -1,0 +1,61 @@
+package charm
+
+import (
+	"testing"
+
+	"github.com/canonical/github-runner-charm/src/config"
+)
+
+func TestManagerConfig(t *testing.T) {
+	s, err := ParseSettings(with(map[string]any{"labels": "large", "runner-type": "container"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	model := Proxy{HTTP: "http://model:3128", HTTPS: "http://model:3129", NoProxy: "10.0.0.0/8"}
+	f, err := managerConfig(s, "github-runner/7", "/var/lib/github-runner/github-runner-7", model)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Validate(); err != nil {
+		t.Fatalf("the charm wrote a config the service refuses: %v", err)
+	}
+	if f.Prefix != "github-runner-7" || f.GitHub.Token != secretToken || f.LXD.Type != "container" || f.Runner.HTTPSProxy != "http://model:3129" {
+		t.Errorf("config = %+v", f)
+	}
+	// runner-http-proxy wins over the model's proxy for both schemes.
+	s.RunnerHTTPProxy = "http://runners:8080"
+	f, _ = managerConfig(s, "github-runner/7", "/x", model)
+	if f.Runner.HTTPProxy != "http://runners:8080" || f.Runner.HTTPSProxy != "http://runners:8080" || f.Runner.NoProxy != "10.0.0.0/8" {
+		t.Errorf("runner proxy = %+v", f.Runner)
+	}
+}
+
+func TestDrainBefore(t *testing.T) {
+	base := func() *config.File {
+		return &config.File{GitHub: config.GitHub{Path: "o/r", Token: "t", Group: "default", Labels: []string{"a"}}, LXD: &config.LXD{}}
+	}
+	tests := []struct {
+		name           string
+		change         func(*config.File)
+		drain, busyToo bool
+	}{
+		{"nothing", func(*config.File) {}, false, false},
+		{"runner count", func(f *config.File) { f.Runners = 9 }, false, false},
+		{"labels", func(f *config.File) { f.GitHub.Labels = []string{"a", "b"} }, true, false},
+		{"token", func(f *config.File) { f.GitHub.Token = "u" }, true, false},
+		{"path", func(f *config.File) { f.GitHub.Path = "o/s" }, true, false},
+		{"group", func(f *config.File) { f.GitHub.Group = "g" }, true, false},
+		{"app", func(f *config.File) { f.GitHub.App = &config.GitHubApp{ID: 1} }, true, false},
+		{"cloud", func(f *config.File) { f.LXD, f.OpenStack = nil, &config.OpenStack{} }, true, true},
+	}
+	for _, test := range tests {
+		next := base()
+		test.change(next)
+		if drain, busyToo := drainBefore(base(), next); drain != test.drain || busyToo != test.busyToo {
+			t.Errorf("%s: drain %v busy %v, want %v %v", test.name, drain, busyToo, test.drain, test.busyToo)
+		}
+	}
+	if drain, _ := drainBefore(nil, base()); drain {
+		t.Error("a first configuration drains")
+	}
+}
