@@ -108,10 +108,10 @@ func (c *Client) findRunnerApplication(ctx context.Context, arch string) (*gh.Ru
 	err := c.call(ctx, "list runner applications", func(ctx context.Context) (*gh.Response, error) {
 		var resp *gh.Response
 		var err error
-		if c.scope.isOrg() {
-			downloads, resp, err = c.api.Actions.ListOrganizationRunnerApplicationDownloads(ctx, c.scope.org)
+		if c.scope.IsOrg() {
+			downloads, resp, err = c.api.Actions.ListOrganizationRunnerApplicationDownloads(ctx, c.scope.Owner)
 		} else {
-			downloads, resp, err = c.api.Actions.ListRunnerApplicationDownloads(ctx, c.scope.owner, c.scope.repo)
+			downloads, resp, err = c.api.Actions.ListRunnerApplicationDownloads(ctx, c.scope.Owner, c.scope.Repo)
 		}
 		return resp, err
 	})

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/bradleyfalzon/ghinstallation/v2"
+
+	"github.com/canonical/github-runner-charm/src/config"
 	gh "github.com/google/go-github/v62/github"
 )
 
@@ -77,7 +79,7 @@ type Client struct {
 	api      *gh.Client
 	download *http.Client
 	budget   *budgetRecorder
-	scope    scope
+	scope    config.Path
 	usesApp  bool
 	group    string
 	logger   *slog.Logger
@@ -98,9 +100,9 @@ type Client struct {
 
 // New checks cfg and returns a Client. It makes no request.
 func New(cfg Config) (*Client, error) {
-	sc, err := parsePath(cfg.Path)
+	sc, err := config.ParsePath(cfg.Path)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("cannot use GitHub path: %w", err)
 	}
 	base, err := apiBaseURL(cfg.BaseURL)
 	if err != nil {
@@ -198,36 +200,6 @@ func (t tokenTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	req = req.Clone(req.Context())
 	req.Header.Set("Authorization", "Bearer "+t.token)
 	return t.next.RoundTrip(req)
-}
-
-// scope is the configured path: an organisation, or owner and repository.
-type scope struct {
-	org, owner, repo string
-}
-
-func (s scope) isOrg() bool { return s.org != "" }
-
-func (s scope) String() string {
-	if s.isOrg() {
-		return s.org
-	}
-	return s.owner + "/" + s.repo
-}
-
-func parsePath(path string) (scope, error) {
-	parts := strings.Split(path, "/")
-	for _, p := range parts {
-		if p == "" || strings.ContainsAny(p, " \t\r\n?#%") {
-			return scope{}, fmt.Errorf("cannot use GitHub path %q: want \"org\" or \"owner/repo\"", path)
-		}
-	}
-	switch len(parts) {
-	case 1:
-		return scope{org: parts[0]}, nil
-	case 2:
-		return scope{owner: parts[0], repo: parts[1]}, nil
-	}
-	return scope{}, fmt.Errorf("cannot use GitHub path %q: want \"org\" or \"owner/repo\"", path)
 }
 
 // apiBaseURL turns the user's GitHub URL into the REST API root. The rule:

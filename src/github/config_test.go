@@ -53,28 +53,11 @@ func TestAPIBaseURL(t *testing.T) {
 	}
 }
 
-func TestParsePath(t *testing.T) {
-	tests := []struct {
-		in      string
-		want    scope
-		wantErr bool
-	}{
-		{in: "canonical", want: scope{org: "canonical"}},
-		{in: "canonical/github-runner", want: scope{owner: "canonical", repo: "github-runner"}},
-		{in: "", wantErr: true},
-		{in: "/repo", wantErr: true},
-		{in: "owner/", wantErr: true},
-		{in: "a/b/c", wantErr: true},
-		{in: "owner/re po", wantErr: true},
-	}
-	for _, tt := range tests {
-		got, err := parsePath(tt.in)
-		if (err != nil) != tt.wantErr {
-			t.Errorf("parsePath(%q) error = %v, want error: %v", tt.in, err, tt.wantErr)
-			continue
-		}
-		if !tt.wantErr && got != tt.want {
-			t.Errorf("parsePath(%q) = %+v, want %+v", tt.in, got, tt.want)
+// Path rules live in src/config (config.ParsePath); New applies them.
+func TestNewRefusesBadPaths(t *testing.T) {
+	for _, path := range []string{"", "/repo", "owner/", "a/b/c", "owner/re po"} {
+		if _, err := New(Config{Path: path, Token: "t"}); err == nil || !strings.Contains(err.Error(), "cannot use GitHub path") {
+			t.Errorf("New(path %q) = %v, want a path error", path, err)
 		}
 	}
 }

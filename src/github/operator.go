@@ -42,7 +42,7 @@ func (c *Client) operatorSentence(e *Error) string {
 		}
 		return fmt.Sprintf("GitHub API did not answer within %s: retrying at the next reconcile", c.requestTimeout)
 	case ErrRunnerGroupNotFound:
-		return fmt.Sprintf("runner group %q not found in organisation %s: check the group option", c.group, c.scope.org)
+		return fmt.Sprintf("runner group %q not found in organisation %s: check the group option", c.group, c.scope.Owner)
 	case ErrRunnerBusy:
 		return "runner is busy running a job: it is kept until the job ends"
 	case ErrRunnerExists:
@@ -58,12 +58,12 @@ func (c *Client) operatorSentence(e *Error) string {
 // permissionSentence names what the runner endpoints need, per path kind
 // and credential kind (see the GitHub REST docs for self-hosted runners).
 func (c *Client) permissionSentence() string {
-	if c.scope.isOrg() {
+	if c.scope.IsOrg() {
 		if c.usesApp {
-			return "the GitHub App cannot manage self-hosted runners of organisation " + c.scope.org +
+			return "the GitHub App cannot manage self-hosted runners of organisation " + c.scope.Owner +
 				`: grant it the organisation permission "Self-hosted runners: read and write"`
 		}
-		return "the GitHub token cannot manage self-hosted runners of organisation " + c.scope.org +
+		return "the GitHub token cannot manage self-hosted runners of organisation " + c.scope.Owner +
 			`: a classic token needs the admin:org scope, a fine-grained token the organisation permission "Self-hosted runners: read and write"`
 	}
 	if c.usesApp {
@@ -79,8 +79,8 @@ func (c *Client) notFoundSentence() string {
 	if c.usesApp {
 		who = "the GitHub App installation"
 	}
-	if c.scope.isOrg() {
-		return "GitHub organisation " + c.scope.org + " not found or not visible to " + who + ": check the path option and " + who + "'s access"
+	if c.scope.IsOrg() {
+		return "GitHub organisation " + c.scope.Owner + " not found or not visible to " + who + ": check the path option and " + who + "'s access"
 	}
 	return "GitHub repository " + c.scope.String() + " not found or not visible to " + who + ": check the path option and " + who + "'s access"
 }

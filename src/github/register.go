@@ -113,10 +113,10 @@ func (c *Client) generateJIT(ctx context.Context, name string, labels []string, 
 	err := c.call(ctx, "generate JIT runner config", func(ctx context.Context) (*gh.Response, error) {
 		var resp *gh.Response
 		var err error
-		if c.scope.isOrg() {
-			jit, resp, err = c.api.Actions.GenerateOrgJITConfig(ctx, c.scope.org, req)
+		if c.scope.IsOrg() {
+			jit, resp, err = c.api.Actions.GenerateOrgJITConfig(ctx, c.scope.Owner, req)
 		} else {
-			jit, resp, err = c.api.Actions.GenerateRepoJITConfig(ctx, c.scope.owner, c.scope.repo, req)
+			jit, resp, err = c.api.Actions.GenerateRepoJITConfig(ctx, c.scope.Owner, c.scope.Repo, req)
 		}
 		return resp, err
 	})
@@ -162,10 +162,10 @@ func (c *Client) registrationToken(ctx context.Context) (Registration, error) {
 	err := c.call(ctx, "create runner registration token", func(ctx context.Context) (*gh.Response, error) {
 		var resp *gh.Response
 		var err error
-		if c.scope.isOrg() {
-			token, resp, err = c.api.Actions.CreateOrganizationRegistrationToken(ctx, c.scope.org)
+		if c.scope.IsOrg() {
+			token, resp, err = c.api.Actions.CreateOrganizationRegistrationToken(ctx, c.scope.Owner)
 		} else {
-			token, resp, err = c.api.Actions.CreateRegistrationToken(ctx, c.scope.owner, c.scope.repo)
+			token, resp, err = c.api.Actions.CreateRegistrationToken(ctx, c.scope.Owner, c.scope.Repo)
 		}
 		return resp, err
 	})
@@ -186,7 +186,7 @@ func (c *Client) registrationToken(ctx context.Context) (Registration, error) {
 // runnerGroupID is 1 for a repository; for an organisation it looks the
 // configured group name up across all pages, and caches the id.
 func (c *Client) runnerGroupID(ctx context.Context) (id int64, fromCache bool, err error) {
-	if !c.scope.isOrg() {
+	if !c.scope.IsOrg() {
 		return repoRunnerGroup, false, nil
 	}
 	c.mu.Lock()
@@ -222,7 +222,7 @@ func (c *Client) lookUpRunnerGroup(ctx context.Context) (int64, error) {
 		err := c.call(ctx, "list runner groups", func(ctx context.Context) (*gh.Response, error) {
 			var resp *gh.Response
 			var err error
-			groups, resp, err = c.api.Actions.ListOrganizationRunnerGroups(ctx, c.scope.org, opts)
+			groups, resp, err = c.api.Actions.ListOrganizationRunnerGroups(ctx, c.scope.Owner, opts)
 			if resp != nil {
 				next = resp.NextPage
 			}

@@ -48,10 +48,10 @@ func (c *Client) ListRunners(ctx context.Context, namePrefix string) ([]Runner, 
 		err := c.call(ctx, "list runners", func(ctx context.Context) (*gh.Response, error) {
 			var resp *gh.Response
 			var err error
-			if c.scope.isOrg() {
-				page, resp, err = c.api.Actions.ListOrganizationRunners(ctx, c.scope.org, opts)
+			if c.scope.IsOrg() {
+				page, resp, err = c.api.Actions.ListOrganizationRunners(ctx, c.scope.Owner, opts)
 			} else {
-				page, resp, err = c.api.Actions.ListRunners(ctx, c.scope.owner, c.scope.repo, opts)
+				page, resp, err = c.api.Actions.ListRunners(ctx, c.scope.Owner, c.scope.Repo, opts)
 			}
 			if resp != nil {
 				next = resp.NextPage
@@ -96,10 +96,10 @@ func runnerFromAPI(r *gh.Runner) Runner {
 func (c *Client) DeleteRunner(ctx context.Context, runnerID int64) error {
 	op := fmt.Sprintf("delete runner %d", runnerID)
 	err := c.call(ctx, op, func(ctx context.Context) (*gh.Response, error) {
-		if c.scope.isOrg() {
-			return c.api.Actions.RemoveOrganizationRunner(ctx, c.scope.org, runnerID)
+		if c.scope.IsOrg() {
+			return c.api.Actions.RemoveOrganizationRunner(ctx, c.scope.Owner, runnerID)
 		}
-		return c.api.Actions.RemoveRunner(ctx, c.scope.owner, c.scope.repo, runnerID)
+		return c.api.Actions.RemoveRunner(ctx, c.scope.Owner, c.scope.Repo, runnerID)
 	})
 	var ghErr *Error
 	if !errors.As(err, &ghErr) {
