@@ -1,0 +1,340 @@
+// Package stack is the whole product on one machine, for tests that drive
+// it from outside: the fake GitHub (on 0.0.0.0, advertised on the LXD
+// bridge so runners reach it), one unit of the packed charm under the Juju
+// hook harness, the real Pebble and github-runner-manager the charm starts,
+// and the real LXD daemon the runners live in. tests/e2e and tests/faults
+// share it.
+//
+// A package using it needs harness.Main in its TestMain.
+package stack
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	lxdclient "github.com/canonical/lxd/client"
+
+	"github.com/canonical/github-runner-charm/src/service"
+	"github.com/canonical/github-runner-charm/tests/fakegithub"
+	"github.com/canonical/github-runner-charm/tests/harness"
+	"github.com/canonical/github-runner-charm/tests/lxdtest"
+)
+
+// Repo is the repository every bed's runners register with.
+const Repo = "canonical/runners"
+
+// Options shape a bed.
+type Options struct {
+	// Name starts the application's name, which a random suffix completes
+	// (e.g. "e2e" gives "e2e3fa9c1", whose unit's prefix is "e2e3fa9c1-0").
+	Name string
+	// Token is the GitHub token the fake accepts and the charm is given.
+	Token string
+	// Label is the runners' one extra label, which jobs ask for.
+	Label string
+	// Runners is virtual-machines.
+	Runners int
+	// Config is more charm config, over the bed's defaults.
+	Config map[string]any
+	// GitHub are more options of the fake GitHub (Tokens and AdvertiseURL
+	// are the bed's).
+	GitHub fakegithub.Options
+}
+
+// Bed is one unit of the charm against real LXD and the fake GitHub.
+type Bed struct {
+	T      *testing.T
+	LXD    lxdclient.InstanceServer
+	GitHub *fakegithub.Server
+	Unit   *harness.Unit
+	// Prefix is the unit's runner name prefix; its runners are Prefix-….
+	Prefix string
+	Label  string
+	Token  string
+}
+
+// New sets up a bed and configures the unit, without deploying it. Its
+// cleanup removes the unit (stop, remove: Pebble and the manager end) and
+// then anything of its prefix still in LXD.
+func New(t *testing.T, opts Options) *Bed {
+	t.Helper()
+	c := lxdtest.Connect(t)
+	bridge := lxdtest.BridgeIP(t, c)
+	port := FreePort(t)
+	// The manager reaches the API on loopback; runners reach the broker and
+	// downloads on the bridge.
+	ghOpts := opts.GitHub
+	ghOpts.AdvertiseURL = fmt.Sprintf("http://%s:%d", bridge, port)
+	ghOpts.Tokens = []fakegithub.Token{{Value: opts.Token, Scope: Repo}}
+	fake, err := fakegithub.New(ghOpts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := fake.Start(fmt.Sprintf("0.0.0.0:%d", port)); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { fake.Close() })
+
+	var b [3]byte
+	rand.Read(b[:])
+	app := opts.Name + hex.EncodeToString(b[:])
+	u := harness.New(t, harness.Options{App: app, Leader: true})
+	bed := &Bed{T: t, LXD: c, GitHub: fake, Unit: u, Prefix: app + "-0", Label: opts.Label, Token: opts.Token}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("manager logs:\n%s", u.ServiceLogs())
+		}
+	})
+	// Registered after the harness's own cleanup, so it runs before it:
+	// whatever happens, nothing of the prefix may be left in LXD.
+	t.Cleanup(func() { lxdtest.DeleteAll(c, bed.Prefix+"-") })
+	config := map[string]any{
+		"path": Repo, "token": opts.Token, "github-api-url": fake.URL(), "labels": opts.Label,
+		"runner-type": "container", "base-image": lxdtest.BaseImageAlias,
+		"virtual-machines": opts.Runners, "vm-cpu": 1, "vm-memory": "256MiB", "vm-disk": "1GiB",
+	}
+	for k, v := range opts.Config {
+		config[k] = v
+	}
+	u.SetConfig(config)
+	return bed
+}
+
+// FreePort is a TCP port free on every address right now.
+func FreePort(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "0.0.0.0:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// Reconcile runs the reconcile-runners action, as an operator would.
+func (b *Bed) Reconcile() {
+	b.T.Helper()
+	if r := b.Unit.Action("reconcile-runners", nil); r.Status != "completed" {
+		b.T.Fatalf("reconcile-runners: %+v", r)
+	}
+}
+
+// Converge reconciles until exactly n of this unit's runners are online and
+// the instances match GitHub's runners one to one.
+func (b *Bed) Converge(n int) {
+	b.T.Helper()
+	deadline := time.Now().Add(4 * time.Minute)
+	for {
+		b.Reconcile()
+		online, instances, runners := b.State()
+		if online == n && slices.Equal(instances, runners) && len(runners) == n {
+			return
+		}
+		if time.Now().After(deadline) {
+			b.T.Fatalf("no convergence to %d runners: %d online, instances %v, runners %v", n, online, instances, runners)
+		}
+		time.Sleep(3 * time.Second)
+	}
+}
+
+// State is what LXD and GitHub hold of this unit: runner instances (the
+// image builder's are not runners) and GitHub runners, sorted by name.
+func (b *Bed) State() (online int, instances, runners []string) {
+	b.T.Helper()
+	online, instances, runners, err := b.TryState()
+	if err != nil {
+		b.T.Fatal(err)
+	}
+	return online, instances, runners
+}
+
+// TryState is State for when LXD may be down.
+func (b *Bed) TryState() (online int, instances, runners []string, err error) {
+	names, err := b.LXD.GetInstanceNames("container")
+	if err != nil {
+		return 0, nil, nil, fmt.Errorf("cannot list LXD instances: %w", err)
+	}
+	for _, name := range names {
+		if strings.HasPrefix(name, b.Prefix+"-") && !strings.Contains(name, "-img-") {
+			instances = append(instances, name)
+		}
+	}
+	for _, r := range b.GitHub.Runners(Repo) {
+		if strings.HasPrefix(r.Name, b.Prefix+"-") {
+			runners = append(runners, r.Name)
+			if r.Status == "online" {
+				online++
+			}
+		}
+	}
+	sort.Strings(instances)
+	sort.Strings(runners)
+	return online, instances, runners, nil
+}
+
+// RunnerNames are the unit's runners at GitHub, sorted.
+func (b *Bed) RunnerNames() []string {
+	_, _, runners := b.State()
+	return runners
+}
+
+// Assign gives a job to any idle runner with the bed's label.
+func (b *Bed) Assign(spec fakegithub.JobSpec) fakegithub.Job {
+	b.T.Helper()
+	job, err := b.GitHub.AssignJobToAny(Repo, []string{b.Label}, spec)
+	if err != nil {
+		b.T.Fatalf("cannot assign a job: %v", err)
+	}
+	return job
+}
+
+// WaitJob waits up to two minutes for a job to end.
+func (b *Bed) WaitJob(id int64) fakegithub.Job {
+	b.T.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	job, err := b.GitHub.WaitJob(ctx, id)
+	if err != nil {
+		b.T.Fatalf("job %d did not finish: %v", id, err)
+	}
+	return job
+}
+
+// ConfigPath is the manager's config file.
+func (b *Bed) ConfigPath() string { return filepath.Join(b.Unit.StateDir(), "config.yaml") }
+
+// ManagerPID finds the running manager of this unit, or 0.
+func (b *Bed) ManagerPID() int {
+	b.T.Helper()
+	entries, _ := os.ReadDir("/proc")
+	config := b.ConfigPath()
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		cmdline, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		args := strings.Split(string(cmdline), "\x00")
+		if len(args) > 2 && strings.HasSuffix(args[0], "github-runner-manager") && slices.Contains(args, config) && !slices.Contains(args, "health") {
+			return pid
+		}
+	}
+	return 0
+}
+
+// Socket is the manager's unix socket.
+func (b *Bed) Socket() string { return filepath.Join(b.Unit.StateDir(), service.SocketName) }
+
+// Metrics is the manager's GET /metrics, Prometheus text.
+func (b *Bed) Metrics() string {
+	b.T.Helper()
+	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "unix", b.Socket())
+		},
+	}}
+	resp, err := client.Get("http://manager" + service.PathMetrics)
+	if err != nil {
+		b.T.Fatalf("cannot read the manager's metrics: %v", err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		b.T.Fatalf("cannot read the manager's metrics: %d %v", resp.StatusCode, err)
+	}
+	return string(body)
+}
+
+// Metric is the value of one sample of the manager's metrics, e.g.
+// Metric(`github_runner_removed_runners_total{reason="stopped"}`), or 0 when
+// it has none.
+func (b *Bed) Metric(sample string) float64 {
+	b.T.Helper()
+	return MetricIn(b.Metrics(), sample)
+}
+
+// MetricIn finds one sample in Prometheus text; its labels must be given in
+// the exposition's order (alphabetical), as the sample's text is matched.
+func MetricIn(text, sample string) float64 {
+	name, labels, _ := strings.Cut(sample, "{")
+	for _, line := range strings.Split(text, "\n") {
+		key, value, ok := strings.Cut(line, " ")
+		if !ok || strings.HasPrefix(line, "#") {
+			continue
+		}
+		keyName, keyLabels, _ := strings.Cut(key, "{")
+		if keyName != name || !containsLabels(keyLabels, labels) {
+			continue
+		}
+		v, err := strconv.ParseFloat(strings.TrimSpace(value), 64)
+		if err == nil {
+			return v
+		}
+	}
+	return 0
+}
+
+func containsLabels(have, want string) bool {
+	for _, l := range strings.Split(strings.TrimSuffix(want, "}"), ",") {
+		if l != "" && !strings.Contains(have, l) {
+			return false
+		}
+	}
+	return true
+}
+
+// Intersect is the elements of a also in b.
+func Intersect(a, b []string) []string {
+	var out []string
+	for _, x := range a {
+		if slices.Contains(b, x) {
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
+// HasLabel tells whether a runner carries a label.
+func HasLabel(r fakegithub.Runner, name string) bool {
+	for _, l := range r.Labels {
+		if l.Name == name {
+			return true
+		}
+	}
+	return false
+}
+
+// WaitFor polls ok every half second for up to limit.
+func WaitFor(t testing.TB, limit time.Duration, what string, ok func() bool) {
+	t.Helper()
+	if !Poll(limit, ok) {
+		t.Fatalf("timed out after %v: %s", limit, what)
+	}
+}
+
+// Poll polls ok every half second for up to limit and tells whether it
+// became true.
+func Poll(limit time.Duration, ok func() bool) bool {
+	deadline := time.After(limit)
+	for !ok() {
+		select {
+		case <-deadline:
+			return ok()
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+	return true
+}
