@@ -197,4 +197,3 @@ func procStatusKiB(t *testing.T, field string) int64 {
 	t.Fatalf("no %s in /proc/self/status", field)
 	return 0
 }
-
