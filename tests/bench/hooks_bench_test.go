@@ -1,0 +1,106 @@
+// Package bench_test holds the whole-process benchmarks: the packed charm's
+// dispatch run by the hook harness, with the real manager service under
+// Pebble behind it.
+package bench_test
+
+import (
+	"fmt"
+	"os"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/canonical/github-runner-charm/tests/fakegithub"
+	"github.com/canonical/github-runner-charm/tests/harness"
+	"github.com/canonical/github-runner-charm/tests/lxdtest"
+)
+
+func TestMain(m *testing.M) { os.Exit(harness.Main(m)) }
+
+const (
+	token = "ghp_BENCHMARK_0123456789abcdef"
+	app   = "bench-hooks"
+	// hookRuns is how many times each hook runs; the median is reported.
+	hookRuns = 9
+)
+
+// BenchmarkHookLatency measures the wall time of the packed charm's
+// dispatch, as the hook harness runs it (a process with Juju's environment,
+// every hook tool a round trip to the harness's agent socket), on a deployed
+// unit whose manager runs under Pebble with a healthy GitHub (the fake, on
+// loopback) and LXD (the test bed's image; no runners, so nothing else
+// competes for the machine). It prints the median of hookRuns runs:
+//
+//	BENCH hook-latency <ms> ms hook=update-status min=<ms> max=<ms>
+//	BENCH hook-latency <ms> ms hook=config-changed-unchanged min=<ms> max=<ms>
+//
+// update-status asks the manager for its runners (one GitHub list page and
+// one LXD list); config-changed with nothing changed reads the config,
+// writes the same manager config and replans Pebble, which leaves the
+// service running (its config hash is unchanged).
+func BenchmarkHookLatency(b *testing.B) {
+	lxd := lxdtest.Connect(b)
+	// Registered before the unit's own clean-up (stop, remove), so it runs
+	// after it.
+	b.Cleanup(func() {
+		if err := lxdtest.DeleteAll(lxd, app+"-0-"); err != nil {
+			b.Error(err)
+		}
+	})
+	github := fakegithub.NewTest(b, fakegithub.Options{})
+	github.AddToken(fakegithub.Token{Value: token})
+	u := harness.New(b, harness.Options{App: app, Leader: true})
+	u.SetConfig(map[string]any{
+		"path": "canonical/runners", "token": token, "github-api-url": github.URL(),
+		"runner-type": "container", "base-image": lxdtest.BaseImageAlias, "virtual-machines": 0,
+	})
+	u.Deploy()
+	waitActive(b, u)
+
+	for _, hook := range []struct{ name, label string }{
+		{"update-status", "update-status"},
+		{"config-changed", "config-changed-unchanged"},
+	} {
+		b.Run(hook.label, func(b *testing.B) {
+			samples := make([]time.Duration, 0, hookRuns)
+			for range b.N {
+				samples = samples[:0]
+				for range hookRuns {
+					start := time.Now()
+					r := u.Hook(hook.name)
+					samples = append(samples, time.Since(start))
+					if r.Code != 0 {
+						b.Fatalf("%s exit %d: %s", hook.name, r.Code, r.Stderr)
+					}
+				}
+			}
+			if s := u.Status(); s.Status != "active" {
+				b.Fatalf("status after %s = %+v, want active\n%s", hook.name, s, u.ServiceLogs())
+			}
+			slices.Sort(samples)
+			median := samples[len(samples)/2]
+			b.ReportMetric(ms(median), "ms/"+hook.label)
+			fmt.Printf("BENCH hook-latency %.1f ms hook=%s min=%.1f max=%.1f\n", ms(median), hook.label, ms(samples[0]), ms(samples[len(samples)-1]))
+		})
+	}
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// waitActive runs update-status until the manager reports no problem: it
+// has prepared the runner image and read GitHub.
+func waitActive(b *testing.B, u *harness.Unit) {
+	b.Helper()
+	deadline := time.Now().Add(3 * time.Minute)
+	for {
+		u.Hook("update-status")
+		s := u.Status()
+		if s.Status == "active" {
+			return
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("the unit is not active after 3 minutes: %+v\n%s", s, u.ServiceLogs())
+		}
+		time.Sleep(2 * time.Second)
+	}
+}
