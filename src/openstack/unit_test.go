@@ -1,8 +1,13 @@
 package openstack
 
 import (
+	"context"
 	"encoding/base64"
+	"encoding/pem"
 	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -10,6 +15,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/canonical/github-runner-charm/src/cloud"
 	"github.com/canonical/github-runner-charm/src/config"
@@ -229,5 +235,68 @@ func TestNovaMessageHidesUserData(t *testing.T) {
 	}
 	if id := "3f1c2f6e-8a4b-4c1e-9d2a-0b1c2d3e4f5a"; !strings.Contains(novaMessage([]byte("Image "+id+" could not be found.")), id) {
 		t.Error("novaMessage hides a UUID")
+	}
+}
+
+// A fake Keystone: 401 for every token request.
+func fakeKeystone(t *testing.T, tlsServer bool, delay time.Duration) *httptest.Server {
+	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// Only once the body is read does the server notice a client that
+		// hangs up, and end r.Context().
+		io.Copy(io.Discard, r.Body)
+		select {
+		case <-time.After(delay):
+		case <-r.Context().Done():
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusUnauthorized)
+		w.Write([]byte(`{"error": {"code": 401, "title": "Unauthorized", "message": "The request you have made requires authentication."}}`))
+	})
+	var srv *httptest.Server
+	if tlsServer {
+		srv = httptest.NewTLSServer(handler)
+	} else {
+		srv = httptest.NewServer(handler)
+	}
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+func keystoneYAML(url, cacert string) string {
+	y := strings.Replace(goodCloudsYAML, "http://127.0.0.1:5000/v3", url+"/v3", 1)
+	if cacert != "" {
+		y = strings.Replace(y, "    region_name: RegionTwo\n", "    cacert: |\n      "+strings.ReplaceAll(strings.TrimSpace(cacert), "\n", "\n      ")+"\n", 1)
+	}
+	return y
+}
+
+// TLS: an unknown CA is its own error; the CA given inline in clouds.yaml
+// makes the same Keystone trusted (and then the credentials are wrong).
+func TestConnectTLS(t *testing.T) {
+	srv := fakeKeystone(t, true, 0)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	_, err := New(ctx, connectConfig(keystoneYAML(srv.URL, ""), ""), nil)
+	if !errors.Is(err, ErrTLS) || strings.Contains(err.Error(), secret) {
+		t.Errorf("unknown CA: %v, want ErrTLS", err)
+	}
+	caPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw})
+	_, err = New(ctx, connectConfig(keystoneYAML(srv.URL, string(caPEM)), ""), nil)
+	if !errors.Is(err, ErrUnauthorized) || strings.Contains(err.Error(), secret) {
+		t.Errorf("inline CA: %v, want ErrUnauthorized", err)
+	}
+}
+
+// A Keystone that never answers is unreachable when the caller's time is
+// up, not a hang.
+func TestConnectTimeout(t *testing.T) {
+	srv := fakeKeystone(t, false, time.Hour)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	start := time.Now()
+	_, err := New(ctx, connectConfig(keystoneYAML(srv.URL, ""), ""), nil)
+	if !errors.Is(err, ErrUnreachable) || time.Since(start) > 5*time.Second {
+		t.Errorf("hanging Keystone: %v after %v, want ErrUnreachable within a second", err, time.Since(start))
 	}
 }
