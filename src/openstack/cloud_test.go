@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/servers"
 	"github.com/gophercloud/gophercloud/v2/openstack/image/v2/imagedata"
 	"github.com/gophercloud/gophercloud/v2/openstack/image/v2/images"
 	"github.com/gophercloud/gophercloud/v2/openstack/networking/v2/extensions/security/rules"
@@ -155,7 +156,18 @@ func TestRunnersLifecycle(t *testing.T) {
 	vms[runners[0].name].wait(t, time.Minute)
 	waitStatus(t, c, runners[0].name, string(cloud.Stopped), time.Minute)
 
-	// A fresh manager rebuilds the same view from Nova's metadata alone.
+	// A fresh manager rebuilds the same view from Nova's metadata alone:
+	// the creation time is the metadata's, not Nova's own.
+	past := time.Date(2020, 1, 2, 3, 4, 5, 0, time.UTC)
+	meta := servers.MetadataOpts{runner.MetaCreatedAt: past.Format(time.RFC3339)}
+	if _, err := servers.UpdateMetadata(ctx, b.compute, serverIDs[runners[1].name], meta).Extract(); err != nil {
+		t.Fatal(err)
+	}
+	for i := range instances {
+		if instances[i].Name == runners[1].name {
+			instances[i].CreatedAt = past
+		}
+	}
 	fresh, err := New(ctx, c.cfg, testLogger(t))
 	if err != nil {
 		t.Fatal(err)
