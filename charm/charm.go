@@ -55,6 +55,7 @@ type Charm struct {
 	Supervisor *Supervisor
 	Getenv     func(string) string
 	HasKVM     func() bool
+	LXD        *lxdInstaller
 }
 
 // Main is the dispatch binary: it handles the event in the environment and
@@ -97,6 +98,7 @@ func New(unit, charmDir, stateRoot string) *Charm {
 		Supervisor: &Supervisor{CharmDir: charmDir, StateDir: stateDir, Unit: unit},
 		Getenv:     os.Getenv,
 		HasKVM:     hostHasKVM,
+		LXD:        newLXDInstaller(),
 	}
 }
 
@@ -172,6 +174,11 @@ func (c *Charm) configure(ctx context.Context) error {
 	next, err := managerConfig(s, c.Unit, c.StateDir, modelProxy(c.Getenv))
 	if err != nil {
 		return err
+	}
+	if next.LXD != nil {
+		if err := c.LXD.ensure(ctx); err != nil {
+			return c.Tools.StatusSet(ctx, Blocked, err.Error())
+		}
 	}
 	if err := c.Supervisor.EnsureRunning(ctx); err != nil {
 		return err

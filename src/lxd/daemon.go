@@ -8,13 +8,14 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"strings"
 	"syscall"
 	"time"
 
 	lxdclient "github.com/canonical/lxd/client"
 	"github.com/canonical/lxd/shared/api"
+
+	"github.com/canonical/github-runner-charm/src/lxd/lxdsocket"
 )
 
 // daemon is what the runner lifecycle and the image build need of LXD: the
@@ -128,28 +129,13 @@ func isDialError(err error) bool {
 	return errors.As(err, &opErr) && opErr.Op == "dial"
 }
 
-// socketCandidates are where LXD listens: the snap's socket first (what
-// the charm installs on Ubuntu), then Debian's and Ubuntu's deb package.
-var socketCandidates = []string{"/var/snap/lxd/common/lxd/unix.socket", "/var/lib/lxd/unix.socket"}
-
-// findSocket returns the configured socket, else $LXD_SOCKET or
-// $LXD_DIR/unix.socket, else the first candidate that exists.
+// findSocket finds the daemon's socket (see lxdsocket.Find).
 func findSocket(configured string) (string, error) {
-	if configured != "" {
-		return configured, nil
+	path, err := lxdsocket.Find(configured)
+	if err != nil {
+		return "", fmt.Errorf("%w: %w", ErrUnreachable, err)
 	}
-	if s := os.Getenv("LXD_SOCKET"); s != "" {
-		return s, nil
-	}
-	if dir := os.Getenv("LXD_DIR"); dir != "" {
-		return dir + "/unix.socket", nil
-	}
-	for _, s := range socketCandidates {
-		if _, err := os.Stat(s); err == nil {
-			return s, nil
-		}
-	}
-	return "", fmt.Errorf("%w: no socket at %s", ErrUnreachable, strings.Join(socketCandidates, " or "))
+	return path, nil
 }
 
 // lxdDaemon is daemon over the real client, plus the set-up calls
