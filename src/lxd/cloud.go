@@ -100,7 +100,11 @@ type Cloud struct {
 	imageMu sync.Mutex // one image build at a time
 	mu      sync.Mutex
 	image   string // fingerprint of the runner image Create uses
-	pool    string // pool of the default profile's root disk, for the size
+	// creating names the instances this process is creating now: a
+	// never-started instance not among them was left half-made by a
+	// manager that died (see Instances).
+	creating map[string]bool
+	pool     string // pool of the default profile's root disk, for the size
 	// profileNetwork is the default profile's NIC network: the runners'
 	// bridge unless Config.Network says otherwise.
 	profileNetwork string
@@ -171,7 +175,15 @@ func (c *Cloud) Instances(ctx context.Context, prefix string) ([]cloud.Instance,
 		if !runner.HasPrefix(inst.Name, prefix) {
 			continue
 		}
-		out = append(out, toInstance(inst))
+		instance := toInstance(inst)
+		if instance.Status == cloud.Building && neverStarted(inst) && !c.isCreating(inst.Name) {
+			// Its create died between LXD's create and start (the
+			// manager was killed): nobody will start it, so it is a
+			// stopped runner for cleanup, not one booting for the
+			// creation timeout's 20 minutes.
+			instance.Status = cloud.Stopped
+		}
+		out = append(out, instance)
 	}
 	return out, nil
 }
@@ -185,6 +197,20 @@ func toInstance(inst api.Instance) cloud.Instance {
 		out.CreatedAt = t
 	}
 	return out
+}
+
+func neverStarted(inst api.Instance) bool {
+	switch api.StatusCode(inst.StatusCode) {
+	case api.Stopped, api.Stopping, api.Aborting:
+		return inst.Config["volatile.last_state.power"] == ""
+	}
+	return false
+}
+
+func (c *Cloud) isCreating(name string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.creating[name]
 }
 
 // status maps LXD's state. A stopped instance that has never run is one
@@ -217,7 +243,16 @@ func (c *Cloud) Create(ctx context.Context, req cloud.CreateRequest) error {
 	}
 	c.mu.Lock()
 	image := c.image
+	if c.creating == nil {
+		c.creating = map[string]bool{}
+	}
+	c.creating[req.Name] = true
 	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		delete(c.creating, req.Name)
+		c.mu.Unlock()
+	}()
 	if image == "" {
 		return fmt.Errorf("cannot create runner %q: no runner image yet (EnsureImage has not succeeded)", req.Name)
 	}
