@@ -254,6 +254,7 @@ func TestCleanupRules(t *testing.T) {
 	if got := s.removed(string(runner.NoRunner)); got != 1 {
 		t.Errorf(`removed{reason=%q} = %v, want 1`, runner.NoRunner, got)
 	}
+	s.converge(2)
 
 	t.Log("a runner GitHub shows busy whose instance is gone: kept while busy, removed once GitHub lets go")
 	_, _, runners = s.state()
