@@ -109,16 +109,23 @@ func Parse(data []byte) (*File, error) {
 }
 
 func redactYAMLError(err error) string {
+	// A type error's value may span lines ("a\nb"), so each error is
+	// redacted whole, before lines are joined.
+	errs := []string{err.Error()}
+	var typeErr *yaml.TypeError
+	if errors.As(err, &typeErr) {
+		errs = typeErr.Errors
+	}
 	var lines []string
-	for _, line := range strings.Split(err.Error(), "\n") {
-		line = strings.TrimSpace(strings.TrimPrefix(line, "yaml: unmarshal errors:"))
-		if line == "" {
-			continue
-		}
+	for _, line := range errs {
 		if i := strings.Index(line, "`"); i >= 0 { // "line 3: cannot unmarshal !!str `secret` into int"
 			line = line[:i] + "<value>" + line[strings.LastIndex(line, "`")+1:]
 		}
-		lines = append(lines, line)
+		for _, part := range strings.Split(line, "\n") {
+			if part = strings.TrimSpace(part); part != "" {
+				lines = append(lines, part)
+			}
+		}
 	}
 	return strings.Join(lines, "; ")
 }

@@ -1,0 +1,111 @@
+package charm
+
+import (
+	"bytes"
+	"encoding/json"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/canonical/github-runner-charm/src/config"
+)
+
+// fuzzSecretMark is in the secrets of the seed configs (token, App key,
+// clouds.yaml): a problem text that shows it has quoted a secret, unless the
+// input also put it in a non-secret option, whose value may be quoted.
+const fuzzSecretMark = "S3CR3T"
+
+var secretOptions = map[string]bool{"token": true, "github-app-private-key": true, "openstack-clouds-yaml": true}
+
+// FuzzParseSettings feeds ParseSettings arbitrary config-get --all output
+// (JSON, decoded as the hook tool client decodes it; seeds in
+// testdata/fuzz/FuzzParseSettings): no panic; a rejection is an
+// *InvalidConfigError whose every problem is a sentence, none showing a
+// secret; accepted settings hold only valid values.
+func FuzzParseSettings(f *testing.F) {
+	f.Fuzz(func(t *testing.T, data []byte) {
+		dec := json.NewDecoder(bytes.NewReader(data))
+		dec.UseNumber()
+		var raw map[string]any
+		if dec.Decode(&raw) != nil {
+			return
+		}
+		s, err := ParseSettings(raw)
+		if err != nil {
+			invalid, ok := err.(*InvalidConfigError)
+			if !ok || len(invalid.Problems) == 0 {
+				t.Fatalf("ParseSettings(%s) = %v, want an *InvalidConfigError with problems", data, err)
+			}
+			for _, p := range invalid.Problems {
+				if strings.TrimSpace(p) == "" {
+					t.Fatalf("ParseSettings(%s): an empty problem in %q", data, invalid.Problems)
+				}
+			}
+			if strings.Contains(err.Error(), fuzzSecretMark) && !markInPlainOption(raw) {
+				t.Fatalf("ParseSettings(%s) error %q shows a secret", data, err)
+			}
+			return
+		}
+		checkSettings(t, data, s)
+	})
+}
+
+// markInPlainOption tells whether a non-secret option's value (which a
+// problem may quote) or a key carries the mark.
+func markInPlainOption(raw map[string]any) bool {
+	for k, v := range raw {
+		text, _ := v.(string)
+		if strings.Contains(k, fuzzSecretMark) || !secretOptions[k] && strings.Contains(text, fuzzSecretMark) {
+			return true
+		}
+	}
+	return false
+}
+
+func checkSettings(t *testing.T, data []byte, s Settings) {
+	t.Helper()
+	fail := func(what string) { t.Fatalf("ParseSettings(%s) accepted %s: %+v", data, what, s) }
+	if again, err := config.ParsePath(s.Path.String()); err != nil || again != s.Path {
+		fail("a path that does not read back")
+	}
+	if (s.Token == "") == (s.App == nil) {
+		fail("not exactly one of a token and an App")
+	}
+	if s.App != nil && (s.App.AppID <= 0 || s.App.InstallationID <= 0 || !isPEMPrivateKey(s.App.PrivateKey)) {
+		fail("an incomplete GitHub App")
+	}
+	for _, size := range []string{s.Memory, s.Disk} {
+		if n, err := config.ParseSize(size); err != nil || n <= 0 {
+			fail("a size that is not a positive number of bytes")
+		}
+	}
+	if labels, err := config.ParseLabels(strings.Join(s.Labels, ",")); err != nil || len(labels) != len(s.Labels) {
+		fail("labels that do not read back")
+	}
+	if s.Runners < 0 || s.CPU < 1 || s.ReconcileInterval < time.Minute || s.Group == "" {
+		fail("a number out of range")
+	}
+	if s.RunnerType != RunnerTypeVM && s.RunnerType != RunnerTypeContainer {
+		fail("a runner type")
+	}
+	if s.OpenStack != nil && (checkCloudsYAML(s.OpenStack.CloudsYAML) != "" || s.OpenStack.Flavor == "" || s.OpenStack.Network == "" || s.OpenStack.Image == "") {
+		fail("an incomplete OpenStack")
+	}
+}
+
+// cloudsYAMLProblem is every text checkCloudsYAML may return: fixed words
+// and at most a line number, since clouds.yaml holds passwords.
+var cloudsYAMLProblem = regexp.MustCompile(`^openstack-clouds-yaml (is not valid clouds\.yaml \((YAML error at line [0-9]+|not a YAML mapping)\)|must have a non-empty clouds: mapping)$`)
+
+// FuzzCheckCloudsYAML feeds checkCloudsYAML arbitrary text (seeds in
+// testdata/fuzz/FuzzCheckCloudsYAML): no panic, and a problem is one of
+// its fixed sentences, so no part of the text can show through.
+func FuzzCheckCloudsYAML(f *testing.F) {
+	f.Fuzz(func(t *testing.T, text string) {
+		problem := checkCloudsYAML(text)
+		if problem != "" && !cloudsYAMLProblem.MatchString(problem) {
+			t.Fatalf("checkCloudsYAML(%q) = %q: not one of its fixed sentences", text, problem)
+		}
+	})
+}
