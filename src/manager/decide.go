@@ -127,6 +127,7 @@ const (
 	FlushAll       // remove every runner, busy ones too, then reconcile
 	DrainIdle      // remove runners without a job, create none (settings are about to change)
 	DrainAll       // remove every runner and create none (the unit is going away)
+	Cleanup        // reconcile without creating: the cloud cannot start runners now
 )
 
 // busyToo tells whether the mode removes busy runners.
@@ -136,7 +137,7 @@ func (m Mode) busyToo() bool { return m == FlushAll || m == DrainAll }
 func (m Mode) replaces() bool { return m == FlushIdle || m == FlushAll }
 
 func (m Mode) String() string {
-	return [...]string{"reconcile", "flush-idle", "flush-all", "drain-idle", "drain-all"}[m]
+	return [...]string{"reconcile", "flush-idle", "flush-all", "drain-idle", "drain-all", "cleanup"}[m]
 }
 
 // Plan is what a cycle will do.
@@ -162,7 +163,7 @@ func Decide(views []View, target int, mode Mode) Plan {
 		switch {
 		case v.Expired:
 			plan.Remove = append(plan.Remove, Removal{v, string(v.State)})
-		case mode.busyToo() || (mode != Reconcile && v.State != runner.Busy):
+		case mode.busyToo() || (mode != Reconcile && mode != Cleanup && v.State != runner.Busy):
 			plan.Remove = append(plan.Remove, Removal{v, "flush"})
 		case v.healthy():
 			healthy++
@@ -171,7 +172,7 @@ func Decide(views []View, target int, mode Mode) Plan {
 			}
 		}
 	}
-	if mode != Reconcile {
+	if mode != Reconcile && mode != Cleanup {
 		// A flush replaces what it removed in a reconcile from a fresh
 		// snapshot (see Engine.Run); a drain replaces nothing.
 		return plan
@@ -183,7 +184,7 @@ func Decide(views []View, target int, mode Mode) Plan {
 		for _, v := range idle[:min(excess, len(idle))] {
 			plan.Remove = append(plan.Remove, Removal{v, "scale-down"})
 		}
-	} else {
+	} else if mode == Reconcile {
 		plan.Create = -excess
 	}
 	return plan

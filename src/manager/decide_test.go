@@ -94,6 +94,8 @@ func TestDecide(t *testing.T) {
 		{"scale down cannot go below busy", []View{busy, creating}, 0, Reconcile, 0, nil},
 		{"flush idle", []View{idleOld, busy, creating, offline, stopped}, 3, FlushIdle, 0, []string{"idle-old", "creating", "offline", "stopped"}},
 		{"flush all", []View{idleOld, busy}, 2, FlushAll, 0, []string{"idle-old", "busy"}},
+		{"cleanup creates nothing", []View{idleOld, stopped, orphan}, 3, Cleanup, 0, []string{"stopped", "orphan"}},
+		{"cleanup still scales down", []View{idleOld, idleNew}, 1, Cleanup, 0, []string{"idle-new"}},
 	}
 	for _, test := range tests {
 		t.Run(test.name, func(t *testing.T) {

@@ -146,10 +146,14 @@ func TestGitHubCallsPerReconcile(t *testing.T) {
 	}
 }
 
-// preparedCloud is the in-memory cloud with an image that never changes.
+// preparedCloud is the in-memory cloud with an image that never changes;
+// like LXD's, its Prepare fetches the runner application.
 type preparedCloud struct{ *managertest.Cloud }
 
-func (preparedCloud) Prepare(context.Context, string, string) (bool, error) { return false, nil }
+func (preparedCloud) Prepare(ctx context.Context, fetch FetchRunner) (bool, error) {
+	_, _, err := fetch(ctx)
+	return false, err
+}
 
 // serviceCycleCost is the API requests of one of the service's own cycles
 // at steady state: Prepare (the runner application, cached after the

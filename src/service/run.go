@@ -22,13 +22,17 @@ import (
 // runner image it starts instances from.
 type Cloud interface {
 	cloud.Cloud
-	// Prepare makes the runner application (a tarball downloaded and
-	// verified by the caller) ready to start instances from, e.g. builds an
-	// LXD image, or checks that the cloud's image, flavor and network
-	// exist; it is cheap when nothing changed, and reports whether
-	// something did (idle runners are then replaced).
-	Prepare(ctx context.Context, tarballPath, version string) (changed bool, err error)
+	// Prepare gets the cloud ready to start runners: builds the LXD image
+	// from the runner application (fetch downloads and verifies it, from
+	// cache when unchanged), or checks that OpenStack's image, flavor and
+	// network exist (the runner is in the image; fetch is not called). It
+	// is cheap when nothing changed, and reports whether something did
+	// (idle runners are then replaced).
+	Prepare(ctx context.Context, fetch FetchRunner) (changed bool, err error)
 }
+
+// FetchRunner returns the verified runner application tarball and its version.
+type FetchRunner func(ctx context.Context) (tarballPath, version string, err error)
 
 // CloudFactory opens the cloud a config file names.
 type CloudFactory func(ctx context.Context, f *config.File, log *slog.Logger) (Cloud, error)
@@ -147,30 +151,31 @@ type updater struct {
 }
 
 // refresh runs before each cycle: the application is cached, so this costs
-// one downloads request when nothing changed.
+// one downloads request when nothing changed, and none for clouds whose
+// image already holds the runner.
 func (u *updater) refresh(ctx context.Context) (changed bool, err error) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	if err := os.MkdirAll(u.cacheDir, 0o700); err != nil {
-		return false, fmt.Errorf("cannot create %s: %w", u.cacheDir, err)
-	}
-	app, err := u.github.DownloadRunnerApplication(ctx, u.cacheDir, "")
-	if err != nil {
-		return false, err
-	}
 	c, err := u.cloud.get(ctx)
 	if err != nil {
 		return false, err
 	}
-	changed, err = c.Prepare(ctx, app.Path, app.Version)
+	return c.Prepare(ctx, u.fetch)
+}
+
+func (u *updater) fetch(ctx context.Context) (string, string, error) {
+	if err := os.MkdirAll(u.cacheDir, 0o700); err != nil {
+		return "", "", fmt.Errorf("cannot create %s: %w", u.cacheDir, err)
+	}
+	app, err := u.github.DownloadRunnerApplication(ctx, u.cacheDir, "")
 	if err != nil {
-		return false, err
+		return "", "", err
 	}
 	if u.version != app.Version {
 		u.log.Info("runner application ready", "version", app.Version)
 		u.version = app.Version
 	}
-	return changed, nil
+	return app.Path, app.Version, nil
 }
 
 // update is the update-dependencies action.

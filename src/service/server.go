@@ -78,7 +78,16 @@ func (s *Server) cycle(mode manager.Mode) (manager.Outcome, error) {
 	if s.Prepare != nil {
 		var changed bool
 		changed, prepareErr = s.Prepare(ctx)
-		if changed && mode == manager.Reconcile {
+		switch {
+		case prepareErr != nil:
+			// Creates would fail one by one (and register GitHub runners
+			// only to remove them); clean up, create nothing.
+			if withoutCreates, ok := map[manager.Mode]manager.Mode{
+				manager.Reconcile: manager.Cleanup, manager.FlushIdle: manager.DrainIdle, manager.FlushAll: manager.DrainAll,
+			}[mode]; ok {
+				mode = withoutCreates
+			}
+		case changed && mode == manager.Reconcile:
 			s.Log.Info("the runner image changed; replacing idle runners")
 			mode = manager.FlushIdle
 		}

@@ -124,3 +124,36 @@ func TestDrainCreatesNothing(t *testing.T) {
 		t.Errorf("health: %v", err)
 	}
 }
+
+// When the cloud cannot start runners (Prepare fails: an image gone), a
+// cycle still cleans up but registers nothing at GitHub.
+func TestPrepareFailureCreatesNothing(t *testing.T) {
+	cloud, platform := managertest.NewCloud(), managertest.NewPlatform()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	srv := &service.Server{
+		Engine:   manager.New(cloud, platform, manager.Settings{Prefix: "github-runner-0", Target: 2}, log),
+		Expected: 2, Interval: time.Hour, Log: log,
+		Prepare: func(context.Context) (bool, error) { return false, errors.New(`OpenStack image not found: no image named "noble"`) },
+	}
+	socket := filepath.Join(t.TempDir(), service.SocketName)
+	l, err := service.Listen(socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := &http.Server{Handler: srv.Handler()}
+	go hs.Serve(l)
+	t.Cleanup(func() { hs.Close() })
+	client := service.NewClient(socket, 10*time.Second)
+
+	orphan := platform.Add("github-runner-0-0123456789ab", false, false)
+	result, err := client.Reconcile(context.Background())
+	if err != nil || result.Delta != -1 {
+		t.Errorf("reconcile = %+v, %v; want the orphan removed and nothing created", result, err)
+	}
+	if platform.Removes != 1 || len(platform.Names()) != 0 || cloud.Creates != 0 {
+		t.Errorf("removes %d (orphan %d), runners %v, creates %d", platform.Removes, orphan, platform.Names(), cloud.Creates)
+	}
+	if report, _ := client.Runners(context.Background()); !strings.Contains(report.Problem, `no image named "noble"`) {
+		t.Errorf("problem = %q", report.Problem)
+	}
+}

@@ -2,19 +2,23 @@ package main
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 	"sync"
 
 	"github.com/canonical/github-runner-charm/src/config"
 	"github.com/canonical/github-runner-charm/src/lxd"
+	"github.com/canonical/github-runner-charm/src/openstack"
 	"github.com/canonical/github-runner-charm/src/service"
 )
 
 // openCloud opens the cloud the config names.
 func openCloud(ctx context.Context, f *config.File, log *slog.Logger) (service.Cloud, error) {
-	if f.LXD == nil {
-		return nil, errors.New("cannot run OpenStack runners: the OpenStack cloud is not in this build yet")
+	if f.OpenStack != nil {
+		c, err := openstack.New(ctx, openstack.Config{Prefix: f.Prefix, Unit: f.Unit, OpenStack: *f.OpenStack, Runner: f.Runner}, log)
+		if err != nil {
+			return nil, err
+		}
+		return openstackCloud{c}, nil
 	}
 	c, err := lxd.New(ctx, lxd.Config{Prefix: f.Prefix, Unit: f.Unit, LXD: *f.LXD, Runner: f.Runner}, log)
 	if err != nil {
@@ -38,8 +42,12 @@ type lxdCloud struct {
 	alias string
 }
 
-func (c *lxdCloud) Prepare(ctx context.Context, tarballPath, version string) (bool, error) {
-	alias, err := c.EnsureImage(ctx, tarballPath, version)
+func (c *lxdCloud) Prepare(ctx context.Context, fetch service.FetchRunner) (bool, error) {
+	tarball, version, err := fetch(ctx)
+	if err != nil {
+		return false, err
+	}
+	alias, err := c.EnsureImage(ctx, tarball, version)
 	if err != nil {
 		return false, err
 	}
@@ -48,4 +56,14 @@ func (c *lxdCloud) Prepare(ctx context.Context, tarballPath, version string) (bo
 	changed := c.alias != "" && c.alias != alias
 	c.alias = alias
 	return changed, nil
+}
+
+// openstackCloud checks image, flavor and network in Prepare; the runner
+// application is already in the image.
+type openstackCloud struct {
+	*openstack.Cloud
+}
+
+func (c openstackCloud) Prepare(ctx context.Context, _ service.FetchRunner) (bool, error) {
+	return c.Cloud.Prepare(ctx, "", "")
 }
