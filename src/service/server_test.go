@@ -133,7 +133,9 @@ func TestPrepareFailureCreatesNothing(t *testing.T) {
 	srv := &service.Server{
 		Engine:   manager.New(cloud, platform, manager.Settings{Prefix: "github-runner-0", Target: 2}, log),
 		Expected: 2, Interval: time.Hour, Log: log,
-		Prepare: func(context.Context) (bool, error) { return false, errors.New(`OpenStack image not found: no image named "noble"`) },
+		Prepare: func(context.Context) (bool, error) {
+			return false, errors.New(`OpenStack image not found: no image named "noble"`)
+		},
 	}
 	socket := filepath.Join(t.TempDir(), service.SocketName)
 	l, err := service.Listen(socket)
