@@ -17,7 +17,7 @@ import (
 	"time"
 
 	"github.com/canonical/github-runner-charm/src/config"
-	"github.com/canonical/github-runner-charm/src/service"
+	"github.com/canonical/github-runner-charm/src/service/api"
 )
 
 // Version is the charm's build version, set by the packer with -ldflags.
@@ -38,11 +38,11 @@ const managerTimeout = 10 * time.Minute
 
 // Manager is what hooks and actions ask of the runner manager service.
 type Manager interface {
-	Runners(ctx context.Context) (service.RunnersReport, error)
-	Reconcile(ctx context.Context) (service.ReconcileResult, error)
-	Flush(ctx context.Context, busy bool) (service.FlushResult, error)
-	Drain(ctx context.Context, busy bool) (service.FlushResult, error)
-	UpdateDependencies(ctx context.Context) (service.UpdateResult, error)
+	Runners(ctx context.Context) (api.RunnersReport, error)
+	Reconcile(ctx context.Context) (api.ReconcileResult, error)
+	Flush(ctx context.Context, busy bool) (api.FlushResult, error)
+	Drain(ctx context.Context, busy bool) (api.FlushResult, error)
+	UpdateDependencies(ctx context.Context) (api.UpdateResult, error)
 }
 
 // Charm handles one dispatched event.
@@ -94,7 +94,7 @@ func New(unit, charmDir, stateRoot string) *Charm {
 		Log:        slog.New(newJujuLogHandler(tools, os.Stderr, slog.LevelInfo)),
 		Unit:       unit,
 		StateDir:   stateDir,
-		Manager:    service.NewClient(filepath.Join(stateDir, service.SocketName), managerTimeout),
+		Manager:    api.NewClient(filepath.Join(stateDir, api.SocketName), managerTimeout),
 		Supervisor: &Supervisor{CharmDir: charmDir, StateDir: stateDir, Unit: unit},
 		Getenv:     os.Getenv,
 		HasKVM:     hostHasKVM,
@@ -250,7 +250,7 @@ func (c *Charm) refreshStatus(ctx context.Context) error {
 	}
 	report, err := c.Manager.Runners(ctx)
 	if err != nil {
-		if errors.Is(err, service.ErrNotRunning) {
+		if errors.Is(err, api.ErrNotRunning) {
 			return c.Tools.StatusSet(ctx, Waiting, "waiting for the runner manager service to start")
 		}
 		return c.Tools.StatusSet(ctx, Waiting, "cannot read runners from the runner manager: "+err.Error())
@@ -260,7 +260,7 @@ func (c *Charm) refreshStatus(ctx context.Context) error {
 }
 
 // statusFromReport turns the manager's view into what `juju status` shows.
-func statusFromReport(r service.RunnersReport) (Status, string) {
+func statusFromReport(r api.RunnersReport) (Status, string) {
 	idle := r.Online - r.Busy
 	switch {
 	case r.Problem != "" && r.Blocking:

@@ -16,6 +16,7 @@ import (
 	"github.com/canonical/github-runner-charm/src/github"
 	"github.com/canonical/github-runner-charm/src/manager"
 	"github.com/canonical/github-runner-charm/src/metrics"
+	"github.com/canonical/github-runner-charm/src/service/api"
 )
 
 // Cloud is a cloud the service can run: the engine's interface, and the
@@ -68,7 +69,7 @@ func Run(ctx context.Context, f *config.File, newCloud CloudFactory, log *slog.L
 		Prepare:            updater.refresh,
 		UpdateDependencies: updater.update,
 	}
-	listener, err := Listen(filepath.Join(f.StateDir, SocketName))
+	listener, err := Listen(filepath.Join(f.StateDir, api.SocketName))
 	if err != nil {
 		return err
 	}
@@ -179,12 +180,12 @@ func (u *updater) fetch(ctx context.Context) (string, string, error) {
 }
 
 // update is the update-dependencies action.
-func (u *updater) update(ctx context.Context) (UpdateResult, error) {
+func (u *updater) update(ctx context.Context) (api.UpdateResult, error) {
 	changed, err := u.refresh(ctx)
 	if err != nil {
-		return UpdateResult{}, err
+		return api.UpdateResult{}, err
 	}
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	return UpdateResult{Updated: changed, RunnerVersion: u.version}, nil
+	return api.UpdateResult{Updated: changed, RunnerVersion: u.version}, nil
 }

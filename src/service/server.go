@@ -17,6 +17,7 @@ import (
 	"github.com/canonical/github-runner-charm/src/manager"
 	"github.com/canonical/github-runner-charm/src/metrics"
 	"github.com/canonical/github-runner-charm/src/runner"
+	"github.com/canonical/github-runner-charm/src/service/api"
 )
 
 // Server runs the engine every interval and on demand, and answers the
@@ -33,7 +34,7 @@ type Server struct {
 	// RateLimit returns GitHub's latest budget, for the metrics.
 	RateLimit func() (remaining, limit int, ok bool)
 	// UpdateDependencies checks for a newer runner application.
-	UpdateDependencies func(context.Context) (UpdateResult, error)
+	UpdateDependencies func(context.Context) (api.UpdateResult, error)
 	// Prepare, if set, runs before every cycle (the runner image); its
 	// failure is reported, and the cycle still cleans up. When it reports
 	// a change (a new runner version), idle runners are replaced.
@@ -160,20 +161,20 @@ func (s *Server) currentProblem() problem {
 // Handler is the HTTP API.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET "+PathHealth, func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("GET "+api.PathHealth, func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
-	mux.HandleFunc("GET "+PathRunners, s.runners)
-	mux.HandleFunc("POST "+PathReconcile, func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("GET "+api.PathRunners, s.runners)
+	mux.HandleFunc("POST "+api.PathReconcile, func(w http.ResponseWriter, r *http.Request) {
 		out, err := s.cycle(manager.Reconcile)
 		if err != nil {
 			writeError(w, err, s.explain)
 			return
 		}
-		writeJSON(w, http.StatusOK, ReconcileResult{Delta: out.Created - out.RemovedTotal()})
+		writeJSON(w, http.StatusOK, api.ReconcileResult{Delta: out.Created - out.RemovedTotal()})
 	})
-	mux.HandleFunc("POST "+PathFlush, s.flush)
-	mux.HandleFunc("POST "+PathUpdateDependencies, func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("POST "+api.PathFlush, s.flush)
+	mux.HandleFunc("POST "+api.PathUpdateDependencies, func(w http.ResponseWriter, r *http.Request) {
 		if s.UpdateDependencies == nil {
 			writeError(w, errors.New("this cloud's runner image is not managed by the charm"), nil)
 			return
@@ -186,7 +187,7 @@ func (s *Server) Handler() http.Handler {
 		writeJSON(w, http.StatusOK, result)
 	})
 	if s.Metrics != nil {
-		mux.Handle("GET "+PathMetrics, promhttp.HandlerFor(s.Metrics.Registry, promhttp.HandlerOpts{}))
+		mux.Handle("GET "+api.PathMetrics, promhttp.HandlerFor(s.Metrics.Registry, promhttp.HandlerOpts{}))
 	}
 	return mux
 }
@@ -196,7 +197,7 @@ func (s *Server) runners(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	views, err := s.Engine.Views(ctx)
 	if err != nil {
-		writeJSON(w, http.StatusOK, RunnersReport{Expected: s.Expected, Problem: s.explain(err), Blocking: blocksOperator(err)})
+		writeJSON(w, http.StatusOK, api.RunnersReport{Expected: s.Expected, Problem: s.explain(err), Blocking: blocksOperator(err)})
 		return
 	}
 	report := Report(views, s.Expected)
@@ -219,11 +220,11 @@ func (s *Server) flush(w http.ResponseWriter, r *http.Request) {
 				writeError(w, err, s.explain)
 				return
 			}
-			writeJSON(w, http.StatusOK, FlushResult{Removed: out.Removed["flush"]})
+			writeJSON(w, http.StatusOK, api.FlushResult{Removed: out.Removed["flush"]})
 			return
 		}
 	}
-	writeJSON(w, http.StatusBadRequest, ErrorBody{Error: err.Error()})
+	writeJSON(w, http.StatusBadRequest, api.ErrorBody{Error: err.Error()})
 }
 
 func boolQuery(r *http.Request, key string, fallback bool) (bool, error) {
@@ -238,8 +239,8 @@ func boolQuery(r *http.Request, key string, fallback bool) (bool, error) {
 }
 
 // Report is what check-runners shows of a set of views.
-func Report(views []manager.View, expected int) RunnersReport {
-	r := RunnersReport{Expected: expected, Runners: make([]RunnerInfo, 0, len(views))}
+func Report(views []manager.View, expected int) api.RunnersReport {
+	r := api.RunnersReport{Expected: expected, Runners: make([]api.RunnerInfo, 0, len(views))}
 	for _, v := range views {
 		switch v.State {
 		case runner.Idle:
@@ -252,7 +253,7 @@ func Report(views []manager.View, expected int) RunnersReport {
 		default:
 			r.Unknown++
 		}
-		r.Runners = append(r.Runners, RunnerInfo{Name: v.Name, State: string(v.State)})
+		r.Runners = append(r.Runners, api.RunnerInfo{Name: v.Name, State: string(v.State)})
 	}
 	return r
 }
@@ -268,7 +269,7 @@ func writeError(w http.ResponseWriter, err error, explain func(error) string) {
 	if explain != nil {
 		msg = explain(err)
 	}
-	writeJSON(w, http.StatusServiceUnavailable, ErrorBody{Error: msg})
+	writeJSON(w, http.StatusServiceUnavailable, api.ErrorBody{Error: msg})
 }
 
 // Listen opens the unix socket at path, readable and writable by root only:

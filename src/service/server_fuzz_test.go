@@ -13,6 +13,7 @@ import (
 	"github.com/canonical/github-runner-charm/src/manager"
 	"github.com/canonical/github-runner-charm/src/manager/managertest"
 	"github.com/canonical/github-runner-charm/src/metrics"
+	"github.com/canonical/github-runner-charm/src/service/api"
 )
 
 // FuzzHandler sends the service's HTTP API arbitrary requests: any method,
@@ -40,12 +41,12 @@ func FuzzHandler(f *testing.F) {
 		}
 		if rec.Code >= 400 {
 			body := strings.TrimSpace(rec.Body.String())
-			var e ErrorBody
+			var e api.ErrorBody
 			if body == "" || strings.HasPrefix(rec.Header().Get("Content-Type"), "application/json") && (json.Unmarshal([]byte(body), &e) != nil || e.Error == "") {
 				t.Fatalf("%s %q ?%q answered %d with %q: an error must say what is wrong", method, path, query, rec.Code, body)
 			}
 		}
-		flushedBusy := method == http.MethodPost && path == PathFlush && rec.Code == http.StatusOK && req.URL.Query().Get("busy") == "true"
+		flushedBusy := method == http.MethodPost && path == api.PathFlush && rec.Code == http.StatusOK && req.URL.Query().Get("busy") == "true"
 		if busyGone := !platform.Set(fuzzBusy, true, true); busyGone && !flushedBusy {
 			t.Fatalf("%s %q ?%q (answered %d) removed the busy runner", method, path, query, rec.Code)
 		}

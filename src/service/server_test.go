@@ -17,9 +17,10 @@ import (
 	"github.com/canonical/github-runner-charm/src/manager/managertest"
 	"github.com/canonical/github-runner-charm/src/metrics"
 	"github.com/canonical/github-runner-charm/src/service"
+	"github.com/canonical/github-runner-charm/src/service/api"
 )
 
-func startServer(t *testing.T, target int) (*service.Client, *managertest.Platform, string) {
+func startServer(t *testing.T, target int) (*api.Client, *managertest.Platform, string) {
 	t.Helper()
 	cloud, platform := managertest.NewCloud(), managertest.NewPlatform()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -27,7 +28,7 @@ func startServer(t *testing.T, target int) (*service.Client, *managertest.Platfo
 		Engine:   manager.New(cloud, platform, manager.Settings{Prefix: "github-runner-0", Target: target}, log),
 		Expected: target, Interval: time.Hour, Metrics: metrics.New("github-runner", nil), Log: log,
 	}
-	socket := filepath.Join(t.TempDir(), service.SocketName)
+	socket := filepath.Join(t.TempDir(), api.SocketName)
 	l, err := service.Listen(socket)
 	if err != nil {
 		t.Fatal(err)
@@ -35,7 +36,7 @@ func startServer(t *testing.T, target int) (*service.Client, *managertest.Platfo
 	hs := &http.Server{Handler: srv.Handler()}
 	go hs.Serve(l)
 	t.Cleanup(func() { hs.Close() })
-	return service.NewClient(socket, 10*time.Second), platform, socket
+	return api.NewClient(socket, 10*time.Second), platform, socket
 }
 
 func TestAPI(t *testing.T) {
@@ -137,7 +138,7 @@ func TestPrepareFailureCreatesNothing(t *testing.T) {
 			return false, errors.New(`OpenStack image not found: no image named "noble"`)
 		},
 	}
-	socket := filepath.Join(t.TempDir(), service.SocketName)
+	socket := filepath.Join(t.TempDir(), api.SocketName)
 	l, err := service.Listen(socket)
 	if err != nil {
 		t.Fatal(err)
@@ -145,7 +146,7 @@ func TestPrepareFailureCreatesNothing(t *testing.T) {
 	hs := &http.Server{Handler: srv.Handler()}
 	go hs.Serve(l)
 	t.Cleanup(func() { hs.Close() })
-	client := service.NewClient(socket, 10*time.Second)
+	client := api.NewClient(socket, 10*time.Second)
 
 	orphan := platform.Add("github-runner-0-0123456789ab", false, false)
 	result, err := client.Reconcile(context.Background())

@@ -11,7 +11,7 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/canonical/github-runner-charm/src/service"
+	"github.com/canonical/github-runner-charm/src/service/api"
 	"github.com/canonical/github-runner-charm/tests/fakegithub"
 	"github.com/canonical/github-runner-charm/tests/harness"
 )
@@ -129,16 +129,16 @@ func TestBadConfigIsBlockedWithEveryProblemThenFixed(t *testing.T) {
 type fakeManager struct {
 	mu       sync.Mutex
 	requests []string
-	report   service.RunnersReport
+	report   api.RunnersReport
 }
 
-func startFakeManager(t *testing.T, u *harness.Unit, report service.RunnersReport) *fakeManager {
+func startFakeManager(t *testing.T, u *harness.Unit, report api.RunnersReport) *fakeManager {
 	t.Helper()
 	m := &fakeManager{report: report}
 	if err := os.MkdirAll(u.StateDir(), 0o700); err != nil {
 		t.Fatal(err)
 	}
-	l, err := net.Listen("unix", filepath.Join(u.StateDir(), service.SocketName))
+	l, err := net.Listen("unix", filepath.Join(u.StateDir(), api.SocketName))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -156,20 +156,20 @@ func (m *fakeManager) serve(w http.ResponseWriter, r *http.Request) {
 	m.mu.Unlock()
 	var body any
 	switch r.URL.Path {
-	case service.PathRunners:
+	case api.PathRunners:
 		body = report
-	case service.PathReconcile:
-		body = service.ReconcileResult{Delta: 2}
-	case service.PathFlush:
-		body = service.FlushResult{Removed: 1}
+	case api.PathReconcile:
+		body = api.ReconcileResult{Delta: 2}
+	case api.PathFlush:
+		body = api.FlushResult{Removed: 1}
 		if r.URL.Query().Get("busy") == "true" {
-			body = service.FlushResult{Removed: 3}
+			body = api.FlushResult{Removed: 3}
 		}
-	case service.PathUpdateDependencies:
-		body = service.UpdateResult{Updated: true, RunnerVersion: "2.321.0"}
+	case api.PathUpdateDependencies:
+		body = api.UpdateResult{Updated: true, RunnerVersion: "2.321.0"}
 	default:
 		w.WriteHeader(http.StatusNotFound)
-		json.NewEncoder(w).Encode(service.ErrorBody{Error: "no such endpoint"})
+		json.NewEncoder(w).Encode(api.ErrorBody{Error: "no such endpoint"})
 		return
 	}
 	json.NewEncoder(w).Encode(body)
@@ -181,9 +181,9 @@ func (m *fakeManager) Requests() []string {
 	return append([]string(nil), m.requests...)
 }
 
-var threeRunners = service.RunnersReport{
+var threeRunners = api.RunnersReport{
 	Expected: 3, Online: 3, Busy: 1,
-	Runners: []service.RunnerInfo{{Name: "github-runner-0-aa", State: "idle"}, {Name: "github-runner-0-bb", State: "idle"}, {Name: "github-runner-0-cc", State: "busy"}},
+	Runners: []api.RunnerInfo{{Name: "github-runner-0-aa", State: "idle"}, {Name: "github-runner-0-bb", State: "idle"}, {Name: "github-runner-0-cc", State: "busy"}},
 }
 
 // The actions' plumbing against a stand-in for the service: params in,
@@ -259,21 +259,21 @@ func TestStatusFollowsTheManager(t *testing.T) {
 		t.Errorf("status = %+v", s)
 	}
 	manager.mu.Lock()
-	manager.report = service.RunnersReport{Expected: 3, Blocking: true, Problem: "the GitHub token is invalid or expired: set a new one with juju config github-runner token=…"}
+	manager.report = api.RunnersReport{Expected: 3, Blocking: true, Problem: "the GitHub token is invalid or expired: set a new one with juju config github-runner token=…"}
 	manager.mu.Unlock()
 	u.Hook("update-status")
 	if s := u.Status(); s.Status != "blocked" || !strings.Contains(s.Message, "token is invalid") {
 		t.Errorf("status = %+v", s)
 	}
 	manager.mu.Lock()
-	manager.report = service.RunnersReport{Expected: 3, Problem: "cannot reach LXD"}
+	manager.report = api.RunnersReport{Expected: 3, Problem: "cannot reach LXD"}
 	manager.mu.Unlock()
 	u.Hook("update-status")
 	if s := u.Status(); s != (harness.Status{Status: "maintenance", Message: "cannot reach LXD"}) {
 		t.Errorf("status = %+v", s)
 	}
 	manager.mu.Lock()
-	manager.report = service.RunnersReport{Expected: 3, Online: 1}
+	manager.report = api.RunnersReport{Expected: 3, Online: 1}
 	manager.mu.Unlock()
 	u.Hook("update-status")
 	if s := u.Status(); s != (harness.Status{Status: "waiting", Message: "1 of 3 runners online: 1 idle, 0 busy"}) {

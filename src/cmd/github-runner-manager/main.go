@@ -21,6 +21,7 @@ import (
 
 	"github.com/canonical/github-runner-charm/src/config"
 	"github.com/canonical/github-runner-charm/src/service"
+	"github.com/canonical/github-runner-charm/src/service/api"
 )
 
 // version is set by the packer with -ldflags.
@@ -66,7 +67,7 @@ func run() int {
 func health(f *config.File) int {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	client := service.NewClient(filepath.Join(f.StateDir, service.SocketName), 5*time.Second)
+	client := api.NewClient(filepath.Join(f.StateDir, api.SocketName), 5*time.Second)
 	if err := client.Health(ctx); err != nil {
 		fmt.Fprintln(os.Stderr, "unhealthy:", err)
 		return 1

@@ -1,8 +1,9 @@
-// Package service is the github-runner-manager service's HTTP API on its unix
+// Package api is the github-runner-manager service's HTTP API on its unix
 // socket: the messages, and the client the charm's hooks and actions use. The
 // charm never reconciles itself; it asks the one process that owns the
-// runners, so hooks return in milliseconds.
-package service
+// runners, so hooks return in milliseconds. It is apart from package service
+// so the charm's dispatch binary links the client, not the service.
+package api
 
 // Paths of the API.
 const (
