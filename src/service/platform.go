@@ -6,7 +6,9 @@ import (
 	"fmt"
 
 	"github.com/canonical/github-runner-charm/src/github"
+	"github.com/canonical/github-runner-charm/src/lxd"
 	"github.com/canonical/github-runner-charm/src/manager"
+	"github.com/canonical/github-runner-charm/src/openstack"
 )
 
 // defaultLabels are what GitHub's own config.sh adds and JIT does not;
@@ -59,8 +61,22 @@ func (p *platform) Remove(ctx context.Context, id int64) error {
 	return err
 }
 
-// blocksOperator tells whether a problem needs the operator (Blocked)
-// rather than time (Maintenance): credentials, permissions, a wrong path.
+// needsOperator are the problems only the operator can fix (Blocked);
+// everything else (rate limits, outages, full disks) time or a retry
+// should clear (Maintenance).
+var needsOperator = []error{
+	github.ErrBadCredentials, github.ErrPermission, github.ErrNotFound, github.ErrRunnerGroupNotFound,
+	openstack.ErrImageNotFound, openstack.ErrFlavorNotFound, openstack.ErrNetworkNotFound,
+	openstack.ErrUnauthorized, openstack.ErrCloudsYAMLSyntax, openstack.ErrCloudsYAMLIncomplete, openstack.ErrTLS,
+	lxd.ErrImageNotFound,
+}
+
+// blocksOperator tells whether a problem needs the operator.
 func blocksOperator(err error) bool {
-	return errors.Is(err, github.ErrBadCredentials) || errors.Is(err, github.ErrPermission) || errors.Is(err, github.ErrNotFound)
+	for _, kind := range needsOperator {
+		if errors.Is(err, kind) {
+			return true
+		}
+	}
+	return false
 }

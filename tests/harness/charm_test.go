@@ -20,7 +20,12 @@ const token = "ghp_RECOGNISABLE_SECRET_0123456789abcdef"
 
 // validConfig points at GitHub's API, which CI cannot reach: tests that need
 // a working GitHub use withFakeGitHub.
-var validConfig = map[string]any{"path": "canonical/runners", "token": token, "labels": "large,gpu", "runner-type": "container"}
+// It keeps no runners, and names the test bed's local base image (there is
+// no image server here), so the manager is healthy without creating any.
+var validConfig = map[string]any{
+	"path": "canonical/runners", "token": token, "labels": "large,gpu", "runner-type": "container",
+	"virtual-machines": 0, "base-image": "github-runner-test-base",
+}
 
 // withFakeGitHub is validConfig against a fake GitHub that accepts token.
 func withFakeGitHub(t *testing.T) (map[string]any, *fakegithub.Server) {
