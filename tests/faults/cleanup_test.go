@@ -20,7 +20,7 @@ import (
 
 	"github.com/canonical/github-runner-charm/src/config"
 	"github.com/canonical/github-runner-charm/src/runner"
-	"github.com/canonical/github-runner-charm/src/service"
+	"github.com/canonical/github-runner-charm/src/service/api"
 	"github.com/canonical/github-runner-charm/tests/fakegithub"
 	"github.com/canonical/github-runner-charm/tests/lxdtest"
 	"github.com/canonical/github-runner-charm/tests/stack"
@@ -40,7 +40,7 @@ type managerService struct {
 	t      *testing.T
 	lxd    lxdclient.InstanceServer
 	github *fakegithub.Server
-	client *service.Client
+	client *api.Client
 	socket string
 	prefix string
 	log    string
@@ -83,9 +83,9 @@ func startService(t *testing.T) *managerService {
 	if err := f.Write(configPath); err != nil {
 		t.Fatal(err)
 	}
-	s := &managerService{t: t, lxd: c, github: fake, prefix: f.Prefix, socket: filepath.Join(stateDir, service.SocketName),
+	s := &managerService{t: t, lxd: c, github: fake, prefix: f.Prefix, socket: filepath.Join(stateDir, api.SocketName),
 		log: filepath.Join(stateDir, "manager.log")}
-	s.client = service.NewClient(s.socket, 2*time.Minute)
+	s.client = api.NewClient(s.socket, 2*time.Minute)
 	logFile, err := os.Create(s.log)
 	if err != nil {
 		t.Fatal(err)
@@ -196,7 +196,7 @@ func (s *managerService) removed(reason string) float64 {
 }
 
 func (s *managerService) metrics(ctx context.Context) (string, error) {
-	out, err := exec.CommandContext(ctx, "curl", "-sS", "--fail", "--unix-socket", s.socket, "http://manager"+service.PathMetrics).Output()
+	out, err := exec.CommandContext(ctx, "curl", "-sS", "--fail", "--unix-socket", s.socket, "http://manager"+api.PathMetrics).Output()
 	if err != nil {
 		return "", fmt.Errorf("cannot read the manager's metrics: %v", err)
 	}
