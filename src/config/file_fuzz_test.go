@@ -20,7 +20,10 @@ const secretMark = "S3CR3T"
 // never the value.
 var redactedTypeError = regexp.MustCompile("^(cannot parse config: )?line [0-9]+: cannot unmarshal !\\S*( <value>)? into [][*.A-Za-z0-9]+$")
 
-var yamlTag = regexp.MustCompile(`cannot unmarshal !\S*`)
+var (
+	yamlTag   = regexp.MustCompile(`cannot unmarshal !\S*`)
+	yamlAlias = regexp.MustCompile(`unknown anchor '.*' referenced`)
+)
 
 // secretPaths are the config file's secrets, as the loose walk names them.
 var secretPaths = map[string]bool{"github.token": true, "github.app.private-key": true, "openstack.clouds-yaml": true}
@@ -37,8 +40,10 @@ func FuzzParse(f *testing.F) {
 			if !strings.HasPrefix(msg, "cannot parse config: ") && !strings.HasPrefix(msg, "invalid config: ") || strings.HasSuffix(msg, ": ") {
 				t.Fatalf("Parse(%q) error %q: want a message that says what is wrong", data, msg)
 			}
-			// A YAML tag ("!foo") is syntax, and errors name it: not a secret.
+			// A YAML tag ("!foo") or alias ("*foo") is syntax, and errors
+			// name it: not a secret.
 			untagged := yamlTag.ReplaceAllString(msg, "cannot unmarshal !<tag>")
+			untagged = yamlAlias.ReplaceAllString(untagged, "unknown anchor <anchor>")
 			if strings.Contains(untagged, secretMark) && !quotable(data, strings.HasPrefix(msg, "invalid config: ")) {
 				t.Fatalf("Parse(%q) error %q shows a secret", data, msg)
 			}
