@@ -27,7 +27,7 @@ import (
 
 	lxdclient "github.com/canonical/lxd/client"
 
-	"github.com/canonical/github-runner-charm/src/service"
+	"github.com/canonical/github-runner-charm/src/service/api"
 	"github.com/canonical/github-runner-charm/tests/fakegithub"
 	"github.com/canonical/github-runner-charm/tests/harness"
 	"github.com/canonical/github-runner-charm/tests/lxdtest"
@@ -236,7 +236,7 @@ func (b *Bed) ManagerPID() int {
 }
 
 // Socket is the manager's unix socket.
-func (b *Bed) Socket() string { return filepath.Join(b.Unit.StateDir(), service.SocketName) }
+func (b *Bed) Socket() string { return filepath.Join(b.Unit.StateDir(), api.SocketName) }
 
 // Metrics is the manager's GET /metrics, Prometheus text.
 func (b *Bed) Metrics() string {
@@ -246,7 +246,7 @@ func (b *Bed) Metrics() string {
 			return (&net.Dialer{}).DialContext(ctx, "unix", b.Socket())
 		},
 	}}
-	resp, err := client.Get("http://manager" + service.PathMetrics)
+	resp, err := client.Get("http://manager" + api.PathMetrics)
 	if err != nil {
 		b.T.Fatalf("cannot read the manager's metrics: %v", err)
 	}

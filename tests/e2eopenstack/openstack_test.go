@@ -1,0 +1,194 @@
+// Package e2eopenstack runs the packed charm against the real OpenStack test
+// bed: the hook harness runs dispatch, Pebble runs the manager, the manager
+// creates runner servers in Nova. The fake compute driver boots nothing, so
+// runners stay offline here; src/openstack's own tests play the VM.
+package e2eopenstack
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gophercloud/gophercloud/v2"
+	"github.com/gophercloud/gophercloud/v2/openstack"
+	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/servers"
+	"gopkg.in/yaml.v3"
+
+	"github.com/canonical/github-runner-charm/tests/fakegithub"
+	"github.com/canonical/github-runner-charm/tests/harness"
+	"github.com/canonical/github-runner-charm/tests/openstacktest"
+)
+
+func TestMain(m *testing.M) {
+	os.Exit(harness.Main(m))
+}
+
+const (
+	repo  = "canonical/runners"
+	token = "ghp_OPENSTACK_E2E_TOKEN_0123456789"
+)
+
+// oneCloud keeps only cloud name from a clouds.yaml: the charm uses the
+// first cloud, and a map's first entry is not a thing to rely on.
+func oneCloud(t *testing.T, cloudsYAML []byte, name string) string {
+	var doc struct {
+		Clouds map[string]any `yaml:"clouds"`
+	}
+	if err := yaml.Unmarshal(cloudsYAML, &doc); err != nil {
+		t.Fatal(err)
+	}
+	out, err := yaml.Marshal(map[string]any{"clouds": map[string]any{name: doc.Clouds[name]}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(out)
+}
+
+func TestOpenStackRunnersThroughTheCharm(t *testing.T) {
+	cloudsYAML, cloudName := openstacktest.Cloud(t)
+	provider, eo := openstacktest.Connect(t, cloudsYAML, cloudName)
+	compute, err := openstack.NewComputeV2(provider, eo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fake := fakegithub.NewTest(t, fakegithub.Options{Tokens: []fakegithub.Token{{Value: token, Scope: repo}}})
+
+	var b [3]byte
+	rand.Read(b[:])
+	app := "ose2e" + hex.EncodeToString(b[:])
+	prefix := app + "-0-"
+	openstacktest.CleanupServers(t, compute, prefix)
+	u := harness.New(t, harness.Options{App: app, Leader: true})
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("manager logs:\n%s", u.ServiceLogs())
+		}
+	})
+	u.SetConfig(map[string]any{
+		"path": repo, "token": token, "github-api-url": fake.URL(), "virtual-machines": 2,
+		"openstack-clouds-yaml": oneCloud(t, cloudsYAML, cloudName),
+		"openstack-flavor":      openstacktest.FlavorName, "openstack-network": openstacktest.NetworkName,
+		"openstack-image": openstacktest.ImageName,
+	})
+	u.Deploy()
+
+	t.Log("two runner servers come up, registered at GitHub")
+	waitFor(t, 2*time.Minute, "2 ACTIVE runner servers", func() bool {
+		u.Action("reconcile-runners", nil)
+		return len(activeServers(t, compute, prefix)) == 2 && len(runnersOf(fake, prefix)) == 2
+	})
+	r := u.Action("check-runners", nil)
+	if r.Status != "completed" || r.Results["online"] != "0" || len(strings.Split(r.Results["runners"].(string), ",")) != 2 {
+		t.Errorf("check-runners: %+v", r)
+	}
+	u.Hook("update-status")
+	if s := u.Status(); s.Status != "waiting" || !strings.Contains(s.Message, "0 of 2 runners online") {
+		t.Errorf("status while runners boot = %+v", s)
+	}
+
+	t.Log("flush-runners replaces the (idle) runners")
+	before := activeServers(t, compute, prefix)
+	if r := u.Action("flush-runners", nil); r.Status != "completed" || r.Results["removed"] != "2" {
+		t.Errorf("flush-runners: %+v", r)
+	}
+	waitFor(t, 2*time.Minute, "2 new ACTIVE runner servers", func() bool {
+		now := activeServers(t, compute, prefix)
+		return len(now) == 2 && !overlaps(before, now)
+	})
+
+	t.Log("a missing image blocks the unit, names the image, and creates nothing")
+	registrations := fake.Count(fakegithub.RepoJITConfig)
+	u.Action("flush-runners", nil)
+	u.Configure(map[string]any{"openstack-image": "no-such-image"})
+	u.Action("reconcile-runners", nil)
+	u.Action("reconcile-runners", nil)
+	u.Hook("update-status")
+	if s := u.Status(); s.Status != "blocked" || !strings.Contains(s.Message, `"no-such-image"`) {
+		t.Errorf("status with a missing image = %+v", s)
+	}
+	if n := fake.Count(fakegithub.RepoJITConfig) - registrations; n > 2 {
+		t.Errorf("%d runners registered while the image is missing (the flush's replacements are the most allowed)", n)
+	}
+
+	t.Log("remove leaves no server and no GitHub runner of the unit")
+	u.Configure(map[string]any{"openstack-image": openstacktest.ImageName})
+	if r := u.Hook("stop"); r.Code != 0 {
+		t.Fatalf("stop: %s", r.Stderr)
+	}
+	if r := u.Hook("remove"); r.Code != 0 {
+		t.Fatalf("remove: %s", r.Stderr)
+	}
+	if left := allServers(t, compute, prefix); len(left) != 0 {
+		t.Errorf("servers left after remove: %v", left)
+	}
+	if left := runnersOf(fake, prefix); len(left) != 0 {
+		t.Errorf("GitHub runners left after remove: %v", left)
+	}
+}
+
+func allServers(t *testing.T, compute *gophercloud.ServiceClient, prefix string) map[string]string {
+	t.Helper()
+	// Nova's name filter is a regular expression.
+	pages, err := servers.List(compute, servers.ListOpts{Name: "^" + prefix}).AllPages(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	list, err := servers.ExtractServers(pages)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]string{}
+	for _, s := range list {
+		if strings.HasPrefix(s.Name, prefix) {
+			out[s.Name] = s.Status
+		}
+	}
+	return out
+}
+
+func activeServers(t *testing.T, compute *gophercloud.ServiceClient, prefix string) []string {
+	var names []string
+	for name, status := range allServers(t, compute, prefix) {
+		if status == "ACTIVE" {
+			names = append(names, name)
+		}
+	}
+	return names
+}
+
+func runnersOf(fake *fakegithub.Server, prefix string) []string {
+	var names []string
+	for _, r := range fake.Runners(repo) {
+		if strings.HasPrefix(r.Name, prefix) {
+			names = append(names, r.Name)
+		}
+	}
+	return names
+}
+
+func overlaps(a, b []string) bool {
+	for _, x := range a {
+		for _, y := range b {
+			if x == y {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func waitFor(t *testing.T, limit time.Duration, what string, ok func() bool) {
+	t.Helper()
+	deadline := time.After(limit)
+	for !ok() {
+		select {
+		case <-deadline:
+			t.Fatalf("timed out waiting for %s", what)
+		case <-time.After(2 * time.Second):
+		}
+	}
+}
