@@ -8,8 +8,8 @@
 //
 // The whole suite takes about 10 minutes on a 2-core machine (see each
 // test for its share). FAULTS_SEED replays the kill points of a failed run;
-// FAULTS_KILLS changes their number: 16 by default, 4 per operation, to
-// keep the suite within 10 minutes (the 20 add about 45 s).
+
+
 package faults
 
 import (

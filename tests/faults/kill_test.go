@@ -130,7 +130,7 @@ func seed(t *testing.T) uint64 {
 func killCount(t *testing.T) int {
 	env := os.Getenv("FAULTS_KILLS")
 	if env == "" {
-		return 16
+		return 20
 	}
 	n, err := strconv.Atoi(env)
 	if err != nil || n < 1 {
