@@ -9,7 +9,6 @@
 // The whole suite takes about 10 minutes on a 2-core machine (see each
 // test for its share). FAULTS_SEED replays the kill points of a failed run;
 
-
 package faults
 
 import (
