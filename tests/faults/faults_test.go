@@ -8,7 +8,7 @@
 //
 // The whole suite takes about 10 minutes on a 2-core machine (see each
 // test for its share). FAULTS_SEED replays the kill points of a failed run;
-
+// FAULTS_KILLS changes their number: 20 by default, 5 per operation.
 package faults
 
 import (
