@@ -10,6 +10,7 @@ import (
 	"encoding/hex"
 	"os"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -98,6 +99,31 @@ func TestOpenStackRunnersThroughTheCharm(t *testing.T) {
 	waitFor(t, 2*time.Minute, "2 new ACTIVE runner servers", func() bool {
 		now := activeServers(t, compute, prefix)
 		return len(now) == 2 && !overlaps(before, now)
+	})
+
+	t.Log("the manager killed while creating servers: Pebble restarts it, nothing leaks")
+	flushed := make(chan harness.ActionResult, 1)
+	go func() { flushed <- u.Action("flush-runners", nil) }()
+	waitFor(t, time.Minute, "the flush to start creating", func() bool { return len(runnersOf(fake, prefix)) > 2 || len(allServers(t, compute, prefix)) != 2 })
+	if pid := u.ManagerPID(); pid == 0 {
+		t.Fatal("cannot find the manager process")
+	} else if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	<-flushed
+	waitFor(t, time.Minute, "Pebble to restart the manager", func() bool { return u.ManagerPID() != 0 })
+	waitFor(t, 3*time.Minute, "exactly 2 servers matching 2 GitHub runners", func() bool {
+		u.Action("reconcile-runners", nil)
+		servers, runners := allServers(t, compute, prefix), runnersOf(fake, prefix)
+		if len(servers) != 2 || len(runners) != 2 {
+			return false
+		}
+		for _, name := range runners {
+			if servers[name] != "ACTIVE" {
+				return false
+			}
+		}
+		return true
 	})
 
 	t.Log("a missing image blocks the unit, names the image, and creates nothing")

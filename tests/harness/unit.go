@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -599,4 +600,23 @@ func (u *Unit) ServiceLogs() string {
 		return fmt.Sprintf("cannot read the service's logs: %v: %s", err, out)
 	}
 	return string(out)
+}
+
+// ManagerPID finds the unit's running github-runner-manager (started by
+// Pebble with the unit's config file), or 0.
+func (u *Unit) ManagerPID() int {
+	config := filepath.Join(u.StateDir(), "config.yaml")
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		cmdline, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		args := strings.Split(string(cmdline), "\x00")
+		if len(args) > 2 && strings.HasSuffix(args[0], "github-runner-manager") && slices.Contains(args, config) && !slices.Contains(args, "health") {
+			return pid
+		}
+	}
+	return 0
 }

@@ -16,7 +16,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"path/filepath"
 	"slices"
 	"sort"
@@ -217,23 +216,7 @@ func (b *Bed) WaitJob(id int64) fakegithub.Job {
 func (b *Bed) ConfigPath() string { return filepath.Join(b.Unit.StateDir(), "config.yaml") }
 
 // ManagerPID finds the running manager of this unit, or 0.
-func (b *Bed) ManagerPID() int {
-	b.T.Helper()
-	entries, _ := os.ReadDir("/proc")
-	config := b.ConfigPath()
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		cmdline, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-		args := strings.Split(string(cmdline), "\x00")
-		if len(args) > 2 && strings.HasSuffix(args[0], "github-runner-manager") && slices.Contains(args, config) && !slices.Contains(args, "health") {
-			return pid
-		}
-	}
-	return 0
-}
+func (b *Bed) ManagerPID() int { return b.Unit.ManagerPID() }
 
 // Socket is the manager's unix socket.
 func (b *Bed) Socket() string { return filepath.Join(b.Unit.StateDir(), api.SocketName) }
