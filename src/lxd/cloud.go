@@ -430,18 +430,50 @@ func (c *Cloud) pushWhenAgentUp(ctx context.Context, name string, files []instan
 
 // Delete stops and deletes an instance; one already gone is not an error.
 func (c *Cloud) Delete(ctx context.Context, name string) error {
-	err := c.d.SetState(ctx, name, "stop", true)
-	if err != nil && !errors.Is(err, ErrNotFound) && !isAlreadyStopped(err) {
-		return fmt.Errorf("cannot stop runner instance %q: %w", name, err)
-	}
-	if errors.Is(err, ErrNotFound) {
+	// A forced stop takes under a second, but an instance that is powering
+	// itself off after its job holds LXD's stop lock for a moment, and a
+	// second stop then waits on it: bound the stop, and let the delete's
+	// retries below carry on through that window.
+	stopCtx, cancel := context.WithTimeout(ctx, forceStopTimeout)
+	err := c.d.SetState(stopCtx, name, "stop", true)
+	cancel()
+	switch {
+	case errors.Is(err, ErrNotFound):
 		return nil
+	case err != nil && !isAlreadyStopped(err):
+		c.log.Warn("cannot force-stop runner instance; deleting it anyway", "instance", name, "error", err)
 	}
-	if err := c.d.DeleteInstance(ctx, name); err != nil && !errors.Is(err, ErrNotFound) {
-		return fmt.Errorf("cannot delete runner instance %q: %w", name, err)
+	deadline := time.Now().Add(deleteBusyWindow)
+	for {
+		err := c.d.DeleteInstance(ctx, name)
+		if err == nil || errors.Is(err, ErrNotFound) {
+			c.log.Info("runner instance deleted", "instance", name)
+			return nil
+		}
+		if !isBusyStopping(err) || time.Now().After(deadline) {
+			return fmt.Errorf("cannot delete runner instance %q: %w", name, err)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("cannot delete runner instance %q: %w", name, ctx.Err())
+		case <-time.After(time.Second):
+		}
 	}
-	c.log.Info("runner instance deleted", "instance", name)
-	return nil
+}
+
+const (
+	// forceStopTimeout bounds a forced stop (see Delete).
+	forceStopTimeout = 30 * time.Second
+	// deleteBusyWindow is how long Delete retries while LXD is still
+	// stopping the instance.
+	deleteBusyWindow = time.Minute
+)
+
+// isBusyStopping tells an instance LXD is still stopping ("Instance is busy
+// running a stop operation", or still running) from a real failure.
+func isBusyStopping(err error) bool {
+	msg := strings.ToLower(err.Error())
+	return strings.Contains(msg, "busy running") || strings.Contains(msg, "instance is running")
 }
 
 func isAlreadyStopped(err error) bool {
