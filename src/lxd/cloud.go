@@ -345,7 +345,7 @@ func (c *Cloud) rootPool() string {
 // runnerFiles are what Create writes into an instance, the JIT config last
 // so that the start script, which waits for it, finds the rest in place.
 func (c *Cloud) runnerFiles(ctx context.Context, req cloud.CreateRequest) ([]instanceFile, error) {
-	files := []instanceFile{{Path: environmentPath, Content: []byte(c.environment()), Mode: 0o644}}
+	files := []instanceFile{{Path: environmentPath, Content: []byte(c.cfg.Runner.EnvironmentFile()), Mode: 0o644}}
 	if c.cfg.Runner.DockerhubMirror != "" {
 		daemonJSON, err := c.dockerConfig(ctx, req.Name)
 		if err != nil {
@@ -357,30 +357,6 @@ func (c *Cloud) runnerFiles(ctx context.Context, req cloud.CreateRequest) ([]ins
 	}
 	files = append(files, instanceFile{Path: jitConfigPath, Content: []byte(req.JITConfig), Mode: 0o600})
 	return files, nil
-}
-
-// environment is the runner's environment file: the proxies in both
-// spellings tools read, and the Docker Hub mirror.
-func (c *Cloud) environment() string {
-	var b strings.Builder
-	b.WriteString("# Written by the github-runner charm for the runner and its jobs.\n")
-	add := func(key, value string) {
-		if value != "" {
-			fmt.Fprintf(&b, "%s=%s\n", key, shellQuote(value))
-		}
-	}
-	r := c.cfg.Runner
-	add("http_proxy", r.HTTPProxy)
-	add("HTTP_PROXY", r.HTTPProxy)
-	add("https_proxy", r.HTTPSProxy)
-	add("HTTPS_PROXY", r.HTTPSProxy)
-	if r.HTTPProxy != "" || r.HTTPSProxy != "" {
-		add("no_proxy", r.NoProxy)
-		add("NO_PROXY", r.NoProxy)
-	}
-	add("DOCKERHUB_MIRROR", r.DockerhubMirror)
-	add("CONTAINER_REGISTRY_URL", r.DockerhubMirror)
-	return b.String()
 }
 
 // dockerConfig is the image's /etc/docker/daemon.json, if any, with the
@@ -479,9 +455,4 @@ func isBusyStopping(err error) bool {
 func isAlreadyStopped(err error) bool {
 	return strings.Contains(strings.ToLower(err.Error()), "already stopped") ||
 		strings.Contains(strings.ToLower(err.Error()), "not running")
-}
-
-// shellQuote quotes s for a POSIX shell's single quotes.
-func shellQuote(s string) string {
-	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }

@@ -84,7 +84,7 @@ func TestPickSubnet(t *testing.T) {
 
 func TestEnvironmentFile(t *testing.T) {
 	c := &Cloud{cfg: Config{Runner: config.RunnerImage{HTTPProxy: "http://p:3128", NoProxy: "a,b", DockerhubMirror: "https://m'x"}}}
-	got := c.environment()
+	got := c.cfg.Runner.EnvironmentFile()
 	for _, want := range []string{"http_proxy='http://p:3128'\n", "HTTPS_PROXY" /* absent */, "no_proxy='a,b'\n", `DOCKERHUB_MIRROR='https://m'\''x'` + "\n"} {
 		if want == "HTTPS_PROXY" {
 			if strings.Contains(got, want) {
@@ -98,7 +98,7 @@ func TestEnvironmentFile(t *testing.T) {
 	}
 	// no_proxy means nothing without a proxy.
 	c = &Cloud{cfg: Config{Runner: config.RunnerImage{NoProxy: "a"}}}
-	if got := c.environment(); strings.Contains(got, "no_proxy") {
+	if got := c.cfg.Runner.EnvironmentFile(); strings.Contains(got, "no_proxy") {
 		t.Errorf("no_proxy without a proxy:\n%s", got)
 	}
 }

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
-	"strings"
 	"text/template"
 
 	"github.com/canonical/github-runner-charm/src/config"
@@ -45,7 +44,7 @@ var userDataTemplateText string
 //go:embed start.sh
 var startScript string
 
-var userDataTemplate = template.Must(template.New("user-data").Funcs(template.FuncMap{"quote": shellQuote}).Parse(userDataTemplateText))
+var userDataTemplate = template.Must(template.New("user-data").Funcs(template.FuncMap{"quote": config.ShellQuote}).Parse(userDataTemplateText))
 
 // userDataInput is what the user-data template needs.
 type userDataInput struct {
@@ -85,7 +84,7 @@ func userData(name, jit string, runnerUser, runnerDir string, image config.Runne
 		return "", err
 	}
 	in := userDataInput{
-		Name: name, Environment: environment(image), JITConfig: jit, JITDelimiter: jitDelimiter,
+		Name: name, Environment: image.EnvironmentFile(), JITConfig: jit, JITDelimiter: jitDelimiter,
 		StartScript: startScript, RunnerUser: runnerUser, RunnerDir: runnerDir,
 		Paths: map[string]string{
 			"JITConfig": jitConfigPath, "Environment": environmentPath, "StartScript": startScriptPath,
@@ -108,31 +107,4 @@ func userData(name, jit string, runnerUser, runnerDir string, image config.Runne
 		return "", fmt.Errorf("user-data is %d bytes in base64, more than Nova's %d", len(encoded), maxUserData)
 	}
 	return encoded, nil
-}
-
-// environment is the runner's environment file: the proxies in both
-// spellings tools read, and the Docker Hub mirror. No secrets.
-func environment(r config.RunnerImage) string {
-	var b strings.Builder
-	add := func(key, value string) {
-		if value != "" {
-			fmt.Fprintf(&b, "%s=%s\n", key, shellQuote(value))
-		}
-	}
-	add("http_proxy", r.HTTPProxy)
-	add("HTTP_PROXY", r.HTTPProxy)
-	add("https_proxy", r.HTTPSProxy)
-	add("HTTPS_PROXY", r.HTTPSProxy)
-	if r.HTTPProxy != "" || r.HTTPSProxy != "" {
-		add("no_proxy", r.NoProxy)
-		add("NO_PROXY", r.NoProxy)
-	}
-	add("DOCKERHUB_MIRROR", r.DockerhubMirror)
-	add("CONTAINER_REGISTRY_URL", r.DockerhubMirror)
-	return b.String()
-}
-
-// shellQuote quotes s for a POSIX shell's single quotes.
-func shellQuote(s string) string {
-	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
