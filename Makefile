@@ -18,10 +18,12 @@ testbed:
 test: testbed unit
 	$(MAKE) fuzz FUZZTIME=5000x
 
-## unit: run every test against whatever test bed is already up
+## unit: run every test against whatever test bed is already up. The fault
+## suite runs alone, after the rest: it restarts the LXD daemon under test.
 unit:
 	$(GO) vet ./...
-	$(GO) test -count=1 -timeout 45m ./...
+	$(GO) test -count=1 -timeout 45m $$($(GO) list ./... | grep -v /tests/faults)
+	$(GO) test -count=1 -timeout 30m ./tests/faults/
 
 ## e2e: the end-to-end test alone (real LXD, Pebble, fake GitHub; run `make testbed` first)
 e2e:
