@@ -546,14 +546,17 @@ func (c *Cloud) deleteServer(ctx context.Context, srv servers.Server) error {
 		}
 	}
 	// Nova deletes the port it made for the server; one it could not
-	// (Neutron down at the time) would hold an address for ever.
+	// (Neutron down at the time) would hold an address for ever. The
+	// server is gone either way, so a failed sweep is a warning: the
+	// runner was removed, and failing here would only miscount it.
 	leftovers, err := c.api.PortsOf(ctx, srv.ID)
 	if err != nil {
-		return fmt.Errorf("cannot list its ports: %w", err)
+		c.log.Warn("cannot list the deleted server's ports; a port may be left behind", "server", srv.Name, "server_id", srv.ID, "error", err)
 	}
 	for _, port := range leftovers {
 		if err := c.api.DeletePort(ctx, port.ID); err != nil && !errors.Is(err, errNotFound) {
-			return fmt.Errorf("cannot delete its port %s: %w", port.ID, err)
+			c.log.Warn("cannot delete a port Nova left behind", "server", srv.Name, "port_id", port.ID, "error", err)
+			continue
 		}
 		c.log.Warn("deleted a port Nova left behind", "server", srv.Name, "port_id", port.ID)
 	}
