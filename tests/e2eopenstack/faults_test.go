@@ -1,8 +1,6 @@
 package e2eopenstack
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -19,12 +17,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gophercloud/gophercloud/v2/openstack"
 	"gopkg.in/yaml.v3"
-
-	"github.com/canonical/github-runner-charm/tests/fakegithub"
-	"github.com/canonical/github-runner-charm/tests/harness"
-	"github.com/canonical/github-runner-charm/tests/openstacktest"
 )
 
 // faultProxy stands between the manager and OpenStack: one reverse proxy per
@@ -235,33 +228,13 @@ func proxiedCloudsYAML(t *testing.T, cloudsYAML []byte, cloudName string) (*faul
 
 func TestOpenStackAPIErrorsMidOperation(t *testing.T) {
 	start := time.Now()
-	cloudsYAML, cloudName := openstacktest.Cloud(t)
-	provider, eo := openstacktest.Connect(t, cloudsYAML, cloudName)
-	compute, err := openstack.NewComputeV2(provider, eo)
-	if err != nil {
-		t.Fatal(err)
-	}
-	fake := fakegithub.NewTest(t, fakegithub.Options{Tokens: []fakegithub.Token{{Value: token, Scope: repo}}})
-	proxy, proxiedYAML := proxiedCloudsYAML(t, cloudsYAML, cloudName)
-
-	var b [3]byte
-	rand.Read(b[:])
-	app := "osflt" + hex.EncodeToString(b[:])
-	prefix := app + "-0-"
-	openstacktest.CleanupServers(t, compute, prefix)
-	u := harness.New(t, harness.Options{App: app, Leader: true})
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("manager logs:\n%s", u.ServiceLogs())
-		}
+	var proxy *faultProxy
+	bed := deployOnOpenStack(t, "osflt", func(cloudsYAML []byte, cloudName string) string {
+		var proxied string
+		proxy, proxied = proxiedCloudsYAML(t, cloudsYAML, cloudName)
+		return proxied
 	})
-	u.SetConfig(map[string]any{
-		"path": repo, "token": token, "github-api-url": fake.URL(), "virtual-machines": 2,
-		"openstack-clouds-yaml": proxiedYAML,
-		"openstack-flavor":      openstacktest.FlavorName, "openstack-network": openstacktest.NetworkName,
-		"openstack-image": openstacktest.ImageName,
-	})
-	u.Deploy()
+	u, fake, compute, prefix := bed.unit, bed.github, bed.compute, bed.prefix
 
 	t.Log("two runner servers come up through the proxies")
 	waitFor(t, 2*time.Minute, "2 ACTIVE runner servers", func() bool {

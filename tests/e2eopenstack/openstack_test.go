@@ -49,7 +49,19 @@ func oneCloud(t *testing.T, cloudsYAML []byte, name string) string {
 	return string(out)
 }
 
-func TestOpenStackRunnersThroughTheCharm(t *testing.T) {
+// osBed is a deployed unit whose runners are OpenStack servers.
+type osBed struct {
+	unit    *harness.Unit
+	github  *fakegithub.Server
+	compute *gophercloud.ServiceClient // direct, not through any test proxy
+	prefix  string                     // "<app>-0-": this unit's runner names
+}
+
+// deployOnOpenStack deploys a unit keeping two runners on the test bed's
+// cloud; charmCloudsYAML is what the charm is configured with, or "" for
+// the bed's own cloud.
+func deployOnOpenStack(t *testing.T, appPrefix string, charmCloudsYAML func(cloudsYAML []byte, cloudName string) string) *osBed {
+	t.Helper()
 	cloudsYAML, cloudName := openstacktest.Cloud(t)
 	provider, eo := openstacktest.Connect(t, cloudsYAML, cloudName)
 	compute, err := openstack.NewComputeV2(provider, eo)
@@ -57,10 +69,14 @@ func TestOpenStackRunnersThroughTheCharm(t *testing.T) {
 		t.Fatal(err)
 	}
 	fake := fakegithub.NewTest(t, fakegithub.Options{Tokens: []fakegithub.Token{{Value: token, Scope: repo}}})
+	forCharm := oneCloud(t, cloudsYAML, cloudName)
+	if charmCloudsYAML != nil {
+		forCharm = charmCloudsYAML(cloudsYAML, cloudName)
+	}
 
 	var b [3]byte
 	rand.Read(b[:])
-	app := "ose2e" + hex.EncodeToString(b[:])
+	app := appPrefix + hex.EncodeToString(b[:])
 	prefix := app + "-0-"
 	openstacktest.CleanupServers(t, compute, prefix)
 	u := harness.New(t, harness.Options{App: app, Leader: true})
@@ -71,11 +87,17 @@ func TestOpenStackRunnersThroughTheCharm(t *testing.T) {
 	})
 	u.SetConfig(map[string]any{
 		"path": repo, "token": token, "github-api-url": fake.URL(), "virtual-machines": 2,
-		"openstack-clouds-yaml": oneCloud(t, cloudsYAML, cloudName),
+		"openstack-clouds-yaml": forCharm,
 		"openstack-flavor":      openstacktest.FlavorName, "openstack-network": openstacktest.NetworkName,
 		"openstack-image": openstacktest.ImageName,
 	})
 	u.Deploy()
+	return &osBed{unit: u, github: fake, compute: compute, prefix: prefix}
+}
+
+func TestOpenStackRunnersThroughTheCharm(t *testing.T) {
+	bed := deployOnOpenStack(t, "ose2e", nil)
+	u, fake, compute, prefix := bed.unit, bed.github, bed.compute, bed.prefix
 
 	t.Log("two runner servers come up, registered at GitHub")
 	waitFor(t, 2*time.Minute, "2 ACTIVE runner servers", func() bool {
