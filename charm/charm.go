@@ -151,7 +151,7 @@ func (c *Charm) readSettings(ctx context.Context) (Settings, error) {
 		invalid = &InvalidConfigError{}
 	}
 	if err == nil {
-		invalid.Problems = append(invalid.Problems, hostProblems(s, c.Unit, c.HasKVM)...)
+		invalid.Problems = append(invalid.Problems, hostProblems(s, c.Getenv("JUJU_MODEL_UUID"), c.Unit, c.HasKVM)...)
 	}
 	if len(invalid.Problems) > 0 {
 		return Settings{}, invalid
@@ -171,7 +171,7 @@ func (c *Charm) configure(ctx context.Context) error {
 	} else if err != nil {
 		return err
 	}
-	next, err := managerConfig(s, c.Unit, c.StateDir, modelProxy(c.Getenv))
+	next, err := managerConfig(s, c.Getenv("JUJU_MODEL_UUID"), c.Unit, c.StateDir, modelProxy(c.Getenv))
 	if err != nil {
 		return err
 	}

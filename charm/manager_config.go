@@ -4,30 +4,28 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
-	"strconv"
 	"strings"
 
 	"github.com/canonical/github-runner-charm/src/config"
 	"github.com/canonical/github-runner-charm/src/runner"
 )
 
-// unitIdentity splits "app/3" into the application and the unit number.
-func unitIdentity(unit string) (app string, number int, err error) {
-	app, num, ok := strings.Cut(unit, "/")
-	n, convErr := strconv.Atoi(num)
-	if !ok || app == "" || convErr != nil || n < 0 {
-		return "", 0, fmt.Errorf("cannot read the unit name %q: JUJU_UNIT_NAME must look like app/0", unit)
+// identity is the unit's runner identity, from Juju's environment.
+func identity(model, unit string) (runner.Identity, error) {
+	id, err := runner.ParseIdentity(model, unit)
+	if err != nil {
+		return runner.Identity{}, fmt.Errorf("%w (from JUJU_MODEL_UUID and JUJU_UNIT_NAME)", err)
 	}
-	return app, n, nil
+	return id, nil
 }
 
 // hostProblems are what the configuration asks that this machine cannot
 // give; like config problems, they block the unit rather than fail a hook.
-func hostProblems(s Settings, unit string, kvm func() bool) []string {
+func hostProblems(s Settings, model, unit string, kvm func() bool) []string {
 	var problems []string
-	if app, n, err := unitIdentity(unit); err != nil {
+	if id, err := identity(model, unit); err != nil {
 		problems = append(problems, err.Error())
-	} else if err := runner.CheckPrefix(runner.Prefix(app, n)); err != nil {
+	} else if err := id.Check(); err != nil {
 		problems = append(problems, err.Error())
 	}
 	if s.OpenStack == nil && s.RunnerType == RunnerTypeVM && !kvm() {
@@ -51,14 +49,13 @@ func modelProxy(getenv func(string) string) Proxy {
 }
 
 // managerConfig is the manager's config file for these settings.
-func managerConfig(s Settings, unit, stateDir string, model Proxy) (*config.File, error) {
-	app, n, err := unitIdentity(unit)
-	if err != nil {
+func managerConfig(s Settings, modelUUID, unit, stateDir string, model Proxy) (*config.File, error) {
+	if _, err := identity(modelUUID, unit); err != nil {
 		return nil, err
 	}
 	f := &config.File{
 		Unit:              unit,
-		Prefix:            runner.Prefix(app, n),
+		Model:             modelUUID,
 		StateDir:          stateDir,
 		Runners:           s.Runners,
 		ReconcileInterval: s.ReconcileInterval,

@@ -6,25 +6,27 @@ import (
 	"github.com/canonical/github-runner-charm/src/config"
 )
 
+const testModel = "3c5b1f5c-8a51-4d5e-8e4b-6a0c2a9b7f10"
+
 func TestManagerConfig(t *testing.T) {
 	s, err := ParseSettings(with(map[string]any{"labels": "large", "runner-type": "container"}))
 	if err != nil {
 		t.Fatal(err)
 	}
 	model := Proxy{HTTP: "http://model:3128", HTTPS: "http://model:3129", NoProxy: "10.0.0.0/8"}
-	f, err := managerConfig(s, "github-runner/7", "/var/lib/github-runner/github-runner-7", model)
+	f, err := managerConfig(s, testModel, "github-runner/7", "/var/lib/github-runner/github-runner-7", model)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := f.Validate(); err != nil {
 		t.Fatalf("the charm wrote a config the service refuses: %v", err)
 	}
-	if f.Prefix != "github-runner-7" || f.GitHub.Token != secretToken || f.LXD.Type != "container" || f.Runner.HTTPSProxy != "http://model:3129" {
+	if f.Model != testModel || f.Unit != "github-runner/7" || f.GitHub.Token != secretToken || f.LXD.Type != "container" || f.Runner.HTTPSProxy != "http://model:3129" {
 		t.Errorf("config = %+v", f)
 	}
 	// runner-http-proxy wins over the model's proxy for both schemes.
 	s.RunnerHTTPProxy = "http://runners:8080"
-	f, _ = managerConfig(s, "github-runner/7", "/x", model)
+	f, _ = managerConfig(s, testModel, "github-runner/7", "/x", model)
 	if f.Runner.HTTPProxy != "http://runners:8080" || f.Runner.HTTPSProxy != "http://runners:8080" || f.Runner.NoProxy != "10.0.0.0/8" {
 		t.Errorf("runner proxy = %+v", f.Runner)
 	}

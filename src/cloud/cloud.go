@@ -5,6 +5,8 @@ package cloud
 import (
 	"context"
 	"time"
+
+	"github.com/canonical/github-runner-charm/src/runner"
 )
 
 // Status is an instance's condition as the manager needs it.
@@ -13,8 +15,13 @@ type Status string
 const (
 	Building Status = "building" // being created or booting
 	Running  Status = "running"
-	Stopped  Status = "stopped" // an ephemeral runner powers off after its job
-	Error    Status = "error"   // the cloud gave up on it
+	// Stopped is the one final status: an ephemeral runner powers its
+	// instance off after its job.
+	Stopped Status = "stopped"
+	// Unresponsive: frozen, paused, suspended, or in an error or unknown
+	// state the cloud may recover from. Its runner may still be running a
+	// job, so it is not a reason to delete the instance by itself.
+	Unresponsive Status = "unresponsive"
 )
 
 // Instance is one runner's machine, rebuilt from the cloud's own metadata
@@ -24,22 +31,31 @@ type Instance struct {
 	RunnerID  int64 // the GitHub runner id it was created for; 0 if unknown
 	CreatedAt time.Time
 	Status    Status
+	// Owner is who the instance's metadata says it belongs to; the engine
+	// acts only on instances whose name and owner are both its own.
+	Owner runner.Owner
+	// Scope is where its runner was registered; zero for instances made
+	// before scopes were recorded.
+	Scope runner.Scope
 }
 
 // CreateRequest is one runner to start.
 type CreateRequest struct {
 	Name     string
 	RunnerID int64
+	Scope    runner.Scope // where RunnerID is registered
 	// JITConfig is the runner's just-in-time configuration: a secret, which
 	// a cloud hands to the instance privately (a 0600 file, a config drive)
 	// and never puts in metadata, argv or logs.
 	JITConfig string
 }
 
-// Cloud runs runner instances.
+// Cloud runs runner instances of one deployment (a runner.Identity, which
+// each cloud is configured with).
 type Cloud interface {
-	// Instances lists the instances whose names carry prefix.
-	Instances(ctx context.Context, prefix string) ([]Instance, error)
+	// Instances lists the deployment's instances: those whose name is of
+	// its prefix or legacy prefix and whose metadata names it as owner.
+	Instances(ctx context.Context) ([]Instance, error)
 	// Create starts an instance. On failure it leaves nothing behind.
 	Create(ctx context.Context, req CreateRequest) error
 	// Delete removes an instance and everything made for it; an instance

@@ -16,8 +16,8 @@ import (
 // 0600: it holds the token), read by the github-runner-manager service.
 // It is the one place a secret is stored on the unit's machine.
 type File struct {
-	Unit              string        `yaml:"unit"`   // "github-runner/0"
-	Prefix            string        `yaml:"prefix"` // runner name prefix, "github-runner-0"
+	Unit              string        `yaml:"unit"`  // "github-runner/0"
+	Model             string        `yaml:"model"` // the Juju model's UUID: with Unit, whose runners these are
 	StateDir          string        `yaml:"state-dir"`
 	Runners           int           `yaml:"runners"`
 	ReconcileInterval time.Duration `yaml:"reconcile-interval"`
@@ -75,8 +75,9 @@ type OpenStack struct {
 
 // Timeouts override the engine's cleanup clocks; zero means the default.
 type Timeouts struct {
-	Creation time.Duration `yaml:"creation,omitempty"`
-	Offline  time.Duration `yaml:"offline,omitempty"`
+	Creation     time.Duration `yaml:"creation,omitempty"`
+	Offline      time.Duration `yaml:"offline,omitempty"`
+	Unresponsive time.Duration `yaml:"unresponsive,omitempty"`
 }
 
 // Read reads and validates a config file; unknown keys are errors, so a
@@ -137,8 +138,8 @@ func (f *File) Validate() error {
 	if f.Unit == "" {
 		add("unit is required")
 	}
-	if f.Prefix == "" {
-		add("prefix is required")
+	if f.Model == "" {
+		add("model is required")
 	}
 	if f.StateDir == "" {
 		add("state-dir is required")

@@ -10,7 +10,7 @@ import (
 
 func validFile() *File {
 	return &File{
-		Unit: "github-runner/0", Prefix: "github-runner-0", StateDir: "/var/lib/github-runner/github-runner-0",
+		Unit: "github-runner/0", Model: "3c5b1f5c-8a51-4d5e-8e4b-6a0c2a9b7f10", StateDir: "/var/lib/github-runner/github-runner-0",
 		Runners: 3, ReconcileInterval: 5 * time.Minute,
 		GitHub: GitHub{Path: "org/repo", APIURL: "https://api.github.com", Token: "ghp_SECRET", Group: "default", Labels: []string{"large"}},
 		LXD:    &LXD{Type: "container", BaseImage: "noble", CPU: 2, Memory: "7GiB", Disk: "10GiB"},
@@ -43,7 +43,7 @@ func TestParseRejects(t *testing.T) {
 		{"unknown key", "unit: a\ntokn: x\n", "field tokn not found"},
 		{"empty", "", "the file is empty"},
 		{"bad type hides value", "unit: a\nrunners: ghp_SECRET\n", "cannot unmarshal !!str <value> into int"},
-		{"every problem", "unit: a\n", "prefix is required; state-dir is required; reconcile-interval must be at least 1m; github.path:"},
+		{"every problem", "unit: a\n", "model is required; state-dir is required; reconcile-interval must be at least 1m; github.path:"},
 		{"both clouds", "unit: a\nlxd: {type: container}\nopenstack: {flavor: f}\n", "set exactly one of lxd and openstack"},
 	}
 	for _, test := range tests {

@@ -90,6 +90,22 @@ func runnerFromAPI(r *gh.Runner) Runner {
 	}
 }
 
+// CheckRunnersAccess checks, with one request for one runner, that the
+// credentials can read the path's runners. Where it succeeds, a 404 for
+// one runner means the runner is gone; where it fails, it could mean the
+// path is out of the credentials' reach.
+func (c *Client) CheckRunnersAccess(ctx context.Context) error {
+	opts := &gh.ListRunnersOptions{ListOptions: gh.ListOptions{PerPage: 1, Page: 1}}
+	return c.call(ctx, "list runners", func(ctx context.Context) (*gh.Response, error) {
+		if c.scope.IsOrg() {
+			_, resp, err := c.api.Actions.ListOrganizationRunners(ctx, c.scope.Owner, opts)
+			return resp, err
+		}
+		_, resp, err := c.api.Actions.ListRunners(ctx, c.scope.Owner, c.scope.Repo, opts)
+		return resp, err
+	})
+}
+
 // DeleteRunner removes a runner from GitHub. A runner that is already gone
 // (404) counts as removed. A busy runner (422) is not removed: the error is
 // ErrRunnerBusy, and the caller should keep its instance.

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/canonical/github-runner-charm/src/cloud"
-	"github.com/canonical/github-runner-charm/src/runner"
 	"github.com/canonical/github-runner-charm/tests/fakegithub"
 )
 
@@ -53,7 +52,7 @@ func onlineRound(b *testing.B, ctx context.Context, c *Cloud, srv *fakegithub.Se
 	runners := make([]bench, n)
 	for i := range runners {
 		r := &runners[i]
-		r.name = runner.NewName(c.cfg.Prefix)
+		r.name = c.cfg.Identity.NewName()
 		r.repo = fmt.Sprintf("canonical/bench-%d-%s", i, r.name[len(r.name)-6:])
 		r.id, r.jit = register(b, srv, r.repo, r.name)
 	}
@@ -94,7 +93,7 @@ func rawRound(b *testing.B, c *Cloud, image string, n int) time.Duration {
 	names := make([]string, n)
 	var wg sync.WaitGroup
 	for i := range n {
-		names[i] = fmt.Sprintf("%s-raw-%d", c.cfg.Prefix, i)
+		names[i] = fmt.Sprintf("%s-raw-%d", c.cfg.Identity.Prefix(), i)
 		wg.Go(func() {
 			start := time.Now()
 			if out, err := lxc(b, "launch", image, names[i]); err != nil {

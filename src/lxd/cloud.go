@@ -58,12 +58,11 @@ const userData = "#!/bin/sh\nexec " + startScriptPath + "\n"
 
 // Config is how one unit's runners are made.
 type Config struct {
-	// Prefix names this unit's runners (runner.Prefix); Unit is the Juju
-	// unit ("github-runner/0"), recorded on each instance.
-	Prefix string
-	Unit   string
-	LXD    config.LXD
-	Runner config.RunnerImage
+	// Identity is whose runners these are: every name carries its prefix
+	// and every instance its metadata.
+	Identity runner.Identity
+	LXD      config.LXD
+	Runner   config.RunnerImage
 
 	// Socket is LXD's unix socket; "" looks in the snap's and the deb's
 	// places.
@@ -115,7 +114,7 @@ var _ cloud.Cloud = (*Cloud)(nil)
 // New checks cfg and connects to LXD. It does not need an initialised
 // daemon: Initialise completes one.
 func New(ctx context.Context, cfg Config, log *slog.Logger) (*Cloud, error) {
-	if err := runner.CheckPrefix(cfg.Prefix); err != nil {
+	if err := cfg.Identity.Check(); err != nil {
 		return nil, fmt.Errorf("cannot use LXD: %w", err)
 	}
 	switch cfg.LXD.Type {
@@ -164,18 +163,20 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Cloud, error) {
 	return c, nil
 }
 
-// Instances lists the runners of prefix, from LXD's config alone.
-func (c *Cloud) Instances(ctx context.Context, prefix string) ([]cloud.Instance, error) {
+// Instances lists this deployment's runners, from LXD's config alone: an
+// instance of another model or unit on the same daemon is never listed,
+// even if its name looks like ours.
+func (c *Cloud) Instances(ctx context.Context) ([]cloud.Instance, error) {
 	all, err := c.d.Instances(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("cannot list LXD instances: %w", err)
 	}
 	var out []cloud.Instance
 	for _, inst := range all {
-		if !runner.HasPrefix(inst.Name, prefix) {
+		instance := toInstance(inst)
+		if !c.cfg.Identity.OwnsInstance(instance.Name, instance.Owner) {
 			continue
 		}
-		instance := toInstance(inst)
 		if instance.Status == cloud.Building && neverStarted(inst) && !c.isCreating(inst.Name) {
 			// Its create died between LXD's create and start (the
 			// manager was killed): nobody will start it, so it is a
@@ -189,7 +190,9 @@ func (c *Cloud) Instances(ctx context.Context, prefix string) ([]cloud.Instance,
 }
 
 func toInstance(inst api.Instance) cloud.Instance {
-	out := cloud.Instance{Name: inst.Name, CreatedAt: inst.CreatedAt, Status: status(inst)}
+	out := cloud.Instance{Name: inst.Name, CreatedAt: inst.CreatedAt, Status: status(inst),
+		Owner: runner.Owner{Model: inst.Config["user."+runner.MetaModel], Unit: inst.Config["user."+runner.MetaUnit]}}
+	out.Scope, _ = runner.ParseScope(inst.Config["user."+runner.MetaScope])
 	if id, err := strconv.ParseInt(inst.Config["user."+runner.MetaRunnerID], 10, 64); err == nil {
 		out.RunnerID = id
 	}
@@ -226,7 +229,9 @@ func status(inst api.Instance) cloud.Status {
 		}
 		return cloud.Stopped
 	case api.Error, api.Frozen, api.Freezing:
-		return cloud.Error
+		// LXD freezes containers for snapshots; a job inside goes on
+		// when it thaws.
+		return cloud.Unresponsive
 	default: // Started, Starting, Pending, Operation...
 		return cloud.Building
 	}
@@ -235,8 +240,8 @@ func status(inst api.Instance) cloud.Status {
 // Create starts one runner. On any failure the instance is deleted again.
 // req.JITConfig reaches the instance only as a root-owned 0600 file.
 func (c *Cloud) Create(ctx context.Context, req cloud.CreateRequest) error {
-	if !runner.HasPrefix(req.Name, c.cfg.Prefix) {
-		return fmt.Errorf("cannot create runner %q: name is not of prefix %q", req.Name, c.cfg.Prefix)
+	if c.cfg.Identity.Generation(req.Name) != runner.Current {
+		return fmt.Errorf("cannot create runner %q: name is not of prefix %q", req.Name, c.cfg.Identity.Prefix())
 	}
 	if req.JITConfig == "" {
 		return fmt.Errorf("cannot create runner %q: no JIT config", req.Name)
@@ -308,13 +313,14 @@ func (c *Cloud) instancePost(req cloud.CreateRequest, source api.InstanceSource)
 	cfg := map[string]string{
 		"limits.cpu":                   strconv.Itoa(c.cfg.LXD.CPU),
 		"limits.memory":                strconv.FormatInt(c.memory, 10),
-		"user." + runner.MetaUnit:      c.cfg.Unit,
-		"user." + runner.MetaRunnerID:  strconv.FormatInt(req.RunnerID, 10),
 		"user." + runner.MetaCreatedAt: time.Now().UTC().Format(time.RFC3339),
 		"user.user-data":               userData,
 		// A runner lives for one job; it must not come back after a reboot
 		// of the host, when its JIT config is spent.
 		"boot.autostart": "false",
+	}
+	for k, v := range c.cfg.Identity.Meta(req.RunnerID, req.Scope) {
+		cfg["user."+k] = v
 	}
 	if c.cfg.LXD.Type == Container {
 		cfg["security.nesting"] = "true" // Docker and friends inside the runner

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/canonical/github-runner-charm/src/cloud"
-	"github.com/canonical/github-runner-charm/src/runner"
 	"github.com/canonical/github-runner-charm/tests/fakegithub"
 )
 
@@ -32,7 +31,7 @@ func waitStatus(t *testing.T, c *Cloud, name string, want cloud.Status, timeout 
 	t.Helper()
 	deadline := time.After(timeout)
 	for {
-		instances, err := c.Instances(context.Background(), c.cfg.Prefix)
+		instances, err := c.Instances(context.Background())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -82,7 +81,7 @@ func TestRunnersLifecycle(t *testing.T) {
 	}
 	var runners []created
 	for range 3 {
-		name := runner.NewName(c.cfg.Prefix)
+		name := c.cfg.Identity.NewName()
 		id, jit := register(t, srv, testRepo, name)
 		runners = append(runners, created{name, id, jit})
 	}
@@ -105,7 +104,7 @@ func TestRunnersLifecycle(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	instances, err := c.Instances(ctx, c.cfg.Prefix)
+	instances, err := c.Instances(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -204,7 +203,7 @@ func assertNothingLeft(t *testing.T, c *Cloud, runnerImage string) {
 		t.Fatal(err)
 	}
 	for _, inst := range instances {
-		if strings.HasPrefix(inst.Name, c.cfg.Prefix) {
+		if strings.HasPrefix(inst.Name, c.cfg.Identity.Prefix()) {
 			t.Errorf("instance %s (%s) is left", inst.Name, inst.Status)
 		}
 	}
@@ -213,7 +212,7 @@ func assertNothingLeft(t *testing.T, c *Cloud, runnerImage string) {
 		t.Fatal(err)
 	}
 	for _, image := range images {
-		if image.Properties[propBuiltBy] != c.cfg.Prefix {
+		if image.Properties[propBuiltBy] != c.cfg.Identity.Prefix() {
 			continue
 		}
 		aliases := []string{}
@@ -241,7 +240,7 @@ func TestProxiesAndMirror(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 
-	name := runner.NewName(c.cfg.Prefix)
+	name := c.cfg.Identity.NewName()
 	// Not a JIT config GitHub made: the runner fails at once, and the
 	// instance powers off; the files are what this test is about.
 	if err := c.Create(ctx, cloud.CreateRequest{Name: name, RunnerID: 7, JITConfig: "bm90LWEtcmVhbC1qaXQtY29uZmln"}); err != nil {
@@ -281,7 +280,7 @@ func TestCreateFailureLeavesNothing(t *testing.T) {
 
 	good := c.image
 	c.useImage(strings.Repeat("0", 64))
-	err := c.Create(ctx, cloud.CreateRequest{Name: runner.NewName(c.cfg.Prefix), RunnerID: 1, JITConfig: "c2VjcmV0"})
+	err := c.Create(ctx, cloud.CreateRequest{Name: c.cfg.Identity.NewName(), RunnerID: 1, JITConfig: "c2VjcmV0"})
 	if !errors.Is(err, ErrImageNotFound) {
 		t.Errorf("Create from a missing image: %v, want ErrImageNotFound", err)
 	}
@@ -289,7 +288,7 @@ func TestCreateFailureLeavesNothing(t *testing.T) {
 
 	// The JIT config's push fails after the instance exists.
 	c.d = &failingDaemon{daemon: c.d, failPush: jitConfigPath}
-	err = c.Create(ctx, cloud.CreateRequest{Name: runner.NewName(c.cfg.Prefix), RunnerID: 2, JITConfig: "c2VjcmV0LWppdA=="})
+	err = c.Create(ctx, cloud.CreateRequest{Name: c.cfg.Identity.NewName(), RunnerID: 2, JITConfig: "c2VjcmV0LWppdA=="})
 	if err == nil || !strings.Contains(err.Error(), "injected") {
 		t.Errorf("Create with a failing push: %v, want the injected failure", err)
 	}
@@ -299,7 +298,7 @@ func TestCreateFailureLeavesNothing(t *testing.T) {
 	c.d = c.setup
 
 	// A bad base image fails the build and leaves no builder.
-	bad := newCloud(t, Config{Prefix: c.cfg.Prefix, Unit: c.cfg.Unit, LXD: c.cfg.LXD})
+	bad := newCloud(t, Config{Identity: c.cfg.Identity, LXD: c.cfg.LXD})
 	bad.cfg.LXD.BaseImage = "no-such-image-" + randomHex(3)
 	if _, err := bad.EnsureImage(ctx, runnerTarball(t, srv), "9.9.9-bad"); !errors.Is(err, ErrImageNotFound) {
 		t.Errorf("EnsureImage from a missing base image: %v, want ErrImageNotFound", err)

@@ -11,7 +11,7 @@ import (
 )
 
 // denylistACL is the name of this unit's network ACL.
-func (c *Cloud) denylistACL() string { return c.cfg.Prefix + "-denylist" }
+func (c *Cloud) denylistACL() string { return c.cfg.Identity.Prefix() + "-denylist" }
 
 // runnerNetwork is the bridge runners attach to.
 func (c *Cloud) runnerNetwork() string {

@@ -15,6 +15,7 @@ import (
 	gh "github.com/google/go-github/v62/github"
 
 	"github.com/canonical/github-runner-charm/src/config"
+	"github.com/canonical/github-runner-charm/src/runner"
 	"github.com/canonical/github-runner-charm/tests/fakegithub"
 	"github.com/canonical/github-runner-charm/tests/lxdtest"
 )
@@ -75,11 +76,13 @@ func (w testWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+// testModel is the model UUID of the tests' runner identities.
+const testModel = "3c5b1f5c-8a51-4d5e-8e4b-6a0c2a9b7f10"
+
 func testConfig(prefix string) Config {
 	return Config{
-		Prefix: prefix,
-		Unit:   "github-runner/0",
-		LXD:    config.LXD{Type: Container, BaseImage: baseImage, CPU: 1, Memory: "256MiB", Disk: "1GiB"},
+		Identity: runner.Identity{Model: testModel, App: prefix, Unit: 0},
+		LXD:      config.LXD{Type: Container, BaseImage: baseImage, CPU: 1, Memory: "256MiB", Disk: "1GiB"},
 	}
 }
 
@@ -108,7 +111,7 @@ func cleanupPrefix(t testing.TB, c *Cloud) {
 		return
 	}
 	for _, inst := range instances {
-		if strings.HasPrefix(inst.Name, c.cfg.Prefix+"-") {
+		if strings.HasPrefix(inst.Name, c.cfg.Identity.Prefix()+"-") {
 			if err := c.Delete(ctx, inst.Name); err != nil {
 				t.Errorf("cannot clean up: %v", err)
 			}
@@ -120,7 +123,7 @@ func cleanupPrefix(t testing.TB, c *Cloud) {
 		return
 	}
 	for _, image := range images {
-		if image.Properties[propBuiltBy] == c.cfg.Prefix {
+		if image.Properties[propBuiltBy] == c.cfg.Identity.Prefix() {
 			if err := c.d.DeleteImage(ctx, image.Fingerprint); err != nil {
 				t.Errorf("cannot clean up: %v", err)
 			}

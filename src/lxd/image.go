@@ -123,7 +123,7 @@ func (c *Cloud) buildImage(ctx context.Context, tarballPath, version, recipe str
 	}
 	c.deleteStaleBuilders(ctx)
 
-	builder := c.cfg.Prefix + builderInfix + randomHex(4)
+	builder := c.cfg.Identity.Prefix() + builderInfix + randomHex(4)
 	log.Info("building runner image", "builder", builder, "base", c.cfg.LXD.BaseImage)
 	post := api.InstancesPost{
 		Name:   builder,
@@ -188,7 +188,7 @@ func (c *Cloud) buildImage(ctx context.Context, tarballPath, version, recipe str
 		propVersion:   version,
 		propBase:      c.cfg.LXD.BaseImage,
 		propRecipe:    recipe,
-		propBuiltBy:   c.cfg.Prefix,
+		propBuiltBy:   c.cfg.Identity.Prefix(),
 	})
 	if err != nil {
 		return "", fmt.Errorf("cannot publish runner image: %w", err)
@@ -253,7 +253,7 @@ func (c *Cloud) deleteStaleBuilders(ctx context.Context) {
 		return
 	}
 	for _, inst := range instances {
-		if strings.HasPrefix(inst.Name, c.cfg.Prefix+builderInfix) {
+		if strings.HasPrefix(inst.Name, c.cfg.Identity.Prefix()+builderInfix) {
 			c.log.Info("deleting stale image builder", "builder", inst.Name)
 			_ = c.Delete(ctx, inst.Name)
 		}
@@ -268,7 +268,7 @@ func (c *Cloud) pruneImages(ctx context.Context, keep string, log *slog.Logger) 
 		return
 	}
 	for _, image := range images {
-		if image.Fingerprint == keep || image.Properties[propBuiltBy] != c.cfg.Prefix {
+		if image.Fingerprint == keep || image.Properties[propBuiltBy] != c.cfg.Identity.Prefix() {
 			continue
 		}
 		c.deleteImage(ctx, image.Fingerprint, log)

@@ -118,7 +118,7 @@ func TestDenylist(t *testing.T) {
 	cfg.Runner.Denylist = []string{gateway.String() + "/32", "192.0.2.0/24"}
 	c := newCloud(t, cfg)
 	t.Cleanup(func() { lxc(t, "network", "acl", "delete", c.denylistACL()) })
-	before := c.cfg.Prefix + "-before"
+	before := c.cfg.Identity.Prefix() + "-before"
 	launchPlain(t, c, before, network)
 	for _, url := range []string{denied, allowed} {
 		if out, err := fetch(t, before, url); err != nil || out != "ok" {
@@ -144,7 +144,7 @@ func TestDenylist(t *testing.T) {
 		t.Errorf("allowed %s gives %q, %v", allowed, out, err)
 	}
 	// DHCP still works for a new instance, and DNS on the denied address.
-	after := c.cfg.Prefix + "-after"
+	after := c.cfg.Identity.Prefix() + "-after"
 	launchPlain(t, c, after, network)
 	if out, err := lxc(t, "exec", after, "--", "nslookup", before, gateway.String()); err != nil || !strings.Contains(out, "Address") {
 		t.Errorf("DNS on the bridge after the denylist: %v\n%s", err, out)

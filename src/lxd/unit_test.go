@@ -32,7 +32,7 @@ func TestNewChecksConfig(t *testing.T) {
 		edit func(*Config)
 		want string
 	}{
-		{func(c *Config) { c.Prefix = strings.Repeat("a", 60) + "-0" }, "longer than 63"},
+		{func(c *Config) { c.Identity.App = strings.Repeat("a", 60) }, "longer than 63"},
 		{func(c *Config) { c.LXD.Type = "pod" }, `not "pod"`},
 		{func(c *Config) { c.LXD.Memory = "lots" }, "memory"},
 		{func(c *Config) { c.LXD.Disk = "0GiB" }, "disk"},
@@ -113,7 +113,10 @@ func TestStatus(t *testing.T) {
 		{api.Stopped, "", cloud.Building}, // created, not started yet
 		{api.Stopped, "STOPPED", cloud.Stopped},
 		{api.Starting, "", cloud.Building},
-		{api.Error, "RUNNING", cloud.Error},
+		// Frozen for a snapshot, or in error: it may thaw with its job.
+		{api.Error, "RUNNING", cloud.Unresponsive},
+		{api.Frozen, "RUNNING", cloud.Unresponsive},
+		{api.Freezing, "RUNNING", cloud.Unresponsive},
 	} {
 		inst := api.Instance{StatusCode: tc.code, Config: map[string]string{}}
 		if tc.power != "" {

@@ -21,10 +21,22 @@ type Snapshot struct {
 	Instances []cloud.Instance
 	Runners   []Runner
 	Now       time.Time
-	// LastOnline is when this process last saw each runner online. A
-	// restarted manager starts empty and falls back to the creation
-	// timeout, which errs on the side of waiting.
-	LastOnline map[string]time.Time
+	// Scope is where this unit registers runners now; GitHub's list is of
+	// this scope only.
+	Scope runner.Scope
+	// Seen is what this process has seen of each runner, by name. A
+	// restarted manager starts empty, and every clock then starts at its
+	// first sighting: it waits at least as long as one that never stopped.
+	Seen map[string]Sighting
+}
+
+// Sighting is what this process has seen of one runner.
+type Sighting struct {
+	First      time.Time // first seen, in any state
+	LastOnline time.Time // zero: never seen online
+	// Troubled: since when its instance has been unresponsive, or its
+	// runner registered where it cannot be listed; zero while neither.
+	Troubled time.Time
 }
 
 // View is one runner: its instance and its GitHub record joined by name.
@@ -33,25 +45,40 @@ type View struct {
 	State    runner.State
 	Instance *cloud.Instance // nil for NoInstance
 	Runner   *Runner         // nil while GitHub does not list it
+	// Scope is where its runner is registered: where to ask about it.
+	Scope runner.Scope
 	// Expired: the runner stayed in its state past its timeout and goes.
 	Expired bool
+	// Forced: it goes instance first even if it may be running a job: it
+	// stayed unresponsive or unverifiable past Timeouts.Unresponsive.
+	Forced bool
 }
 
-// runnerID is the GitHub id to delete, or 0 when GitHub has no record.
+// runnerID is the GitHub id to ask about: the listed record's, else the
+// one its instance was created for; 0 when it never registered.
 func (v View) runnerID() int64 {
 	if v.Runner != nil {
 		return v.Runner.ID
 	}
+	if v.Instance != nil {
+		return v.Instance.RunnerID
+	}
 	return 0
 }
 
-// healthy views count towards the target: they are, or may soon be, runners.
+// listedBusy tells whether GitHub lists the runner running a job.
+func (v View) listedBusy() bool { return v.Runner != nil && v.Runner.Busy }
+
+// healthy views count towards the target: they are, or may soon be, or
+// may be busy, runners. An unlisted instance with a runner id counts until
+// GitHub says its runner is gone: a list that skipped a busy runner must
+// not make the engine start another.
 func (v View) healthy() bool {
 	switch v.State {
-	case runner.Idle, runner.Busy, runner.Creating:
-		return true
-	case runner.Offline:
+	case runner.Idle, runner.Busy, runner.Creating, runner.Offline, runner.Unresponsive:
 		return !v.Expired
+	case runner.NoRunner:
+		return v.runnerID() != 0
 	}
 	return false
 }
@@ -60,16 +87,24 @@ func (v View) healthy() bool {
 type Timeouts struct {
 	// Creation: how long an instance may run before its runner comes online.
 	Creation time.Duration
-	// Offline: how long a runner seen online may then show offline.
+	// Offline: how long a runner may show offline (or its instance be
+	// unresponsive while GitHub says it has no job) before it goes.
 	Offline time.Duration
+	// Unresponsive: how long a runner that may be running a job is kept
+	// while its instance is unresponsive (frozen, paused, unknown) or its
+	// registration cannot be checked. Past it, it is deleted.
+	Unresponsive time.Duration
 }
 
 // DefaultTimeouts suit LXD and OpenStack: a runner boots and registers in
-// a few minutes; the Python charm gives offline runners about 23 minutes.
-var DefaultTimeouts = Timeouts{Creation: 20 * time.Minute, Offline: 23 * time.Minute}
+// a few minutes; the Python charm gives offline runners about 23 minutes;
+// a day outlasts any freeze for a snapshot or restart of a compute service.
+var DefaultTimeouts = Timeouts{Creation: 20 * time.Minute, Offline: 23 * time.Minute, Unresponsive: 24 * time.Hour}
 
-// Join turns a snapshot into one view per runner, sorted by name.
-func Join(s Snapshot, t Timeouts) []View {
+// Join turns a snapshot into one view per runner, sorted by name. Runners
+// named before model tags are joined to their instances but never stand
+// alone: such a name could be another model's.
+func Join(s Snapshot, id runner.Identity, t Timeouts) []View {
 	runners := make(map[string]*Runner, len(s.Runners))
 	for i := range s.Runners {
 		runners[s.Runners[i].Name] = &s.Runners[i]
@@ -82,40 +117,87 @@ func Join(s Snapshot, t Timeouts) []View {
 		views = append(views, joinInstance(inst, r, s, t))
 	}
 	for _, r := range runners {
-		views = append(views, View{Name: r.Name, State: runner.NoInstance, Runner: r, Expired: true})
+		if id.Generation(r.Name) == runner.Current {
+			views = append(views, View{Name: r.Name, State: runner.NoInstance, Runner: r, Scope: s.Scope, Expired: true})
+		}
 	}
 	sort.Slice(views, func(i, j int) bool { return views[i].Name < views[j].Name })
 	return views
 }
 
+// Registered elsewhere: in a scope this cycle did not list.
+func elsewhere(inst *cloud.Instance, s Snapshot) bool {
+	return !inst.Scope.IsZero() && inst.Scope != s.Scope
+}
+
 func joinInstance(inst *cloud.Instance, r *Runner, s Snapshot, t Timeouts) View {
-	v := View{Name: inst.Name, Instance: inst, Runner: r}
+	v := View{Name: inst.Name, Instance: inst, Runner: r, Scope: s.Scope}
+	if elsewhere(inst, s) {
+		v.Scope, r, v.Runner = inst.Scope, nil, nil
+	}
+	seen := s.Seen[inst.Name]
+	since := func(t time.Time) time.Duration {
+		if t.IsZero() {
+			return 0
+		}
+		return s.Now.Sub(t)
+	}
 	youngerThanCreation := s.Now.Sub(inst.CreatedAt) < t.Creation
 	switch {
-	case inst.Status == cloud.Stopped || inst.Status == cloud.Error:
+	case inst.Status == cloud.Stopped:
+		// The one final state: the runner exited, or someone stopped it.
 		v.State, v.Expired = runner.Stopped, true
+	case inst.Status == cloud.Unresponsive:
+		// It may thaw with its job where it was. GitHub-first removal
+		// keeps it while GitHub says it is busy, until the long limit.
+		v.State = runner.Unresponsive
+		v.Forced = since(seen.Troubled) >= t.Unresponsive
+		v.Expired = v.Forced || (!v.listedBusy() && since(seen.Troubled) >= t.Offline)
+	case elsewhere(inst, s) || inst.Owner.Model == "":
+		// Registered in another scope or named before model tags: not
+		// ours to count, ours to remove once GitHub says it is idle or
+		// gone (asked in its own scope, so a busy one is kept).
+		v.State = runner.Retiring
+		v.Forced = elsewhere(inst, s) && since(seen.Troubled) >= t.Unresponsive
+		v.Expired = !v.listedBusy()
 	case r != nil && r.Busy:
 		v.State = runner.Busy
 	case r != nil && r.Online:
 		v.State = runner.Idle
 	case r == nil:
-		// Not (or no longer) registered: booting, or its runner is gone.
+		// Not listed: booting, or gone, or missed by the list. An instance
+		// that never registered goes on the creation timeout; any other
+		// only once GitHub, asked about its id, says it is gone.
 		v.State, v.Expired = runner.Creating, !youngerThanCreation
 		if v.Expired {
 			v.State = runner.NoRunner
 		}
 	default: // registered, offline
-		last, seen := s.LastOnline[inst.Name]
-		switch {
-		case seen:
-			v.State, v.Expired = runner.Offline, s.Now.Sub(last) >= t.Offline
-		case youngerThanCreation:
-			v.State = runner.Creating
-		default:
-			v.State, v.Expired = runner.Offline, true
-		}
+		v.State, v.Expired = offline(inst, seen, s.Now, t)
 	}
 	return v
+}
+
+// offline is the state of a registered runner GitHub shows offline. Its
+// offline clock runs from when this process last saw it online, or, if it
+// never did, from when it first saw it: a restarted manager gives it the
+// full timeout. One this process watched from within its creation window
+// that never came online is broken.
+func offline(inst *cloud.Instance, seen Sighting, now time.Time, t Timeouts) (runner.State, bool) {
+	switch {
+	case !seen.LastOnline.IsZero():
+		return runner.Offline, now.Sub(seen.LastOnline) >= t.Offline
+	case now.Sub(inst.CreatedAt) < t.Creation:
+		return runner.Creating, false
+	case !seen.First.IsZero() && seen.First.Sub(inst.CreatedAt) < t.Creation:
+		return runner.Offline, true // never came online
+	default:
+		first := seen.First
+		if first.IsZero() {
+			first = now
+		}
+		return runner.Offline, now.Sub(first) >= t.Offline
+	}
 }
 
 // Mode says what a cycle is for.
@@ -150,11 +232,15 @@ type Plan struct {
 type Removal struct {
 	View
 	Reason string // for logs and metrics: a runner.State or "scale-down"/"flush"
+	// BusyToo: the operator asked for busy runners to go as well
+	// (flush-busy, or the unit is going away).
+	BusyToo bool
 }
 
 // Decide is the engine's whole policy, a pure function of the views: clean
 // up what is broken or orphaned, then scale to target, never touching a
-// busy runner unless mode is FlushAll.
+// busy runner unless mode is FlushAll or DrainAll. What it plans to remove
+// may still be kept: Engine.remove asks GitHub first (see there).
 func Decide(views []View, target int, mode Mode) Plan {
 	var plan Plan
 	healthy := 0
@@ -162,9 +248,14 @@ func Decide(views []View, target int, mode Mode) Plan {
 	for _, v := range views {
 		switch {
 		case v.Expired:
-			plan.Remove = append(plan.Remove, Removal{v, string(v.State)})
-		case mode.busyToo() || (mode != Reconcile && mode != Cleanup && v.State != runner.Busy):
-			plan.Remove = append(plan.Remove, Removal{v, "flush"})
+			plan.Remove = append(plan.Remove, Removal{v, string(v.State), mode.busyToo()})
+			if v.healthy() {
+				healthy++ // may be busy: counted until GitHub says it is gone
+			}
+		case mode.busyToo() || (mode != Reconcile && mode != Cleanup && v.State != runner.Busy && !v.listedBusy()):
+			// A runner GitHub does not list busy is removed GitHub-first,
+			// so one that is busy after all is kept.
+			plan.Remove = append(plan.Remove, Removal{v, "flush", mode.busyToo()})
 		case v.healthy():
 			healthy++
 			if v.State == runner.Idle {
@@ -182,7 +273,7 @@ func Decide(views []View, target int, mode Mode) Plan {
 		// handed the next job GitHub queues.
 		sort.Slice(idle, func(i, j int) bool { return idle[i].Instance.CreatedAt.After(idle[j].Instance.CreatedAt) })
 		for _, v := range idle[:min(excess, len(idle))] {
-			plan.Remove = append(plan.Remove, Removal{v, "scale-down"})
+			plan.Remove = append(plan.Remove, Removal{View: v, Reason: "scale-down"})
 		}
 	} else if mode == Reconcile {
 		plan.Create = -excess

@@ -8,57 +8,104 @@ import (
 	"github.com/canonical/github-runner-charm/src/runner"
 )
 
-var t0 = time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
+var (
+	t0        = time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
+	testID    = runner.Identity{Model: "3c5b1f5c-8a51-4d5e-8e4b-6a0c2a9b7f10", App: "github-runner", Unit: 0}
+	testScope = runner.NewScope("https://api.github.com", "canonical/runners")
+)
 
 func inst(name string, age time.Duration, status cloud.Status) cloud.Instance {
-	return cloud.Instance{Name: name, RunnerID: 1, CreatedAt: t0.Add(-age), Status: status}
+	return cloud.Instance{Name: name, RunnerID: 1, CreatedAt: t0.Add(-age), Status: status, Owner: testID.Owner(), Scope: testScope}
 }
 
 // Every state a runner can be in: how Join enters it and whether it expires.
 func TestJoinStates(t *testing.T) {
-	timeouts := Timeouts{Creation: 10 * time.Minute, Offline: 20 * time.Minute}
+	timeouts := Timeouts{Creation: 10 * time.Minute, Offline: 20 * time.Minute, Unresponsive: 24 * time.Hour}
+	name := testID.NewName()
+	at := func(ago time.Duration) time.Time { return t0.Add(-ago) }
+	oldScope := runner.NewScope("https://api.github.com", "canonical/old-runners")
+	legacy := func(i cloud.Instance) cloud.Instance {
+		i.Name, i.Owner = "github-runner-0-0123456789ab", runner.Owner{Unit: "github-runner/0"}
+		return i
+	}
+	scoped := func(i cloud.Instance, s runner.Scope) cloud.Instance { i.Scope = s; return i }
 	tests := []struct {
-		name       string
-		instance   *cloud.Instance
-		runner     *Runner
-		lastOnline time.Duration // ago; 0 = never seen online
-		state      runner.State
-		expired    bool
+		name     string
+		instance *cloud.Instance
+		runner   *Runner
+		seen     Sighting // what this process saw before; First defaults to now
+		state    runner.State
+		expired  bool
+		forced   bool
 	}{
-		{"booting, not yet registered", ptr(inst("r", time.Minute, cloud.Building)), nil, 0, runner.Creating, false},
-		{"running, registered offline, young", ptr(inst("r", time.Minute, cloud.Running)), &Runner{ID: 1, Name: "r"}, 0, runner.Creating, false},
-		{"online, no job", ptr(inst("r", time.Hour, cloud.Running)), &Runner{ID: 1, Name: "r", Online: true}, 0, runner.Idle, false},
-		{"running a job", ptr(inst("r", time.Hour, cloud.Running)), &Runner{ID: 1, Name: "r", Online: true, Busy: true}, 0, runner.Busy, false},
-		{"busy while offline", ptr(inst("r", time.Hour, cloud.Running)), &Runner{ID: 1, Name: "r", Busy: true}, 0, runner.Busy, false},
-		{"never came online", ptr(inst("r", 11*time.Minute, cloud.Running)), &Runner{ID: 1, Name: "r"}, 0, runner.Offline, true},
-		{"offline briefly", ptr(inst("r", time.Hour, cloud.Running)), &Runner{ID: 1, Name: "r"}, 5 * time.Minute, runner.Offline, false},
-		{"offline too long", ptr(inst("r", time.Hour, cloud.Running)), &Runner{ID: 1, Name: "r"}, 21 * time.Minute, runner.Offline, true},
-		{"finished: powered off", ptr(inst("r", time.Hour, cloud.Stopped)), &Runner{ID: 1, Name: "r", Online: true}, 0, runner.Stopped, true},
-		{"errored instance", ptr(inst("r", time.Minute, cloud.Error)), nil, 0, runner.Stopped, true},
-		{"instance whose runner never appeared", ptr(inst("r", 11*time.Minute, cloud.Running)), nil, 0, runner.NoRunner, true},
-		{"stuck building", ptr(inst("r", 11*time.Minute, cloud.Building)), nil, 0, runner.NoRunner, true},
-		{"runner without instance", nil, &Runner{ID: 1, Name: "r", Online: true}, 0, runner.NoInstance, true},
+		{"booting, not yet registered", ptr(inst(name, time.Minute, cloud.Building)), nil, Sighting{}, runner.Creating, false, false},
+		{"running, registered offline, young", ptr(inst(name, time.Minute, cloud.Running)), &Runner{ID: 1, Name: name}, Sighting{}, runner.Creating, false, false},
+		{"online, no job", ptr(inst(name, time.Hour, cloud.Running)), &Runner{ID: 1, Name: name, Online: true}, Sighting{}, runner.Idle, false, false},
+		{"running a job", ptr(inst(name, time.Hour, cloud.Running)), &Runner{ID: 1, Name: name, Online: true, Busy: true}, Sighting{}, runner.Busy, false, false},
+		{"busy while offline", ptr(inst(name, time.Hour, cloud.Running)), &Runner{ID: 1, Name: name, Busy: true}, Sighting{}, runner.Busy, false, false},
+		{"watched since young, never came online", ptr(inst(name, 11*time.Minute, cloud.Running)), &Runner{ID: 1, Name: name}, Sighting{First: at(10 * time.Minute)}, runner.Offline, true, false},
+		{"offline briefly", ptr(inst(name, time.Hour, cloud.Running)), &Runner{ID: 1, Name: name}, Sighting{First: at(time.Hour), LastOnline: at(5 * time.Minute)}, runner.Offline, false, false},
+		{"offline too long", ptr(inst(name, time.Hour, cloud.Running)), &Runner{ID: 1, Name: name}, Sighting{First: at(time.Hour), LastOnline: at(21 * time.Minute)}, runner.Offline, true, false},
+		// §4: a restarted manager first sees an old offline runner: the
+		// full offline timeout runs from now.
+		{"first seen offline, old", ptr(inst(name, time.Hour, cloud.Running)), &Runner{ID: 1, Name: name}, Sighting{}, runner.Offline, false, false},
+		{"first seen offline 19 minutes ago", ptr(inst(name, time.Hour, cloud.Running)), &Runner{ID: 1, Name: name}, Sighting{First: at(19 * time.Minute)}, runner.Offline, false, false},
+		{"first seen offline 21 minutes ago", ptr(inst(name, time.Hour, cloud.Running)), &Runner{ID: 1, Name: name}, Sighting{First: at(21 * time.Minute)}, runner.Offline, true, false},
+		{"finished: powered off", ptr(inst(name, time.Hour, cloud.Stopped)), &Runner{ID: 1, Name: name, Online: true}, Sighting{}, runner.Stopped, true, false},
+		// §1: not listed is not proof of gone; expiry sends the removal to
+		// GitHub first (see the engine's tests).
+		{"instance whose runner is not listed", ptr(inst(name, 11*time.Minute, cloud.Running)), nil, Sighting{}, runner.NoRunner, true, false},
+		{"stuck building", ptr(inst(name, 11*time.Minute, cloud.Building)), nil, Sighting{}, runner.NoRunner, true, false},
+		{"runner without instance", nil, &Runner{ID: 1, Name: name, Online: true}, Sighting{}, runner.NoInstance, true, false},
+		// §2: busy beats a frozen, paused or unknown instance.
+		{"frozen, busy", ptr(inst(name, time.Hour, cloud.Unresponsive)), &Runner{ID: 1, Name: name, Online: true, Busy: true}, Sighting{Troubled: at(2 * time.Hour)}, runner.Unresponsive, false, false},
+		{"frozen, busy, past the long limit", ptr(inst(name, 30*time.Hour, cloud.Unresponsive)), &Runner{ID: 1, Name: name, Busy: true}, Sighting{Troubled: at(25 * time.Hour)}, runner.Unresponsive, true, true},
+		{"frozen, idle, briefly", ptr(inst(name, time.Hour, cloud.Unresponsive)), &Runner{ID: 1, Name: name, Online: true}, Sighting{Troubled: at(5 * time.Minute)}, runner.Unresponsive, false, false},
+		{"frozen, idle, long", ptr(inst(name, time.Hour, cloud.Unresponsive)), &Runner{ID: 1, Name: name, Online: true}, Sighting{Troubled: at(21 * time.Minute)}, runner.Unresponsive, true, false},
+		{"frozen, not listed, long", ptr(inst(name, time.Hour, cloud.Unresponsive)), nil, Sighting{Troubled: at(21 * time.Minute)}, runner.Unresponsive, true, false},
+		// §1: registered in the old path: asked about there, never counted.
+		{"registered in another scope", ptr(scoped(inst(name, time.Minute, cloud.Running), oldScope)), nil, Sighting{}, runner.Retiring, true, false},
+		{"another scope, past the long limit", ptr(scoped(inst(name, 30*time.Hour, cloud.Running), oldScope)), nil, Sighting{Troubled: at(25 * time.Hour)}, runner.Retiring, true, true},
+		{"another scope, stopped", ptr(scoped(inst(name, time.Hour, cloud.Stopped), oldScope)), nil, Sighting{}, runner.Stopped, true, false},
+		{"made before scopes were recorded", ptr(scoped(inst(name, time.Hour, cloud.Running), runner.Scope{})), &Runner{ID: 1, Name: name, Online: true}, Sighting{}, runner.Idle, false, false},
+		// §3: named before model tags: replaced, once idle.
+		{"legacy, idle", ptr(legacy(inst(name, time.Hour, cloud.Running))), &Runner{ID: 1, Name: "github-runner-0-0123456789ab", Online: true}, Sighting{}, runner.Retiring, true, false},
+		{"legacy, busy", ptr(legacy(inst(name, time.Hour, cloud.Running))), &Runner{ID: 1, Name: "github-runner-0-0123456789ab", Online: true, Busy: true}, Sighting{}, runner.Retiring, false, false},
 	}
 	for _, test := range tests {
 		t.Run(test.name, func(t *testing.T) {
-			snap := Snapshot{Now: t0, LastOnline: map[string]time.Time{}}
+			snap := Snapshot{Now: t0, Scope: testScope, Seen: map[string]Sighting{}}
+			key := name
 			if test.instance != nil {
 				snap.Instances = []cloud.Instance{*test.instance}
+				key = test.instance.Name
 			}
 			if test.runner != nil {
 				snap.Runners = []Runner{*test.runner}
 			}
-			if test.lastOnline != 0 {
-				snap.LastOnline["r"] = t0.Add(-test.lastOnline)
+			if test.seen.First.IsZero() {
+				test.seen.First = t0
 			}
-			views := Join(snap, timeouts)
+			snap.Seen[key] = test.seen
+			views := Join(snap, testID, timeouts)
 			if len(views) != 1 {
 				t.Fatalf("views = %+v", views)
 			}
-			if views[0].State != test.state || views[0].Expired != test.expired {
-				t.Errorf("state %s expired %v, want %s %v", views[0].State, views[0].Expired, test.state, test.expired)
+			v := views[0]
+			if v.State != test.state || v.Expired != test.expired || v.Forced != test.forced {
+				t.Errorf("state %s expired %v forced %v, want %s %v %v", v.State, v.Expired, v.Forced, test.state, test.expired, test.forced)
 			}
 		})
+	}
+}
+
+// A runner named before model tags may be another model's: it is joined to
+// an instance of ours, never removed on its name alone.
+func TestJoinLeavesLegacyRunnersWithoutInstanceAlone(t *testing.T) {
+	snap := Snapshot{Now: t0, Scope: testScope, Seen: map[string]Sighting{},
+		Runners: []Runner{{ID: 1, Name: "github-runner-0-0123456789ab", Online: true}}}
+	if views := Join(snap, testID, DefaultTimeouts); len(views) != 0 {
+		t.Errorf("views %+v", views)
 	}
 }
 
@@ -66,7 +113,7 @@ func ptr[T any](v T) *T { return &v }
 
 func view(name string, state runner.State, age time.Duration) View {
 	i := inst(name, age, cloud.Running)
-	return View{Name: name, State: state, Instance: &i, Runner: &Runner{ID: 1, Name: name}}
+	return View{Name: name, State: state, Instance: &i, Runner: &Runner{ID: 1, Name: name, Busy: state == runner.Busy}}
 }
 
 func expired(v View) View { v.Expired = true; return v }

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -33,15 +34,17 @@ type Platform interface {
 	Runners(ctx context.Context) ([]Runner, error)
 	// Register creates a runner record and its just-in-time configuration.
 	Register(ctx context.Context, name string) (Registration, error)
-	// Remove deletes a runner record: nil when gone (also if it already
-	// was), ErrBusy when it runs a job.
-	Remove(ctx context.Context, id int64) error
+	// Remove deletes runner id, registered in scope: nil when GitHub says
+	// it is gone (also if it already was), ErrBusy when it runs a job. Any
+	// other error means GitHub could not say, and the runner is kept.
+	Remove(ctx context.Context, scope runner.Scope, id int64) error
 }
 
 // Settings are the engine's knobs.
 type Settings struct {
-	Prefix   string // this unit's runner name prefix
-	Target   int    // runners to keep
+	Identity runner.Identity // whose runners these are
+	Scope    runner.Scope    // where new runners register (what Runners lists)
+	Target   int             // runners to keep
 	Timeouts Timeouts
 	// Parallelism bounds concurrent creates and removes.
 	Parallelism int
@@ -76,14 +79,14 @@ type Engine struct {
 	log      *slog.Logger
 	now      func() time.Time
 
-	cycle      sync.Mutex // one cycle at a time
-	settings   Settings
-	lastOnline map[string]time.Time
+	cycle    sync.Mutex // one cycle at a time
+	settings Settings
+	seen     map[string]Sighting // by runner name, while it exists
 }
 
 // New returns an engine.
 func New(c cloud.Cloud, p Platform, s Settings, log *slog.Logger) *Engine {
-	return &Engine{cloud: c, platform: p, settings: withDefaults(s), log: log, now: time.Now, lastOnline: map[string]time.Time{}}
+	return &Engine{cloud: c, platform: p, settings: withDefaults(s), log: log, now: time.Now, seen: map[string]Sighting{}}
 }
 
 func withDefaults(s Settings) Settings {
@@ -92,6 +95,9 @@ func withDefaults(s Settings) Settings {
 	}
 	if s.Timeouts.Offline == 0 {
 		s.Timeouts.Offline = DefaultTimeouts.Offline
+	}
+	if s.Timeouts.Unresponsive == 0 {
+		s.Timeouts.Unresponsive = DefaultTimeouts.Unresponsive
 	}
 	if s.Parallelism < 1 {
 		s.Parallelism = 4
@@ -147,7 +153,7 @@ func (e *Engine) Views(ctx context.Context) ([]View, error) {
 	if err != nil {
 		return nil, err
 	}
-	return Join(snap, e.settings.Timeouts), nil
+	return Join(snap, e.settings.Identity, e.settings.Timeouts), nil
 }
 
 // SetSettings changes the settings from the next cycle on.
@@ -164,7 +170,7 @@ func (e *Engine) runLocked(ctx context.Context, mode Mode) (Outcome, error) {
 		out.Failures["list"]++
 		return out, err
 	}
-	out.Views = Join(snap, e.settings.Timeouts)
+	out.Views = Join(snap, e.settings.Identity, e.settings.Timeouts)
 	plan := Decide(out.Views, e.settings.Target, mode)
 	e.log.Info("reconcile plan", "mode", mode, "runners", len(out.Views), "create", plan.Create, "remove", len(plan.Remove))
 
@@ -203,10 +209,11 @@ func (e *Engine) runLocked(ctx context.Context, mode Mode) (Outcome, error) {
 
 // snapshot reads instances first, then runners: a runner registered after
 // the instance list was read can only be ours from a create this process
-// is not running, since cycles do not overlap.
+// is not running, since cycles do not overlap. Its Seen is the engine's
+// own map, valid until the cycle ends (cycles hold the lock).
 func (e *Engine) snapshot(ctx context.Context) (Snapshot, error) {
 	callCtx, cancel := context.WithTimeout(ctx, e.settings.CallTimeout)
-	instances, err := e.cloud.Instances(callCtx, e.settings.Prefix)
+	instances, err := e.cloud.Instances(callCtx)
 	cancel()
 	if err != nil {
 		return Snapshot{}, fmt.Errorf("cannot list instances: %w", err)
@@ -217,39 +224,55 @@ func (e *Engine) snapshot(ctx context.Context) (Snapshot, error) {
 	if err != nil {
 		return Snapshot{}, fmt.Errorf("cannot list GitHub runners: %w", err)
 	}
-	// The clouds and GitHub filter by prefix too; checking the whole name
-	// shape here as well means no bug there can make this unit remove
-	// another unit's runners.
-	instances = filter(instances, func(i cloud.Instance) string { return i.Name }, e.settings.Prefix)
-	runners = filter(runners, func(r Runner) string { return r.Name }, e.settings.Prefix)
-	now := e.now()
-	seen := map[string]bool{}
-	for _, r := range runners {
-		seen[r.Name] = true
-		if r.Online {
-			e.lastOnline[r.Name] = now
-		}
-	}
-	for name := range e.lastOnline {
-		if !seen[name] {
-			delete(e.lastOnline, name)
-		}
-	}
-	lastOnline := make(map[string]time.Time, len(e.lastOnline))
-	for k, v := range e.lastOnline {
-		lastOnline[k] = v
-	}
-	return Snapshot{Instances: instances, Runners: runners, Now: now, LastOnline: lastOnline}, nil
+	// The clouds and GitHub filter too; checking names and owners here as
+	// well means no bug there can make this unit remove another unit's,
+	// or another model's, runners.
+	id := e.settings.Identity
+	instances = slices.DeleteFunc(instances, func(i cloud.Instance) bool { return !id.OwnsInstance(i.Name, i.Owner) })
+	runners = slices.DeleteFunc(runners, func(r Runner) bool { return id.Generation(r.Name) == runner.NotOurs })
+	s := Snapshot{Instances: instances, Runners: runners, Now: e.now(), Scope: e.settings.Scope, Seen: e.seen}
+	e.sight(s)
+	return s, nil
 }
 
-func filter[T any](items []T, name func(T) string, prefix string) []T {
-	out := items[:0:0]
-	for _, item := range items {
-		if runner.HasPrefix(name(item), prefix) {
-			out = append(out, item)
+// sight records what this snapshot shows of each runner, and forgets the
+// runners it no longer shows.
+func (e *Engine) sight(s Snapshot) {
+	present := make(map[string]struct{}, len(s.Instances)+len(s.Runners))
+	for i := range s.Instances {
+		inst := &s.Instances[i]
+		present[inst.Name] = struct{}{}
+		seen := e.seen[inst.Name]
+		if seen.First.IsZero() {
+			seen.First = s.Now
+		}
+		switch troubled := inst.Status == cloud.Unresponsive || elsewhere(inst, s); {
+		case !troubled:
+			seen.Troubled = time.Time{}
+		case seen.Troubled.IsZero():
+			seen.Troubled = s.Now
+		}
+		e.seen[inst.Name] = seen
+	}
+	for i := range s.Runners {
+		r := &s.Runners[i]
+		present[r.Name] = struct{}{}
+		seen := e.seen[r.Name]
+		if seen.First.IsZero() {
+			seen.First = s.Now
+		}
+		if r.Online {
+			seen.LastOnline = s.Now
+		}
+		e.seen[r.Name] = seen
+	}
+	if len(present) < len(e.seen) {
+		for name := range e.seen {
+			if _, ok := present[name]; !ok {
+				delete(e.seen, name)
+			}
 		}
 	}
-	return out
 }
 
 func (e *Engine) call(ctx context.Context, f func(context.Context) error) error {
@@ -261,7 +284,7 @@ func (e *Engine) call(ctx context.Context, f func(context.Context) error) error 
 // create registers a runner, then starts its instance; if the instance
 // fails, the registration is undone, so nothing leaks (LXD's revert pattern).
 func (e *Engine) create(ctx context.Context) (failedOp string, err error) {
-	name := runner.NewName(e.settings.Prefix)
+	name := e.settings.Identity.NewName()
 	var reg Registration
 	err = e.call(ctx, func(ctx context.Context) (err error) {
 		reg, err = e.platform.Register(ctx, name)
@@ -272,42 +295,48 @@ func (e *Engine) create(ctx context.Context) (failedOp string, err error) {
 		return "register", fmt.Errorf("cannot register runner %s: %w", name, err)
 	}
 	err = e.call(ctx, func(ctx context.Context) error {
-		return e.cloud.Create(ctx, cloud.CreateRequest{Name: name, RunnerID: reg.RunnerID, JITConfig: reg.JITConfig})
+		return e.cloud.Create(ctx, cloud.CreateRequest{Name: name, RunnerID: reg.RunnerID, Scope: e.settings.Scope, JITConfig: reg.JITConfig})
 	})
 	if err == nil {
 		e.log.Info("runner created", "runner", name, "runner-id", reg.RunnerID)
 		return "", nil
 	}
 	e.log.Warn("cannot create instance; removing its runner registration", "runner", name, "error", err)
-	if rerr := e.call(ctx, func(ctx context.Context) error { return e.platform.Remove(ctx, reg.RunnerID) }); rerr != nil {
+	if rerr := e.call(ctx, func(ctx context.Context) error { return e.platform.Remove(ctx, e.settings.Scope, reg.RunnerID) }); rerr != nil {
 		// Left for the next cycle's cleanup of runners without instances.
 		e.log.Warn("cannot remove runner registration", "runner", name, "error", rerr)
 	}
 	return "create", fmt.Errorf("cannot create instance %s: %w", name, err)
 }
 
-// remove removes one runner. GitHub goes first, so that a runner that has
-// just taken a job (ErrBusy) keeps its instance; the instance is deleted
-// only once GitHub has let go. Instances that are stopped, and busy runners
-// being flushed, go the other way: the job is over or meant to end.
+// remove removes one runner. GitHub goes first: the instance is deleted
+// only once GitHub, asked about the runner's id in the scope it was
+// registered in, says it is gone or has let it go, so a runner missing from
+// a list, or one that has just taken a job (ErrBusy), keeps its instance;
+// when GitHub cannot say, it is kept for the next cycle. Only an instance
+// that never registered has no one to ask. Stopped instances, busy runners
+// being flushed and ones past the long limit go the other way: the job is
+// over or meant to end.
 // op is "" when the runner was removed or deliberately kept.
 func (e *Engine) remove(ctx context.Context, r Removal) (failedOp string, err error) {
-	instanceFirst := r.State == runner.Stopped || r.State == runner.Busy
+	instanceFirst := r.State == runner.Stopped || r.Forced || (r.BusyToo && (r.State == runner.Busy || r.listedBusy()))
 	if instanceFirst && r.Instance != nil {
 		if err := e.deleteInstance(ctx, r.Name); err != nil {
 			return "remove", err
 		}
 	}
 	if id := r.runnerID(); id != 0 {
-		err := e.call(ctx, func(ctx context.Context) error { return e.platform.Remove(ctx, id) })
+		err := e.call(ctx, func(ctx context.Context) error { return e.platform.Remove(ctx, r.Scope, id) })
 		switch {
-		case errors.Is(err, ErrBusy) && !instanceFirst:
-			e.log.Info("runner took a job; keeping it", "runner", r.Name, "reason", r.Reason)
+		case errors.Is(err, ErrBusy) && !instanceFirst && !r.BusyToo:
+			e.log.Info("runner is running a job; keeping it", "runner", r.Name, "reason", r.Reason)
 			return "kept", nil
 		case errors.Is(err, ErrBusy):
-			// Its instance is gone; GitHub lets go once the job fails,
-			// and a later cycle removes the record.
+			// Its instance is gone or going; GitHub lets go once the job
+			// fails, and a later cycle removes the record.
 			e.log.Info("runner record still busy at GitHub; removing it later", "runner", r.Name)
+		case err != nil && !instanceFirst && r.Instance != nil:
+			return "remove", fmt.Errorf("cannot remove runner %s from GitHub, so its instance is kept: %w", r.Name, err)
 		case err != nil:
 			return "remove", fmt.Errorf("cannot remove runner %s from GitHub: %w", r.Name, err)
 		}

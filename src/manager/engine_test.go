@@ -17,7 +17,15 @@ import (
 	"github.com/canonical/github-runner-charm/src/runner"
 )
 
-const prefix = "github-runner-0"
+var (
+	id     = managertest.Identity
+	prefix = id.Prefix()
+	scope  = managertest.Scope
+)
+
+func settings(target int) manager.Settings {
+	return manager.Settings{Identity: id, Scope: scope, Target: target, Timeouts: manager.Timeouts{Creation: 10 * time.Minute, Offline: 20 * time.Minute}}
+}
 
 type bed struct {
 	cloud    *managertest.Cloud
@@ -30,8 +38,7 @@ type bed struct {
 func newBed(t *testing.T, target int) *bed {
 	b := &bed{cloud: managertest.NewCloud(), platform: managertest.NewPlatform(), now: time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)}
 	b.cloud.Now = b.clock
-	settings := manager.Settings{Prefix: prefix, Target: target, Timeouts: manager.Timeouts{Creation: 10 * time.Minute, Offline: 20 * time.Minute}}
-	b.engine = manager.New(b.cloud, b.platform, settings, slog.New(slog.NewTextHandler(io.Discard, nil))).WithClock(b.clock)
+	b.engine = manager.New(b.cloud, b.platform, settings(target), slog.New(slog.NewTextHandler(io.Discard, nil))).WithClock(b.clock)
 	return b
 }
 
@@ -66,7 +73,7 @@ func (b *bed) assertConsistent(t *testing.T, want int) {
 		t.Errorf("instances %v, runners %v, want %d matching", instances, runners, want)
 	}
 	for _, name := range instances {
-		if !runner.HasPrefix(name, prefix) {
+		if id.Generation(name) != runner.Current {
 			t.Errorf("instance %s does not carry the prefix", name)
 		}
 	}
@@ -84,7 +91,7 @@ func TestConvergesAndStaysSteady(t *testing.T) {
 		t.Errorf("steady state churned: %+v", out)
 	}
 	// A fresh engine (a restarted manager) rebuilds the same view.
-	fresh := manager.New(b.cloud, b.platform, manager.Settings{Prefix: prefix, Target: 3}, slog.New(slog.NewTextHandler(io.Discard, nil))).WithClock(b.clock)
+	fresh := manager.New(b.cloud, b.platform, settings(3), slog.New(slog.NewTextHandler(io.Discard, nil))).WithClock(b.clock)
 	if out, err := fresh.Run(context.Background(), manager.Reconcile); err != nil || out.Created != 0 || out.RemovedTotal() != 0 {
 		t.Errorf("restarted engine churned: %+v %v", out, err)
 	}
@@ -160,7 +167,7 @@ func TestScaleDownKeepsARunnerThatJustTookAJob(t *testing.T) {
 			b.platform.Set(name, true, true)
 		}
 	}
-	b.engine.SetSettings(manager.Settings{Prefix: prefix, Target: 0})
+	b.engine.SetSettings(settings(0))
 	out := b.run(t, manager.Reconcile)
 	if out.RemovedTotal() != 0 || len(b.cloud.Names()) != 2 {
 		t.Errorf("busy runners were removed: %+v, instances %v", out, b.cloud.Names())
@@ -179,23 +186,25 @@ func TestScaleDownKeepsARunnerThatJustTookAJob(t *testing.T) {
 func TestCleanupRules(t *testing.T) {
 	b := newBed(t, 1)
 	// What a manager killed mid-cycle may leave behind, and what clouds break:
-	orphanRunner := runner.NewName(prefix) // registered, instance never made
+	orphanRunner := id.NewName() // registered, instance never made
 	b.platform.Add(orphanRunner, false, false)
-	silent := runner.NewName(prefix) // instance whose runner never registered
+	silent := id.NewName() // instance whose runner never registered
 	b.cloud.Put(cloud.Instance{Name: silent, RunnerID: 77, CreatedAt: b.clock().Add(-11 * time.Minute), Status: cloud.Running})
-	broken := runner.NewName(prefix) // errored instance
+	broken := id.NewName() // finished instance, its record left behind
 	brokenID := b.platform.Add(broken, false, false)
-	b.cloud.Put(cloud.Instance{Name: broken, RunnerID: brokenID, CreatedAt: b.clock(), Status: cloud.Error})
-	stuck := runner.NewName(prefix) // registered, never came online
+	b.cloud.Put(cloud.Instance{Name: broken, RunnerID: brokenID, CreatedAt: b.clock(), Status: cloud.Stopped})
+	stuck := id.NewName() // registered, never came online
 	stuckID := b.platform.Add(stuck, false, false)
 	b.cloud.Put(cloud.Instance{Name: stuck, RunnerID: stuckID, CreatedAt: b.clock().Add(-11 * time.Minute), Status: cloud.Running})
-	ghostBusy := runner.NewName(prefix) // GitHub says busy, instance gone
+	ghostBusy := id.NewName() // GitHub says busy, instance gone
 	b.platform.Add(ghostBusy, true, true)
-	otherUnit := "github-runner-1-0123456789ab" // not ours: untouched
+	otherUnit := runner.Identity{Model: id.Model, App: id.App, Unit: 1}.NewName() // not ours: untouched
 	b.platform.Add(otherUnit, true, false)
 
 	out := b.run(t, manager.Reconcile)
-	want := map[string]int{string(runner.NoInstance): 1, string(runner.NoRunner): 1, string(runner.Stopped): 1, string(runner.Offline): 1}
+	// The stuck runner was first seen by this process now: it gets the
+	// whole offline timeout from now (see TestRestartedManagerWaitsAsLong).
+	want := map[string]int{string(runner.NoInstance): 1, string(runner.NoRunner): 1, string(runner.Stopped): 1, string(runner.Offline): 0}
 	for reason, n := range want {
 		if out.Removed[reason] != n {
 			t.Errorf("removed for %s: %d, want %d (outcome %+v)", reason, out.Removed[reason], n, out)
@@ -210,6 +219,13 @@ func TestCleanupRules(t *testing.T) {
 	b.run(t, manager.Reconcile)
 	if strings.Contains(strings.Join(b.platform.Names(), ","), ghostBusy) {
 		t.Error("the ghost runner is still registered")
+	}
+	b.advance(21 * time.Minute)
+	if out := b.run(t, manager.Reconcile); out.Removed[string(runner.Offline)] != 1 {
+		t.Errorf("the stuck runner outlived the offline timeout: %+v", out)
+	}
+	if _, ok := b.cloud.Get(stuck); ok {
+		t.Error("the stuck runner's instance is still there")
 	}
 }
 

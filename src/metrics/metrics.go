@@ -24,6 +24,8 @@ type Metrics struct {
 	flavor   string // the application name, as the Python charm's "flavor"
 
 	expected, idle, busy, offline prometheus.Gauge
+	unresponsive, retiring        prometheus.Gauge
+	failedCycles                  prometheus.Counter
 	rateRemaining, rateLimit      prometheus.Gauge
 	reconcileDuration             prometheus.Histogram
 	created                       prometheus.Counter
@@ -54,6 +56,10 @@ func New(flavor string, events io.Writer) *Metrics {
 	m.idle = gauge("idle_runners", "Runners online and waiting for a job.")
 	m.busy = gauge("busy_runners", "Runners running a job.")
 	m.offline = gauge("offline_runners", "Runners GitHub shows offline.")
+	m.unresponsive = gauge("unresponsive_runners", "Runners whose instance is frozen, paused or unknown; kept while they may be running a job.")
+	m.retiring = gauge("retiring_runners", "Runners of an earlier path, API URL or naming, kept until their job ends.")
+	m.failedCycles = prometheus.NewCounter(prometheus.CounterOpts{Namespace: "github_runner", Name: "failed_reconcile_cycles_total",
+		Help: "Reconcile cycles that could not read the runners' state, and so changed nothing."})
 	m.rateRemaining = gauge("github_rate_limit_remaining", "GitHub API requests left in the current rate-limit window.")
 	m.rateLimit = gauge("github_rate_limit", "GitHub API requests allowed per rate-limit window.")
 	m.reconcileDuration = prometheus.NewHistogram(prometheus.HistogramOpts{
@@ -69,7 +75,7 @@ func New(flavor string, events io.Writer) *Metrics {
 		Help: "Time from a runner's instance creation until GitHub showed it online.", Buckets: stageBuckets})
 	m.onlineToBusy = prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: "github_runner", Name: "online_to_busy_seconds",
 		Help: "Time a runner waited online before its job.", Buckets: stageBuckets})
-	m.Registry.MustRegister(m.expected, m.idle, m.busy, m.offline, m.rateRemaining, m.rateLimit, m.reconcileDuration,
+	m.Registry.MustRegister(m.expected, m.idle, m.busy, m.offline, m.unresponsive, m.retiring, m.failedCycles, m.rateRemaining, m.rateLimit, m.reconcileDuration,
 		m.created, m.removed, m.failures, m.createdToOnline, m.onlineToBusy,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
@@ -116,6 +122,8 @@ func (m *Metrics) ObserveCycle(now time.Time, c Cycle) {
 	m.idle.Set(float64(counts[runner.Idle]))
 	m.busy.Set(float64(counts[runner.Busy]))
 	m.offline.Set(float64(counts[runner.Offline]))
+	m.unresponsive.Set(float64(counts[runner.Unresponsive]))
+	m.retiring.Set(float64(counts[runner.Retiring]))
 	m.reconcileDuration.Observe(c.Duration.Seconds())
 	m.created.Add(float64(c.Created))
 	for reason, n := range c.Removed {
@@ -151,6 +159,18 @@ func (m *Metrics) observeStage(now time.Time, r Sample) {
 		idle := nonNegative(now.Sub(s.online))
 		m.onlineToBusy.Observe(idle)
 		m.event(now, "runner_start", map[string]any{"idle": idle})
+	}
+}
+
+// ObserveFailedCycle records a cycle that could not read its snapshot: it
+// counts, and leaves the gauges, the runners' stages and the events log as
+// the last complete cycle left them.
+func (m *Metrics) ObserveFailedCycle(failures map[string]int) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.failedCycles.Inc()
+	for op, n := range failures {
+		m.failures.WithLabelValues(op).Add(float64(n))
 	}
 }
 

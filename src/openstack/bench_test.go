@@ -111,7 +111,7 @@ func rawRound(b *testing.B, ctx context.Context, bed *bed, c *Cloud, n int) time
 		wg.Go(func() {
 			start := time.Now()
 			s, err := servers.Create(ctx, bed.compute, servers.CreateOpts{
-				Name:      fmt.Sprintf("%s-raw-%d", c.cfg.Prefix, i),
+				Name:      fmt.Sprintf("%s-raw-%d", c.cfg.Identity.Prefix(), i),
 				FlavorRef: bed.fixtures.FlavorID,
 				ImageRef:  bed.fixtures.ImageID,
 				Networks:  []servers.Network{{UUID: bed.fixtures.NetworkID}},

@@ -41,17 +41,16 @@ import (
 
 // Config is how one unit's runners are made.
 type Config struct {
-	// Prefix names this unit's runners (runner.Prefix); Unit is the Juju
-	// unit ("github-runner/0"), recorded on each server.
-	Prefix string
-	Unit   string
+	// Identity is whose runners these are: every server's name carries its
+	// prefix and its metadata the whole identity.
+	Identity runner.Identity
 	// OpenStack is the cloud (clouds.yaml text and the cloud in it) and
 	// the flavor, network and image of runners, each a name or an ID.
 	OpenStack config.OpenStack
 	Runner    config.RunnerImage
 
 	// SecurityGroup is the runners' security group, created if missing;
-	// "" is "<Prefix>-runners".
+	// "" is "<prefix>-runners".
 	SecurityGroup string
 	// RunnerUser and RunnerDir are where the image has the runner
 	// application (run.sh); "" is DefaultRunnerUser, DefaultRunnerDir.
@@ -123,11 +122,8 @@ var (
 // ErrCloudsYAMLSyntax, ErrCloudsYAMLIncomplete, ErrUnreachable, ErrTLS and
 // ErrUnauthorized; none shows a secret.
 func New(ctx context.Context, cfg Config, log *slog.Logger) (*Cloud, error) {
-	if err := runner.CheckPrefix(cfg.Prefix); err != nil {
+	if err := cfg.Identity.Check(); err != nil {
 		return nil, fmt.Errorf("cannot use OpenStack: %w", err)
-	}
-	if cfg.Unit == "" {
-		return nil, errors.New("cannot use OpenStack: no unit name")
 	}
 	var missing []string
 	for _, f := range []struct{ key, value string }{
@@ -142,7 +138,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Cloud, error) {
 		return nil, fmt.Errorf("cannot use OpenStack: set %s", strings.Join(missing, ", "))
 	}
 	if cfg.SecurityGroup == "" {
-		cfg.SecurityGroup = cfg.Prefix + "-runners"
+		cfg.SecurityGroup = cfg.Identity.Prefix() + "-runners"
 	}
 	if cfg.RunnerUser == "" {
 		cfg.RunnerUser = DefaultRunnerUser
@@ -326,24 +322,29 @@ func (c *Cloud) findNetwork(ctx context.Context, nameOrID string) (string, error
 	}
 }
 
-// Instances lists the runner servers of prefix, from Nova alone.
-func (c *Cloud) Instances(ctx context.Context, prefix string) ([]cloud.Instance, error) {
-	// Nova's name filter is a regular expression, and a substring match.
-	list, err := c.api.Servers(ctx, "^"+regexp.QuoteMeta(prefix+"-"))
+// Instances lists this deployment's runner servers, from Nova alone: a
+// server of another model or unit in the project is never listed, even if
+// its name looks like ours.
+func (c *Cloud) Instances(ctx context.Context) ([]cloud.Instance, error) {
+	// Nova's name filter is a regular expression, and a substring match;
+	// the application's name starts both namings.
+	list, err := c.api.Servers(ctx, "^"+regexp.QuoteMeta(c.cfg.Identity.App+"-"))
 	if err != nil {
 		return nil, fmt.Errorf("cannot list OpenStack servers: %w", err)
 	}
 	var out []cloud.Instance
 	for _, srv := range list {
-		if runner.HasPrefix(srv.Name, prefix) {
-			out = append(out, toInstance(srv))
+		if inst := toInstance(srv); c.cfg.Identity.OwnsInstance(inst.Name, inst.Owner) {
+			out = append(out, inst)
 		}
 	}
 	return out, nil
 }
 
 func toInstance(srv servers.Server) cloud.Instance {
-	out := cloud.Instance{Name: srv.Name, CreatedAt: srv.Created, Status: status(srv.Status)}
+	out := cloud.Instance{Name: srv.Name, CreatedAt: srv.Created, Status: status(srv.Status),
+		Owner: runner.Owner{Model: srv.Metadata[runner.MetaModel], Unit: srv.Metadata[runner.MetaUnit]}}
+	out.Scope, _ = runner.ParseScope(srv.Metadata[runner.MetaScope])
 	if id, err := strconv.ParseInt(srv.Metadata[runner.MetaRunnerID], 10, 64); err == nil {
 		out.RunnerID = id
 	}
@@ -353,18 +354,20 @@ func toInstance(srv servers.Server) cloud.Instance {
 	return out
 }
 
-// status maps Nova's server status. A server that is paused, suspended or
-// shelved is not going to run a job again: stopped, like one powered off.
+// status maps Nova's server status. Only a server that is off (the runner
+// powers it off after its job) or gone is stopped. A paused or suspended
+// server resumes with its job where it was, and UNKNOWN or ERROR is what
+// Nova says while a compute service restarts: unresponsive, not finished.
 func status(novaStatus string) cloud.Status {
 	switch novaStatus {
 	case "BUILD":
 		return cloud.Building
 	case "ACTIVE", "REBOOT", "HARD_REBOOT", "PASSWORD", "REBUILD", "MIGRATING", "RESIZE", "VERIFY_RESIZE", "REVERT_RESIZE":
 		return cloud.Running
-	case "SHUTOFF", "STOPPED", "PAUSED", "SUSPENDED", "SHELVED", "SHELVED_OFFLOADED", "DELETED", "SOFT_DELETED", "RESCUE":
+	case "SHUTOFF", "STOPPED", "SHELVED", "SHELVED_OFFLOADED", "DELETED", "SOFT_DELETED", "RESCUE":
 		return cloud.Stopped
-	default: // ERROR, UNKNOWN
-		return cloud.Error
+	default: // PAUSED, SUSPENDED, ERROR, UNKNOWN
+		return cloud.Unresponsive
 	}
 }
 
@@ -373,8 +376,8 @@ func status(novaStatus string) cloud.Status {
 // timeout included, the server is deleted again and Create says why.
 // req.JITConfig reaches the server only in its user-data.
 func (c *Cloud) Create(ctx context.Context, req cloud.CreateRequest) error {
-	if !runner.HasPrefix(req.Name, c.cfg.Prefix) {
-		return fmt.Errorf("cannot create runner %q: name is not of prefix %q", req.Name, c.cfg.Prefix)
+	if c.cfg.Identity.Generation(req.Name) != runner.Current {
+		return fmt.Errorf("cannot create runner %q: name is not of prefix %q", req.Name, c.cfg.Identity.Prefix())
 	}
 	r, err := c.resources()
 	if err != nil {
@@ -387,6 +390,8 @@ func (c *Cloud) Create(ctx context.Context, req cloud.CreateRequest) error {
 	log := c.log.With("server", req.Name, "runner_id", req.RunnerID)
 	start := time.Now()
 	configDrive := true
+	metadata := c.cfg.Identity.Meta(req.RunnerID, req.Scope)
+	metadata[runner.MetaCreatedAt] = start.UTC().Format(time.RFC3339)
 	opts := servers.CreateOpts{
 		Name:      req.Name,
 		ImageRef:  r.imageID,
@@ -394,11 +399,7 @@ func (c *Cloud) Create(ctx context.Context, req cloud.CreateRequest) error {
 		Networks:  []servers.Network{{UUID: r.networkID}},
 		// Nova takes a name or an ID; the ID is what Prepare checked.
 		SecurityGroups: []string{r.securityGroupID},
-		Metadata: map[string]string{
-			runner.MetaUnit:      c.cfg.Unit,
-			runner.MetaRunnerID:  strconv.FormatInt(req.RunnerID, 10),
-			runner.MetaCreatedAt: start.UTC().Format(time.RFC3339),
-		},
+		Metadata:       metadata,
 		// Already base64: gophercloud sends it as it is.
 		UserData:    []byte(encoded),
 		ConfigDrive: &configDrive,

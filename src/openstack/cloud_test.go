@@ -131,7 +131,7 @@ func TestRunnersLifecycle(t *testing.T) {
 		}
 	}
 
-	instances, err := c.Instances(ctx, c.cfg.Prefix)
+	instances, err := c.Instances(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -172,7 +172,7 @@ func TestRunnersLifecycle(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	again, err := fresh.Instances(ctx, c.cfg.Prefix)
+	again, err := fresh.Instances(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -203,7 +203,7 @@ func TestRunnersLifecycle(t *testing.T) {
 	if err := c.Delete(ctx, runners[0].name); err != nil {
 		t.Errorf("deleting a runner already gone: %v", err)
 	}
-	if left, err := c.Instances(ctx, c.cfg.Prefix); err != nil || len(left) > 0 {
+	if left, err := c.Instances(ctx); err != nil || len(left) > 0 {
 		t.Errorf("Instances after delete = %+v, %v", left, err)
 	}
 }
@@ -252,7 +252,7 @@ func TestImageGoneAndReplaced(t *testing.T) {
 	t.Parallel()
 	b := requireBed(t)
 	cfg := testConfig(b)
-	cfg.OpenStack.Image = cfg.Prefix + "-image"
+	cfg.OpenStack.Image = cfg.Identity.Prefix() + "-image"
 	c := newCloud(t, b, cfg)
 	counter := &countingAPI{openstackAPI: c.api}
 	c.api = counter
@@ -303,7 +303,7 @@ func TestImageGoneAndReplaced(t *testing.T) {
 	if n := counter.count(); n != 0 {
 		t.Errorf("Nova was asked for %d servers without an image", n)
 	}
-	if left := projectServers(t, ctx, b, cfg.Prefix+"-"); len(left) > 0 {
+	if left := projectServers(t, ctx, b, cfg.Identity.Prefix()+"-"); len(left) > 0 {
 		t.Errorf("servers created without an image: %d", len(left))
 	}
 }

@@ -11,6 +11,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/canonical/github-runner-charm/src/runner"
 	"github.com/canonical/github-runner-charm/tests/openstacktest"
 )
 
@@ -40,7 +41,7 @@ func editCloud(t *testing.T, cloudsYAML []byte, cloudName string, auth map[strin
 
 func connectConfig(cloudsYAML, cloudName string) Config {
 	return Config{
-		Prefix: "ost-connect", Unit: "github-runner/0",
+		Identity:  runner.Identity{Model: testModel, App: "ost-connect", Unit: 0},
 		OpenStack: testConfig(&bed{cloudsYAML: cloudsYAML, cloudName: cloudName}).OpenStack,
 	}
 }
@@ -64,7 +65,7 @@ func TestConnect(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: %v", tt.name, err)
 		}
-		if _, err := c.Instances(ctx, "ost-connect"); err != nil {
+		if _, err := c.Instances(ctx); err != nil {
 			t.Errorf("%s: cannot list: %v", tt.name, err)
 		}
 	}

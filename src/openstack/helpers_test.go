@@ -110,11 +110,13 @@ func requireBed(t testing.TB) *bed {
 }
 
 // testConfig is a Config of the bed's fixtures for a unique prefix.
+// testModel is the model UUID of the tests' runner identities.
+const testModel = "3c5b1f5c-8a51-4d5e-8e4b-6a0c2a9b7f10"
+
 func testConfig(b *bed) Config {
 	prefix := strings.TrimSuffix(openstacktest.UniqueName("ost-"), "-")
 	return Config{
-		Prefix: prefix,
-		Unit:   "github-runner/0",
+		Identity: runner.Identity{Model: testModel, App: prefix, Unit: 0},
 		OpenStack: config.OpenStack{
 			CloudsYAML: b.cloudsYAML, Cloud: b.cloudName,
 			Flavor: openstacktest.FlavorName, Network: openstacktest.NetworkName, Image: openstacktest.ImageName,
@@ -146,7 +148,7 @@ func newCloud(t testing.TB, b *bed, cfg Config) *Cloud {
 			t.Errorf("cannot clean up: %v", err)
 		}
 	})
-	openstacktest.CleanupServers(t, b.compute, cfg.Prefix+"-")
+	openstacktest.CleanupServers(t, b.compute, cfg.Identity.Prefix()+"-")
 	return c
 }
 
@@ -155,7 +157,7 @@ func newCloud(t testing.TB, b *bed, cfg Config) *Cloud {
 func checkNothingLeft(t testing.TB, b *bed, cfg Config) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	left := projectServers(t, ctx, b, cfg.Prefix+"-")
+	left := projectServers(t, ctx, b, cfg.Identity.Prefix()+"-")
 	for _, srv := range left {
 		t.Errorf("server %s (%s) of the test is left", srv.Name, srv.Status)
 	}
@@ -403,7 +405,7 @@ func waitStatus(t testing.TB, c *Cloud, name string, want string, timeout time.D
 	t.Helper()
 	deadline := time.After(timeout)
 	for {
-		instances, err := c.Instances(context.Background(), c.cfg.Prefix)
+		instances, err := c.Instances(context.Background())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -444,7 +446,7 @@ func (a *countingAPI) count() int {
 	return a.creates
 }
 
-func newRunnerName(c *Cloud) string { return runner.NewName(c.cfg.Prefix) }
+func newRunnerName(c *Cloud) string { return c.cfg.Identity.NewName() }
 
 func mustPrepare(t testing.TB, c *Cloud) {
 	t.Helper()

@@ -107,7 +107,7 @@ func (c *Cloud) ensureSecurityGroup(ctx context.Context) (string, error) {
 	var group *groups.SecGroup
 	switch len(found) {
 	case 0:
-		group, err = c.api.CreateSecurityGroup(ctx, name, "Runners of "+c.cfg.Unit+"; managed by the github-runner charm, do not edit its egress rules.")
+		group, err = c.api.CreateSecurityGroup(ctx, name, "Runners of "+c.cfg.Identity.UnitName()+" (model "+c.cfg.Identity.Model+"); managed by the github-runner charm, do not edit its egress rules.")
 		if err != nil {
 			return "", fmt.Errorf("cannot create security group %q: %w", name, err)
 		}

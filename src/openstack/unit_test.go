@@ -217,8 +217,10 @@ func TestUserData(t *testing.T) {
 
 func TestStatus(t *testing.T) {
 	for nova, want := range map[string]cloud.Status{
-		"BUILD": cloud.Building, "ACTIVE": cloud.Running, "SHUTOFF": cloud.Stopped, "ERROR": cloud.Error,
-		"REBOOT": cloud.Running, "SUSPENDED": cloud.Stopped, "UNKNOWN": cloud.Error, "": cloud.Error,
+		"BUILD": cloud.Building, "ACTIVE": cloud.Running, "SHUTOFF": cloud.Stopped, "SHELVED": cloud.Stopped,
+		"REBOOT": cloud.Running, "ERROR": cloud.Unresponsive, "": cloud.Unresponsive,
+		// A compute service restarting, or an admin pausing: the job resumes.
+		"PAUSED": cloud.Unresponsive, "SUSPENDED": cloud.Unresponsive, "UNKNOWN": cloud.Unresponsive,
 	} {
 		if got := status(nova); got != want {
 			t.Errorf("status(%q) = %s, want %s", nova, got, want)

@@ -23,9 +23,12 @@ import (
 // the service's Prepare (one runner-application downloads check per cycle)
 // is not in it, so these are the engine's own requests.
 
-const (
-	costPrefix = "github-runner-0"
-	costRepo   = "canonical/runners"
+const costRepo = "canonical/runners"
+
+var (
+	costID     = managertest.Identity
+	costPrefix = costID.Prefix()
+	costScope  = managertest.Scope
 )
 
 // costBed is one unit's runners: n idle runners online at the fake GitHub
@@ -36,9 +39,14 @@ type costBed struct {
 	client *github.Client
 }
 
-// runnerName is the i-th runner's name: the prefix and 12 hex digits, the
-// shape runner.NewName makes and the engine insists on.
-func runnerName(i int) string { return fmt.Sprintf("%s-%012x", costPrefix, i) }
+// runnerName is the i-th runner's name: the prefix and 8 hex digits, the
+// shape Identity.NewName makes and the engine insists on.
+func runnerName(i int) string { return fmt.Sprintf("%s-%08x", costPrefix, i) }
+
+// costSettings are the engine's settings for a unit keeping target runners.
+func costSettings(target int) manager.Settings {
+	return manager.Settings{Identity: costID, Scope: costScope, Target: target}
+}
 
 func discardLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
@@ -71,8 +79,8 @@ func (b *costBed) addRunners(tb testing.TB, first, n int) {
 }
 
 func (b *costBed) engine(target int) *manager.Engine {
-	platform := newPlatform(b.client, costPrefix, nil)
-	return manager.New(b.cloud, platform, manager.Settings{Prefix: costPrefix, Target: target}, discardLog())
+	platform := newPlatform(b.client, costID, costScope, nil)
+	return manager.New(b.cloud, platform, costSettings(target), discardLog())
 }
 
 // cycle runs one reconcile cycle and returns what it cost: the API

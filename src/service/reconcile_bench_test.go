@@ -127,7 +127,7 @@ func TestReconcilePassChild(t *testing.T) {
 		instances.Put(cloud.Instance{Name: runnerName(i), RunnerID: int64(i + 1), CreatedAt: now, Status: cloud.Running})
 	}
 	srv := &Server{
-		Engine:   manager.New(instances, newPlatform(client, costPrefix, nil), manager.Settings{Prefix: costPrefix, Target: n}, discardLog()),
+		Engine:   manager.New(instances, newPlatform(client, costID, costScope, nil), costSettings(n), discardLog()),
 		Expected: n, Metrics: metrics.New("github-runner", nil), Log: discardLog(),
 	}
 	var results passResults

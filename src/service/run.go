@@ -16,6 +16,7 @@ import (
 	"github.com/canonical/github-runner-charm/src/github"
 	"github.com/canonical/github-runner-charm/src/manager"
 	"github.com/canonical/github-runner-charm/src/metrics"
+	"github.com/canonical/github-runner-charm/src/runner"
 	"github.com/canonical/github-runner-charm/src/service/api"
 )
 
@@ -43,6 +44,10 @@ type CloudFactory func(ctx context.Context, f *config.File, log *slog.Logger) (C
 // only when the service cannot start at all; GitHub or cloud failures are
 // reported as the problem and retried every cycle.
 func Run(ctx context.Context, f *config.File, newCloud CloudFactory, log *slog.Logger) error {
+	id, err := runner.ParseIdentity(f.Model, f.Unit)
+	if err != nil {
+		return err
+	}
 	gh, err := github.New(githubConfig(f, log))
 	if err != nil {
 		return err
@@ -53,9 +58,16 @@ func Run(ctx context.Context, f *config.File, newCloud CloudFactory, log *slog.L
 	}
 	defer events.Close()
 	lazy := &lazyCloud{open: func(ctx context.Context) (Cloud, error) { return newCloud(ctx, f, log) }}
-	engine := manager.New(lazy, newPlatform(gh, f.Prefix, f.GitHub.Labels), manager.Settings{
-		Prefix: f.Prefix, Target: f.Runners,
-		Timeouts: manager.Timeouts{Creation: f.Timeouts.Creation, Offline: f.Timeouts.Offline},
+	scope := runner.NewScope(f.GitHub.APIURL, f.GitHub.Path)
+	platform := newPlatform(gh, id, scope, f.GitHub.Labels)
+	platform.elsewhere = func(path string) (*github.Client, error) {
+		c := githubConfig(f, log)
+		c.Path = path
+		return github.New(c)
+	}
+	engine := manager.New(lazy, platform, manager.Settings{
+		Identity: id, Scope: scope, Target: f.Runners,
+		Timeouts: manager.Timeouts{Creation: f.Timeouts.Creation, Offline: f.Timeouts.Offline, Unresponsive: f.Timeouts.Unresponsive},
 	}, log)
 	updater := &updater{github: gh, cloud: lazy, cacheDir: filepath.Join(f.StateDir, "runner-application"), log: log}
 	srv := &Server{
@@ -117,12 +129,12 @@ func (l *lazyCloud) get(ctx context.Context) (Cloud, error) {
 	return c, nil
 }
 
-func (l *lazyCloud) Instances(ctx context.Context, prefix string) ([]cloud.Instance, error) {
+func (l *lazyCloud) Instances(ctx context.Context) ([]cloud.Instance, error) {
 	c, err := l.get(ctx)
 	if err != nil {
 		return nil, err
 	}
-	return c.Instances(ctx, prefix)
+	return c.Instances(ctx)
 }
 
 func (l *lazyCloud) Create(ctx context.Context, req cloud.CreateRequest) error {

@@ -94,7 +94,13 @@ func (s *Server) cycle(mode manager.Mode) (manager.Outcome, error) {
 		}
 	}
 	out, err := s.Engine.Run(ctx, mode)
-	s.observe(start, out)
+	if err != nil {
+		// A cycle that could not read its snapshot saw nothing: the gauges
+		// and the events log keep the last cycle's truth.
+		s.observeFailure(out)
+	} else {
+		s.observe(start, out)
+	}
 	switch {
 	case prepareErr != nil:
 		s.setProblem(prepareErr)
@@ -132,6 +138,12 @@ func (s *Server) observe(start time.Time, out manager.Outcome) {
 		if remaining, limit, ok := s.RateLimit(); ok {
 			s.Metrics.ObserveRateLimit(remaining, limit)
 		}
+	}
+}
+
+func (s *Server) observeFailure(out manager.Outcome) {
+	if s.Metrics != nil {
+		s.Metrics.ObserveFailedCycle(out.Failures)
 	}
 }
 

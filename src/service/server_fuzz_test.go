@@ -53,9 +53,9 @@ func FuzzHandler(f *testing.F) {
 	})
 }
 
-const (
-	fuzzIdle = "github-runner-0-0000000000aa"
-	fuzzBusy = "github-runner-0-0000000000bb"
+var (
+	fuzzIdle = costPrefix + "-000000aa"
+	fuzzBusy = costPrefix + "-000000bb"
 )
 
 func fuzzServer() (*Server, *managertest.Platform) {
@@ -68,6 +68,6 @@ func fuzzServer() (*Server, *managertest.Platform) {
 		id := platform.Add(r.name, true, r.busy)
 		instances.Put(cloud.Instance{Name: r.name, RunnerID: id, CreatedAt: now, Status: cloud.Running})
 	}
-	engine := manager.New(instances, platform, manager.Settings{Prefix: costPrefix, Target: 2}, discardLog())
+	engine := manager.New(instances, platform, costSettings(2), discardLog())
 	return &Server{Engine: engine, Expected: 2, Interval: time.Hour, Metrics: metrics.New("github-runner", nil), Log: discardLog()}, platform
 }

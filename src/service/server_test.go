@@ -25,7 +25,7 @@ func startServer(t *testing.T, target int) (*api.Client, *managertest.Platform, 
 	cloud, platform := managertest.NewCloud(), managertest.NewPlatform()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	srv := &service.Server{
-		Engine:   manager.New(cloud, platform, manager.Settings{Prefix: "github-runner-0", Target: target}, log),
+		Engine:   manager.New(cloud, platform, manager.Settings{Identity: managertest.Identity, Scope: managertest.Scope, Target: target}, log),
 		Expected: target, Interval: time.Hour, Metrics: metrics.New("github-runner", nil), Log: log,
 	}
 	socket := filepath.Join(t.TempDir(), api.SocketName)
@@ -132,7 +132,7 @@ func TestPrepareFailureCreatesNothing(t *testing.T) {
 	cloud, platform := managertest.NewCloud(), managertest.NewPlatform()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	srv := &service.Server{
-		Engine:   manager.New(cloud, platform, manager.Settings{Prefix: "github-runner-0", Target: 2}, log),
+		Engine:   manager.New(cloud, platform, manager.Settings{Identity: managertest.Identity, Scope: managertest.Scope, Target: 2}, log),
 		Expected: 2, Interval: time.Hour, Log: log,
 		Prepare: func(context.Context) (bool, error) {
 			return false, errors.New(`OpenStack image not found: no image named "noble"`)
@@ -148,7 +148,7 @@ func TestPrepareFailureCreatesNothing(t *testing.T) {
 	t.Cleanup(func() { hs.Close() })
 	client := api.NewClient(socket, 10*time.Second)
 
-	orphan := platform.Add("github-runner-0-0123456789ab", false, false)
+	orphan := platform.Add(managertest.Identity.NewName(), false, false)
 	result, err := client.Reconcile(context.Background())
 	if err != nil || result.Delta != -1 {
 		t.Errorf("reconcile = %+v, %v; want the orphan removed and nothing created", result, err)
@@ -159,4 +159,84 @@ func TestPrepareFailureCreatesNothing(t *testing.T) {
 	if report, _ := client.Runners(context.Background()); !strings.Contains(report.Problem, `no image named "noble"`) {
 		t.Errorf("problem = %q", report.Problem)
 	}
+}
+
+// A cycle that cannot read its snapshot saw nothing: the gauges and the
+// events log keep the last cycle's truth (no spurious runner_stop for a
+// busy runner, no second runner_start later), and a failed cycle counts.
+func TestFailedSnapshotReportsNothing(t *testing.T) {
+	cloud, platform := managertest.NewCloud(), managertest.NewPlatform()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	var events strings.Builder
+	m := metrics.New("github-runner", &events)
+	srv := &service.Server{
+		Engine:   manager.New(cloud, platform, manager.Settings{Identity: managertest.Identity, Scope: managertest.Scope, Target: 2}, log),
+		Expected: 2, Interval: time.Hour, Metrics: m, Log: log,
+	}
+	socket := filepath.Join(t.TempDir(), api.SocketName)
+	l, err := service.Listen(socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := &http.Server{Handler: srv.Handler()}
+	go hs.Serve(l)
+	t.Cleanup(func() { hs.Close() })
+	client := api.NewClient(socket, 10*time.Second)
+	ctx := context.Background()
+
+	client.Reconcile(ctx)
+	names := platform.Names()
+	platform.Set(names[0], true, true)
+	platform.Set(names[1], true, false)
+	client.Reconcile(ctx) // busy 1, idle 1: runner_installed ×2, runner_start ×1
+	gauges := func() string {
+		var lines []string
+		for _, line := range strings.Split(scrape(t, socket), "\n") {
+			if strings.HasPrefix(line, "github_runner_idle_runners ") || strings.HasPrefix(line, "github_runner_busy_runners ") {
+				lines = append(lines, line)
+			}
+		}
+		return strings.Join(lines, "; ")
+	}
+	before, eventsBefore := gauges(), events.String()
+
+	platform.FailList = errors.New("GitHub is down")
+	if _, err := client.Reconcile(ctx); err == nil {
+		t.Fatal("a cycle without GitHub's list succeeded")
+	}
+	if got := gauges(); got != before {
+		t.Errorf("a failed cycle moved the gauges: %s, was %s", got, before)
+	}
+	if got := events.String(); got != eventsBefore {
+		t.Errorf("a failed cycle wrote events: %s", strings.TrimPrefix(got, eventsBefore))
+	}
+	if !strings.Contains(scrape(t, socket), "github_runner_failed_reconcile_cycles_total 1") {
+		t.Error("the failed cycle was not counted")
+	}
+	platform.FailList = nil
+	client.Reconcile(ctx)
+	if n := strings.Count(events.String(), `"event":"runner_start"`); n != 1 {
+		t.Errorf("runner_start written %d times for one job", n)
+	}
+	if strings.Contains(events.String(), `"event":"runner_stop"`) {
+		t.Error("a runner_stop for a runner that never stopped")
+	}
+}
+
+// scrape reads /metrics from the socket.
+func scrape(t *testing.T, socket string) string {
+	t.Helper()
+	c := http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", socket)
+	}}}
+	resp, err := c.Get("http://unit" + api.PathMetrics)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(body)
 }

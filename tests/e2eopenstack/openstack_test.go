@@ -19,6 +19,7 @@ import (
 	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/servers"
 	"gopkg.in/yaml.v3"
 
+	"github.com/canonical/github-runner-charm/src/runner"
 	"github.com/canonical/github-runner-charm/tests/fakegithub"
 	"github.com/canonical/github-runner-charm/tests/harness"
 	"github.com/canonical/github-runner-charm/tests/openstacktest"
@@ -54,7 +55,7 @@ type osBed struct {
 	unit    *harness.Unit
 	github  *fakegithub.Server
 	compute *gophercloud.ServiceClient // direct, not through any test proxy
-	prefix  string                     // "<app>-0-": this unit's runner names
+	prefix  string                     // "<app>-<model tag>-0-": this unit's runner names
 }
 
 // deployOnOpenStack deploys a unit keeping two runners on the test bed's
@@ -77,7 +78,7 @@ func deployOnOpenStack(t *testing.T, appPrefix string, charmCloudsYAML func(clou
 	var b [3]byte
 	rand.Read(b[:])
 	app := appPrefix + hex.EncodeToString(b[:])
-	prefix := app + "-0-"
+	prefix := runner.Identity{Model: harness.DefaultModel, App: app, Unit: 0}.Prefix() + "-"
 	openstacktest.CleanupServers(t, compute, prefix)
 	u := harness.New(t, harness.Options{App: app, Leader: true})
 	t.Cleanup(func() {

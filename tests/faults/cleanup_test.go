@@ -11,7 +11,6 @@ import (
 	"runtime"
 	"slices"
 	"sort"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -22,6 +21,7 @@ import (
 	"github.com/canonical/github-runner-charm/src/runner"
 	"github.com/canonical/github-runner-charm/src/service/api"
 	"github.com/canonical/github-runner-charm/tests/fakegithub"
+	"github.com/canonical/github-runner-charm/tests/harness"
 	"github.com/canonical/github-runner-charm/tests/lxdtest"
 	"github.com/canonical/github-runner-charm/tests/stack"
 )
@@ -42,7 +42,7 @@ type managerService struct {
 	github *fakegithub.Server
 	client *api.Client
 	socket string
-	prefix string
+	id     runner.Identity
 	log    string
 }
 
@@ -73,8 +73,9 @@ func startService(t *testing.T) *managerService {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(stateDir) })
+	id := runner.Identity{Model: harness.DefaultModel, App: app, Unit: 0}
 	f := &config.File{
-		Unit: app + "/0", Prefix: runner.Prefix(app, 0), StateDir: stateDir, Runners: 2, ReconcileInterval: time.Hour,
+		Unit: id.UnitName(), Model: id.Model, StateDir: stateDir, Runners: 2, ReconcileInterval: time.Hour,
 		GitHub:   config.GitHub{Path: stack.Repo, APIURL: fake.URL(), Token: token, Group: "default", Labels: []string{label}},
 		LXD:      &config.LXD{Type: "container", BaseImage: lxdtest.BaseImageAlias, CPU: 1, Memory: "256MiB", Disk: "1GiB"},
 		Timeouts: config.Timeouts{Creation: creationTimeout, Offline: offlineTimeout},
@@ -83,7 +84,7 @@ func startService(t *testing.T) *managerService {
 	if err := f.Write(configPath); err != nil {
 		t.Fatal(err)
 	}
-	s := &managerService{t: t, lxd: c, github: fake, prefix: f.Prefix, socket: filepath.Join(stateDir, api.SocketName),
+	s := &managerService{t: t, lxd: c, github: fake, id: id, socket: filepath.Join(stateDir, api.SocketName),
 		log: filepath.Join(stateDir, "manager.log")}
 	s.client = api.NewClient(s.socket, 2*time.Minute)
 	logFile, err := os.Create(s.log)
@@ -96,7 +97,7 @@ func startService(t *testing.T) *managerService {
 		t.Fatal(err)
 	}
 	logFile.Close()
-	t.Cleanup(func() { lxdtest.DeleteAll(c, f.Prefix+"-") })
+	t.Cleanup(func() { lxdtest.DeleteAll(c, id.Prefix()+"-") })
 	t.Cleanup(func() {
 		// Drain everything, then SIGTERM, as the charm's stop hook does.
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -157,12 +158,12 @@ func (s *managerService) state() (online int, instances, runners []string) {
 		s.t.Fatal(err)
 	}
 	for _, name := range names {
-		if runner.HasPrefix(name, s.prefix) {
+		if s.id.Generation(name) == runner.Current {
 			instances = append(instances, name)
 		}
 	}
 	for _, r := range s.github.Runners(stack.Repo) {
-		if strings.HasPrefix(r.Name, s.prefix+"-") {
+		if s.id.Generation(r.Name) == runner.Current {
 			runners = append(runners, r.Name)
 			if r.Status == "online" {
 				online++
@@ -242,9 +243,11 @@ func TestCleanupRules(t *testing.T) {
 	s.converge(2)
 
 	t.Log("an instance whose runner never registers: removed after the creation timeout")
-	orphan := runner.NewName(s.prefix)
+	orphan := s.id.NewName()
 	lxdtest.Launch(t, s.lxd, orphan, lxdtest.BaseImageAlias, map[string]string{
 		"user." + runner.MetaCreatedAt: time.Now().UTC().Format(time.RFC3339),
+		"user." + runner.MetaModel:     s.id.Model,
+		"user." + runner.MetaUnit:      s.id.UnitName(),
 	})
 	s.reconcile()
 	if _, instances, _ := s.state(); !slices.Contains(instances, orphan) {

@@ -63,11 +63,25 @@ type Options struct {
 	App    string // default "github-runner"
 	Number int    // unit number
 	Leader bool
+	// Model is the model's UUID, JUJU_MODEL_UUID; default DefaultModel.
+	// Two units of one application name in two models differ only here.
+	Model string
 	// ModelProxy is juju-http-proxy etc., exported as JUJU_CHARM_*_PROXY.
 	ModelProxy struct{ HTTP, HTTPS, NoProxy string }
 	// StateRoot is where the charm keeps per-unit state; a temporary
 	// directory by default.
 	StateRoot string
+}
+
+// DefaultModel is the model UUID of units whose Options name none.
+const DefaultModel = "3c5b1f5c-8a51-4d5e-8e4b-6a0c2a9b7f10"
+
+// Model is the unit's model UUID.
+func (u *Unit) Model() string {
+	if u.opts.Model == "" {
+		return DefaultModel
+	}
+	return u.opts.Model
 }
 
 // Unit is one unit of the packed charm, with its agent.
@@ -383,7 +397,7 @@ func (u *Unit) environment(ctx *hookContext, dispatchPath string, extra []string
 		"JUJU_AGENT_SOCKET_ADDRESS=" + u.socket,
 		"JUJU_AGENT_SOCKET_NETWORK=unix",
 		"JUJU_UNIT_NAME=" + u.Name,
-		"JUJU_MODEL_UUID=3c5b1f5c-8a51-4d5e-8e4b-6a0c2a9b7f10",
+		"JUJU_MODEL_UUID=" + u.Model(),
 		"JUJU_MODEL_NAME=ci",
 		"JUJU_API_ADDRESSES=10.0.0.1:17070",
 		"JUJU_SLA=unsupported",

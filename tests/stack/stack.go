@@ -26,6 +26,7 @@ import (
 
 	lxdclient "github.com/canonical/lxd/client"
 
+	"github.com/canonical/github-runner-charm/src/runner"
 	"github.com/canonical/github-runner-charm/src/service/api"
 	"github.com/canonical/github-runner-charm/tests/fakegithub"
 	"github.com/canonical/github-runner-charm/tests/harness"
@@ -38,7 +39,8 @@ const Repo = "canonical/runners"
 // Options shape a bed.
 type Options struct {
 	// Name starts the application's name, which a random suffix completes
-	// (e.g. "e2e" gives "e2e3fa9c1", whose unit's prefix is "e2e3fa9c1-0").
+	// (e.g. "e2e" gives "e2e3fa9c1", whose unit's prefix is
+	// "e2e3fa9c1-<model tag>-0").
 	Name string
 	// Token is the GitHub token the fake accepts and the charm is given.
 	Token string
@@ -91,7 +93,8 @@ func New(t *testing.T, opts Options) *Bed {
 	rand.Read(b[:])
 	app := opts.Name + hex.EncodeToString(b[:])
 	u := harness.New(t, harness.Options{App: app, Leader: true})
-	bed := &Bed{T: t, LXD: c, GitHub: fake, Unit: u, Prefix: app + "-0", Label: opts.Label, Token: opts.Token}
+	prefix := runner.Identity{Model: u.Model(), App: app, Unit: 0}.Prefix()
+	bed := &Bed{T: t, LXD: c, GitHub: fake, Unit: u, Prefix: prefix, Label: opts.Label, Token: opts.Token}
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("manager logs:\n%s", u.ServiceLogs())

@@ -8,19 +8,24 @@ import (
 	"github.com/canonical/github-runner-charm/src/config"
 	"github.com/canonical/github-runner-charm/src/lxd"
 	"github.com/canonical/github-runner-charm/src/openstack"
+	"github.com/canonical/github-runner-charm/src/runner"
 	"github.com/canonical/github-runner-charm/src/service"
 )
 
 // openCloud opens the cloud the config names.
 func openCloud(ctx context.Context, f *config.File, log *slog.Logger) (service.Cloud, error) {
+	id, err := runner.ParseIdentity(f.Model, f.Unit)
+	if err != nil {
+		return nil, err
+	}
 	if f.OpenStack != nil {
-		c, err := openstack.New(ctx, openstack.Config{Prefix: f.Prefix, Unit: f.Unit, OpenStack: *f.OpenStack, Runner: f.Runner}, log)
+		c, err := openstack.New(ctx, openstack.Config{Identity: id, OpenStack: *f.OpenStack, Runner: f.Runner}, log)
 		if err != nil {
 			return nil, err
 		}
 		return openstackCloud{c}, nil
 	}
-	c, err := lxd.New(ctx, lxd.Config{Prefix: f.Prefix, Unit: f.Unit, LXD: *f.LXD, Runner: f.Runner}, log)
+	c, err := lxd.New(ctx, lxd.Config{Identity: id, LXD: *f.LXD, Runner: f.Runner}, log)
 	if err != nil {
 		return nil, err
 	}

@@ -8,18 +8,30 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/canonical/github-runner-charm/src/cloud"
 	"github.com/canonical/github-runner-charm/src/manager"
+	"github.com/canonical/github-runner-charm/src/runner"
 )
 
-// Cloud is an in-memory cloud.
+// Model is the model UUID of Identity.
+const Model = "3c5b1f5c-8a51-4d5e-8e4b-6a0c2a9b7f10"
+
+// Identity is the deployment the stand-ins serve unless told otherwise:
+// github-runner/0 of Model.
+var Identity = runner.Identity{Model: Model, App: "github-runner", Unit: 0}
+
+// Scope is where Platform registers runners unless told otherwise.
+var Scope = runner.NewScope("https://api.github.com", "canonical/runners")
+
+// Cloud is an in-memory cloud shared by any number of deployments, as one
+// LXD daemon or OpenStack project may be.
 type Cloud struct {
-	mu        sync.Mutex
-	instances map[string]cloud.Instance
+	*store
+	// Identity is whose instances Instances lists and Create makes.
+	Identity runner.Identity
 	// FailCreate, when set, fails Create for names it returns true for.
 	FailCreate func(name string) bool
 	// FailList fails Instances.
@@ -29,20 +41,33 @@ type Cloud struct {
 	Deletes  int
 }
 
-// NewCloud returns an empty cloud.
-func NewCloud() *Cloud {
-	return &Cloud{instances: map[string]cloud.Instance{}, Now: time.Now}
+// store is the instances of every deployment on one cloud.
+type store struct {
+	mu        sync.Mutex
+	instances map[string]cloud.Instance
 }
 
-func (c *Cloud) Instances(_ context.Context, prefix string) ([]cloud.Instance, error) {
+// NewCloud returns an empty cloud of Identity.
+func NewCloud() *Cloud {
+	return &Cloud{store: &store{instances: map[string]cloud.Instance{}}, Now: time.Now, Identity: Identity}
+}
+
+// As returns the same cloud as another deployment sees and uses it.
+func (c *Cloud) As(id runner.Identity) *Cloud {
+	return &Cloud{store: c.store, Now: c.Now, Identity: id}
+}
+
+// Instances lists what the real clouds list: instances whose name and
+// metadata are both the identity's.
+func (c *Cloud) Instances(context.Context) ([]cloud.Instance, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.FailList != nil {
 		return nil, c.FailList
 	}
 	out := make([]cloud.Instance, 0, len(c.instances))
-	for name, i := range c.instances {
-		if strings.HasPrefix(name, prefix+"-") {
+	for _, i := range c.instances {
+		if c.Identity.OwnsInstance(i.Name, i.Owner) {
 			out = append(out, i)
 		}
 	}
@@ -56,7 +81,8 @@ func (c *Cloud) Create(_ context.Context, req cloud.CreateRequest) error {
 	if c.FailCreate != nil && c.FailCreate(req.Name) {
 		return errors.New("out of capacity")
 	}
-	c.instances[req.Name] = cloud.Instance{Name: req.Name, RunnerID: req.RunnerID, CreatedAt: c.Now(), Status: cloud.Running}
+	c.instances[req.Name] = cloud.Instance{Name: req.Name, RunnerID: req.RunnerID, CreatedAt: c.Now(), Status: cloud.Running,
+		Owner: c.Identity.Owner(), Scope: req.Scope}
 	return nil
 }
 
@@ -68,11 +94,27 @@ func (c *Cloud) Delete(_ context.Context, name string) error {
 	return nil
 }
 
-// Put adds or replaces an instance.
+// Put adds or replaces an instance; one without an owner gets the cloud's
+// identity.
 func (c *Cloud) Put(i cloud.Instance) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if i.Owner == (runner.Owner{}) {
+		i.Owner = c.Identity.Owner()
+	}
 	c.instances[i.Name] = i
+}
+
+// SetStatus changes an instance's status; it reports whether it exists.
+func (c *Cloud) SetStatus(name string, status cloud.Status) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	i, ok := c.instances[name]
+	i.Status = status
+	if ok {
+		c.instances[name] = i
+	}
+	return ok
 }
 
 // Get returns an instance.
@@ -83,7 +125,7 @@ func (c *Cloud) Get(name string) (cloud.Instance, bool) {
 	return i, ok
 }
 
-// Names lists every instance name.
+// Names lists every instance name, of every deployment.
 func (c *Cloud) Names() []string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -94,22 +136,47 @@ func (c *Cloud) Names() []string {
 	return out
 }
 
-// Platform is an in-memory GitHub.
+// Platform is an in-memory GitHub: runners in any number of scopes, one of
+// which (Scope) the engine lists and registers in.
 type Platform struct {
 	mu      sync.Mutex
-	runners map[int64]*manager.Runner
+	runners map[int64]*record
 	nextID  int64
+	scope   runner.Scope
 	// FailList fails Runners; FailRegister fails Register.
 	FailList, FailRegister error
+	// FailRemove, when set, fails Remove with what it returns (nil: no
+	// failure); the removal is not applied.
+	FailRemove func(scope runner.Scope, id int64) error
+	// Hide, when set, leaves runners it returns true for out of lists,
+	// as offset paging over a changing list or an eventually consistent
+	// one does.
+	Hide func(manager.Runner) bool
 	// OnRemove runs before a removal is applied, under no lock; it may make
 	// the runner busy to model a job arriving at that moment.
 	OnRemove func(id int64)
 	Removes  int
+	// RemovedBusy counts removals that succeeded on a busy runner: GitHub
+	// never allows one, so a test may require it to stay 0.
+	RemovedBusy int
 }
 
-// NewPlatform returns a GitHub with no runners.
+type record struct {
+	manager.Runner
+	scope runner.Scope
+}
+
+// NewPlatform returns a GitHub with no runners, listing Scope.
 func NewPlatform() *Platform {
-	return &Platform{runners: map[int64]*manager.Runner{}}
+	return &Platform{runners: map[int64]*record{}, scope: Scope}
+}
+
+// SetScope changes the scope Runners lists and Register registers in, as a
+// change of path or API URL does.
+func (p *Platform) SetScope(s runner.Scope) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.scope = s
 }
 
 func (p *Platform) Runners(context.Context) ([]manager.Runner, error) {
@@ -120,7 +187,9 @@ func (p *Platform) Runners(context.Context) ([]manager.Runner, error) {
 	}
 	out := make([]manager.Runner, 0, len(p.runners))
 	for _, r := range p.runners {
-		out = append(out, *r)
+		if r.scope == p.scope && (p.Hide == nil || !p.Hide(r.Runner)) {
+			out = append(out, r.Runner)
+		}
 	}
 	return out, nil
 }
@@ -132,23 +201,32 @@ func (p *Platform) Register(_ context.Context, name string) (manager.Registratio
 		return manager.Registration{}, p.FailRegister
 	}
 	for _, r := range p.runners {
-		if r.Name == name {
+		if r.Name == name && r.scope == p.scope {
 			return manager.Registration{}, fmt.Errorf("runner %s exists", name)
 		}
 	}
 	p.nextID++
-	p.runners[p.nextID] = &manager.Runner{ID: p.nextID, Name: name}
+	p.runners[p.nextID] = &record{manager.Runner{ID: p.nextID, Name: name}, p.scope}
 	return manager.Registration{RunnerID: p.nextID, JITConfig: "jit-secret-" + name}, nil
 }
 
-func (p *Platform) Remove(_ context.Context, id int64) error {
+func (p *Platform) Remove(_ context.Context, scope runner.Scope, id int64) error {
 	if p.OnRemove != nil {
 		p.OnRemove(id)
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.Removes++
-	if r, ok := p.runners[id]; ok && r.Busy {
+	if p.FailRemove != nil {
+		if err := p.FailRemove(scope, id); err != nil {
+			return err
+		}
+	}
+	r, ok := p.runners[id]
+	if !ok || r.scope != scope {
+		return nil // 404: gone, or never in that scope
+	}
+	if r.Busy {
 		return manager.ErrBusy
 	}
 	delete(p.runners, id)
@@ -168,12 +246,25 @@ func (p *Platform) Set(name string, online, busy bool) bool {
 	return false
 }
 
-// Add registers a runner directly (as a crashed manager might have left it).
+// Get returns a runner, by name, in any scope.
+func (p *Platform) Get(name string) (manager.Runner, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, r := range p.runners {
+		if r.Name == name {
+			return r.Runner, true
+		}
+	}
+	return manager.Runner{}, false
+}
+
+// Add registers a runner directly in the current scope (as a crashed
+// manager might have left it).
 func (p *Platform) Add(name string, online, busy bool) int64 {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.nextID++
-	p.runners[p.nextID] = &manager.Runner{ID: p.nextID, Name: name, Online: online, Busy: busy}
+	p.runners[p.nextID] = &record{manager.Runner{ID: p.nextID, Name: name, Online: online, Busy: busy}, p.scope}
 	return p.nextID
 }
 
@@ -188,7 +279,7 @@ func (p *Platform) Delete(name string) {
 	}
 }
 
-// Names lists every runner name.
+// Names lists every runner name, in every scope.
 func (p *Platform) Names() []string {
 	p.mu.Lock()
 	defer p.mu.Unlock()
