@@ -320,6 +320,7 @@ func (e *Engine) create(ctx context.Context) (failedOp string, err error) {
 // op is "" when the runner was removed or deliberately kept.
 func (e *Engine) remove(ctx context.Context, r Removal) (failedOp string, err error) {
 	instanceFirst := r.State == runner.Stopped || r.Forced || (r.BusyToo && (r.State == runner.Busy || r.listedBusy()))
+	var githubErr error
 	if instanceFirst && r.Instance != nil {
 		if err := e.deleteInstance(ctx, r.Name); err != nil {
 			return "remove", err
@@ -335,16 +336,22 @@ func (e *Engine) remove(ctx context.Context, r Removal) (failedOp string, err er
 			// Its instance is gone or going; GitHub lets go once the job
 			// fails, and a later cycle removes the record.
 			e.log.Info("runner record still busy at GitHub; removing it later", "runner", r.Name)
-		case err != nil && !instanceFirst && r.Instance != nil:
+		case err != nil && !instanceFirst && r.Instance != nil && !r.BusyToo:
 			return "remove", fmt.Errorf("cannot remove runner %s from GitHub, so its instance is kept: %w", r.Name, err)
 		case err != nil:
-			return "remove", fmt.Errorf("cannot remove runner %s from GitHub: %w", r.Name, err)
+			// Asked to remove busy runners too (flush-busy, the unit going
+			// away), the instance goes whatever GitHub said; a record left
+			// in this scope is cleaned up by a later cycle.
+			githubErr = fmt.Errorf("cannot remove runner %s from GitHub: %w", r.Name, err)
 		}
 	}
 	if !instanceFirst && r.Instance != nil {
 		if err := e.deleteInstance(ctx, r.Name); err != nil {
 			return "remove", err
 		}
+	}
+	if githubErr != nil {
+		return "remove", githubErr
 	}
 	e.log.Info("runner removed", "runner", r.Name, "reason", r.Reason)
 	return "", nil

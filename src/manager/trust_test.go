@@ -311,3 +311,19 @@ func TestRestartedManagerWaitsAsLong(t *testing.T) {
 }
 
 var _ = managertest.Model
+
+// When the unit goes away (or flush-busy is asked), a runner GitHub cannot
+// be asked about still loses its instance: nothing outlives the unit.
+func TestDrainAllRemovesWhatGitHubCannotConfirm(t *testing.T) {
+	b := newBed(t, 2)
+	b.run(t, manager.Reconcile)
+	b.platform.Hide = func(manager.Runner) bool { return true }
+	b.platform.FailRemove = func(runner.Scope, int64) error { return errors.New("503 Service Unavailable") }
+	out, err := b.engine.Run(context.Background(), manager.DrainAll)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(b.cloud.Names()); n != 0 || out.Failures["remove"] != 2 {
+		t.Errorf("%d instances left, outcome %+v", n, out)
+	}
+}
