@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -51,7 +52,7 @@ func (s *Server) listRunners(w http.ResponseWriter, r *http.Request, c *call) {
 	s.mu.Unlock()
 	matching := make([]apiRunner, 0, len(all))
 	for _, runner := range all {
-		if filtered && !strings.EqualFold(runner.Name, name[0]) {
+		if (filtered && !strings.EqualFold(runner.Name, name[0])) || (c.omitBusy && runner.Busy) {
 			continue
 		}
 		matching = append(matching, toAPIRunner(runner))
@@ -95,13 +96,19 @@ func (s *Server) deleteRunner(w http.ResponseWriter, r *http.Request, c *call) {
 	s.mu.Lock()
 	runner, ok := s.lookupRunner(c)
 	busy := ok && runner.Busy
-	var name string
-	if ok {
-		name = runner.Name
-		if !busy {
-			s.removeRunner(runner)
-		}
+	id, _ := strconv.ParseInt(c.vars["runner_id"], 10, 64)
+	d := Deletion{At: time.Now(), RunnerID: id, Scope: c.scope, Token: c.token.Value, Busy: busy}
+	switch {
+	case !ok:
+		d.Status = http.StatusNotFound
+	case busy:
+		d.Name, d.Status = runner.Name, http.StatusUnprocessableEntity
+	default:
+		d.Name, d.Status = runner.Name, http.StatusNoContent
+		s.removeRunner(runner)
 	}
+	s.deletions = append(s.deletions, d)
+	name := d.Name
 	s.mu.Unlock()
 	switch {
 	case !ok:
@@ -117,6 +124,32 @@ func (s *Server) deleteRunner(w http.ResponseWriter, r *http.Request, c *call) {
 	default:
 		s.writeJSON(w, c, http.StatusNoContent, nil)
 	}
+}
+
+// Deletion is one DELETE of a runner that the API answered itself (not a
+// fault, nor a refused token): who asked, about which runner, and the
+// answer.
+type Deletion struct {
+	At       time.Time
+	RunnerID int64
+	// Name is the runner's, or "" when the scope had no runner of that id.
+	Name  string
+	Scope string
+	// Token is the Value of the token that asked: tests give each client
+	// its own to tell who deleted what.
+	Token string
+	// Busy: the runner was running a job, so GitHub refused (422).
+	Busy bool
+	// Status is the answer: 204, 404 or 422.
+	Status int
+}
+
+// Deletions returns every DELETE of a runner the API answered, oldest
+// first.
+func (s *Server) Deletions() []Deletion {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.deletions)
 }
 
 // jitRequest is the generate-jitconfig body; pointers tell "missing" and

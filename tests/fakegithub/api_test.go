@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/canonical/github-runner-charm/tests/fakegithub"
 )
@@ -300,6 +301,50 @@ func TestDeleteRunner(t *testing.T) {
 	}
 	if _, ok := srv.Runner(busy.ID); !ok {
 		t.Error("the busy runner was deleted")
+	}
+}
+
+// Deletions records each DELETE the API answered: who asked (the token),
+// about which runner, and what GitHub said.
+func TestDeletionsTellWhoAsked(t *testing.T) {
+	srv := fakegithub.NewTest(t, fakegithub.Options{Tokens: []fakegithub.Token{
+		{Value: "first", Scope: "canonical"}, {Value: "second", Scope: "canonical"},
+	}})
+	idle, _ := srv.AddRunner("canonical/repo", fakegithub.RunnerSpec{Name: "idle", Online: true})
+	busy, _ := srv.AddRunner("canonical", fakegithub.RunnerSpec{Name: "busy", Online: true, Busy: true})
+	srv.InjectFault(fakegithub.Fault{Endpoint: fakegithub.DeleteOrgRunner, Kind: fakegithub.ServerError, Times: 1})
+	steps := []struct {
+		token, path string
+		status      int
+	}{
+		{"second", fmt.Sprintf("/orgs/canonical/actions/runners/%d", busy.ID), 500}, // a fault: GitHub did not answer
+		{"second", fmt.Sprintf("/orgs/canonical/actions/runners/%d", busy.ID), 422},
+		{"first", fmt.Sprintf("/repos/canonical/repo/actions/runners/%d", idle.ID), 204},
+		{"first", fmt.Sprintf("/repos/canonical/repo/actions/runners/%d", idle.ID), 404},
+		{"nobody", fmt.Sprintf("/orgs/canonical/actions/runners/%d", busy.ID), 401},
+	}
+	for _, s := range steps {
+		if resp, _ := request(t, srv, "DELETE", s.path, s.token, ""); resp.StatusCode != s.status {
+			t.Fatalf("DELETE %s as %s: status %d, want %d", s.path, s.token, resp.StatusCode, s.status)
+		}
+	}
+	want := []fakegithub.Deletion{
+		{RunnerID: busy.ID, Name: "busy", Scope: "canonical", Token: "second", Busy: true, Status: 422},
+		{RunnerID: idle.ID, Name: "idle", Scope: "canonical/repo", Token: "first", Status: 204},
+		{RunnerID: idle.ID, Scope: "canonical/repo", Token: "first", Status: 404},
+	}
+	got := srv.Deletions()
+	if len(got) != len(want) {
+		t.Fatalf("deletions %+v, want %+v", got, want)
+	}
+	for i := range got {
+		if got[i].At.IsZero() {
+			t.Errorf("deletion %d has no time", i)
+		}
+		got[i].At = time.Time{}
+		if got[i] != want[i] {
+			t.Errorf("deletion %d: %+v, want %+v", i, got[i], want[i])
+		}
 	}
 }
 

@@ -26,6 +26,7 @@ func (s *Server) newFakeMux() *http.ServeMux {
 	mux.HandleFunc("POST "+brokerPath+"/session", s.brokerSession)
 	mux.HandleFunc("GET "+brokerPath+"/message", s.brokerMessage)
 	mux.HandleFunc("POST "+brokerPath+"/jobs/{id}/complete", s.brokerCompleteJob)
+	mux.HandleFunc("POST "+brokerPath+"/jobs/{id}/renew", s.brokerRenewJob)
 	mux.HandleFunc("POST "+brokerPath+"/register", s.brokerRegister)
 	mux.HandleFunc("POST "+brokerPath+"/remove", s.brokerRemove)
 	s.addControlRoutes(mux)
@@ -53,7 +54,11 @@ func (s *Server) brokerRunner(w http.ResponseWriter, r *http.Request) (runner *r
 		writeText(w, http.StatusUnauthorized, "unknown runner credentials\n")
 		return nil, false
 	}
-	return s.runners[id], true
+	runner = s.runners[id]
+	if runner != nil {
+		runner.lastContact = time.Now()
+	}
+	return runner, true
 }
 
 // brokerSession is a runner process starting: it reports what it is, and
@@ -100,12 +105,12 @@ func (s *Server) brokerMessage(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		if job := s.jobs[runner.JobID]; runner.JobID != 0 && job.State == JobQueued {
-			job.State = JobInProgress
+			job.State, job.renewed = JobInProgress, time.Now()
 			s.notify()
-			spec := job.Spec
+			spec, renew := job.Spec, s.renewInterval()
 			s.mu.Unlock()
-			writeText(w, http.StatusOK, fmt.Sprintf("job\nid=%d\nname=%s\nsleep=%.3f\ncommand=%s\n",
-				job.ID, spec.Name, spec.Sleep.Seconds(), base64.StdEncoding.EncodeToString([]byte(spec.Command))))
+			writeText(w, http.StatusOK, fmt.Sprintf("job\nid=%d\nname=%s\nsleep=%.3f\nrenew=%d\ncommand=%s\n",
+				job.ID, spec.Name, spec.Sleep.Seconds(), int(renew.Seconds()), base64.StdEncoding.EncodeToString([]byte(spec.Command))))
 			return
 		}
 		changed := s.changed
@@ -158,6 +163,35 @@ func (s *Server) brokerCompleteJob(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeText(w, http.StatusOK, "ok\n")
+}
+
+// brokerRenewJob is a runner renewing the job it runs, as GitHub's runner
+// renews its job's lock: a job not renewed for Options.JobLostTimeout is
+// lost. A lost or finished job answers 409, an unknown one 404.
+func (s *Server) brokerRenewJob(w http.ResponseWriter, r *http.Request) {
+	jobID, err := strconv.ParseInt(r.PathValue("id"), 10, 64)
+	if err != nil {
+		writeText(w, http.StatusNotFound, "unknown job\n")
+		return
+	}
+	s.mu.Lock()
+	runner, ok := s.brokerRunner(w, r)
+	job := s.jobs[jobID]
+	owned := ok && job != nil && runner != nil && job.RunnerID == runner.ID
+	running := owned && job.State != JobCompleted
+	if running {
+		job.renewed = time.Now()
+	}
+	s.mu.Unlock()
+	switch {
+	case !ok:
+	case !owned:
+		writeText(w, http.StatusNotFound, "unknown job\n")
+	case !running:
+		writeText(w, http.StatusConflict, "job already completed\n")
+	default:
+		writeText(w, http.StatusOK, "ok\n")
+	}
 }
 
 // brokerRegister is config.sh registering a runner with a registration

@@ -86,7 +86,7 @@ func (f wireFault) toFault() (Fault, error) {
 }
 
 func parseFaultKind(name string) (FaultKind, error) {
-	for k := ServerError; k <= DropConnection; k++ {
+	for k := ServerError; k <= lastFaultKind; k++ {
 		if k.String() == name {
 			return k, nil
 		}

@@ -49,8 +49,11 @@
 // request budget. InjectFault arms a Fault for one endpoint or all, for a
 // burst (Fault.Times) or until ClearFaults: ServerError (5xx),
 // PrimaryRateLimit and SecondaryRateLimit (403 or 429, with or without
-// Retry-After), Forbidden, Latency and DropConnection.
-// SetRateLimitRemaining spends a token's budget for real.
+// Retry-After), Forbidden, Latency, DropConnection, and OmitBusyRunners (a
+// runner list that, like an eventually consistent one, leaves out the
+// runners running a job). SetRateLimitRemaining spends a token's budget for
+// real. Deletions records every DELETE of a runner with the token that
+// asked and the answer, to tell which client deleted what.
 //
 // # Runners and jobs
 //
@@ -61,7 +64,12 @@
 //     Options.StatusLag it is "online".
 //  3. AssignJob or AssignJobToAny: it is busy.
 //  4. The job ends (the process reports it, or CompleteJob): an ephemeral
-//     runner is removed by "GitHub"; others go idle.
+//     runner is removed by "GitHub"; others go idle. With
+//     Options.JobLostTimeout set, a job whose runner process stops renewing
+//     it (the process or its machine died) ends Lost after that long, and
+//     its runner shows offline and idle, its record left for its owner to
+//     delete. Job.Lost tells a job that was killed from one that ran to
+//     its end.
 //
 // WaitRunnersOnline, WaitJob and WaitRunnerGone wait for those steps;
 // SetRunnerStatus, SetRunnerBusy and RemoveRunner force a state.
@@ -73,8 +81,9 @@
 // bin/Runner.Listener, shell scripts that need only busybox. "run.sh
 // --jitconfig <blob>" writes the blob's .runner and .credentials files,
 // opens a session with the fake's broker (the runner turns online), long
-// polls for a job, runs its command with sh, reports its exit code and
-// output, and, being ephemeral, exits 0. "config.sh --url <fake>/<scope>
+// polls for a job, runs its command with sh (renewing the job meanwhile,
+// when the fake asks for it), reports its exit code and output, and, being
+// ephemeral, exits 0. "config.sh --url <fake>/<scope>
 // --token <registration token>" registers a runner the older way.
 //
 // The encoded_jit_config is base64 JSON like GitHub's: file names
@@ -103,5 +112,6 @@
 //		-token-file tokens -status-lag 5s -runner-version 2.336.0
 //
 // with -token TOKEN[@SCOPE] (repeatable), -forbidden-token, -advertise-url,
-// -rate-limit, -checksum correct|wrong|missing and -debug.
+// -rate-limit, -job-lost-timeout, -checksum correct|wrong|missing and
+// -debug.
 package fakegithub

@@ -29,7 +29,17 @@ const (
 	Latency
 	// DropConnection closes the connection without an answer.
 	DropConnection
+	// OmitBusyRunners applies to the list endpoints only (an empty
+	// Endpoint means both): the request is served, but as if the runners
+	// running a job did not exist, total_count and paging included. GitHub's
+	// lists are eventually consistent, and offset paging over a list that
+	// changes skips entries: a busy runner missing from a list is a real
+	// answer, not an error. It can fire with another fault, like Latency.
+	OmitBusyRunners
 )
+
+// lastFaultKind is the highest FaultKind.
+const lastFaultKind = OmitBusyRunners
 
 func (k FaultKind) String() string {
 	switch k {
@@ -45,6 +55,8 @@ func (k FaultKind) String() string {
 		return "latency"
 	case DropConnection:
 		return "drop-connection"
+	case OmitBusyRunners:
+		return "omit-busy-runners"
 	}
 	return fmt.Sprintf("FaultKind(%d)", int(k))
 }
@@ -74,14 +86,17 @@ type activeFault struct {
 }
 
 // InjectFault arms a fault. Several faults may be armed; for each request
-// every matching Latency fault adds its delay, then the oldest matching
-// other fault fires.
+// every matching Latency and OmitBusyRunners fault applies, then the oldest
+// matching other fault fires.
 func (s *Server) InjectFault(f Fault) error {
 	if f.Endpoint != "" && !isEndpoint(f.Endpoint) {
 		return fmt.Errorf("cannot inject fault: unknown endpoint %q", f.Endpoint)
 	}
-	if f.Kind < ServerError || f.Kind > DropConnection {
+	if f.Kind < ServerError || f.Kind > lastFaultKind {
 		return fmt.Errorf("cannot inject fault: unknown kind %v", f.Kind)
+	}
+	if f.Kind == OmitBusyRunners && f.Endpoint != "" && !isListRunners(f.Endpoint) {
+		return fmt.Errorf("cannot inject fault: %v applies to the runner lists only, not %q", f.Kind, f.Endpoint)
 	}
 	if f.Times < 0 {
 		return fmt.Errorf("cannot inject fault: negative Times %d", f.Times)
@@ -108,19 +123,26 @@ func (s *Server) ClearFaults() {
 	s.faults = nil
 }
 
-// takeFaults returns the latency to add and the fault to fire, if any, for
-// one request to endpoint, and counts the request against their bursts.
-func (s *Server) takeFaults(endpoint string) (delay time.Duration, fire *Fault) {
+// takeFaults returns the latency to add, whether to leave busy runners out
+// of a list, and the fault to fire, if any, for one request to endpoint,
+// and counts the request against their bursts.
+func (s *Server) takeFaults(endpoint string) (delay time.Duration, omitBusy bool, fire *Fault) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	kept := s.faults[:0]
 	for _, f := range s.faults {
 		matches := f.Endpoint == "" || f.Endpoint == endpoint
+		if f.Kind == OmitBusyRunners {
+			matches = matches && isListRunners(endpoint)
+		}
 		consumed := false
 		switch {
 		case !matches:
 		case f.Kind == Latency:
 			delay += f.Delay
+			consumed = true
+		case f.Kind == OmitBusyRunners:
+			omitBusy = true
 			consumed = true
 		case fire == nil:
 			fault := f.Fault
@@ -137,13 +159,18 @@ func (s *Server) takeFaults(endpoint string) (delay time.Duration, fire *Fault) 
 	}
 	clear(s.faults[len(kept):])
 	s.faults = kept
-	return delay, fire
+	return delay, omitBusy, fire
+}
+
+func isListRunners(endpoint string) bool {
+	return endpoint == ListRepoRunners || endpoint == ListOrgRunners
 }
 
 // applyFaults runs the faults armed for the request and reports whether one
 // of them answered it.
 func (s *Server) applyFaults(w http.ResponseWriter, r *http.Request, c *call) bool {
-	delay, fault := s.takeFaults(c.endpoint.key)
+	delay, omitBusy, fault := s.takeFaults(c.endpoint.key)
+	c.omitBusy = omitBusy
 	if !s.sleep(r.Context(), delay) {
 		dropConnection(w)
 		return true

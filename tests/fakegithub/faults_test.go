@@ -3,6 +3,7 @@ package fakegithub_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"strconv"
 	"testing"
@@ -222,5 +223,88 @@ func TestCountsReset(t *testing.T) {
 	srv.ResetCounts()
 	if got := srv.TotalCount(); got != 0 {
 		t.Errorf("%d requests after reset", got)
+	}
+}
+
+// listNames lists a scope's runners at path (query included) and returns
+// total_count and the names of the page.
+func listNames(t *testing.T, srv *fakegithub.Server, path string) (int, []string) {
+	t.Helper()
+	resp, data := request(t, srv, "GET", path, fakegithub.DefaultToken, "")
+	if resp.StatusCode != 200 {
+		t.Fatalf("GET %s: status %d: %s", path, resp.StatusCode, data)
+	}
+	got := decode[struct {
+		TotalCount int          `json:"total_count"`
+		Runners    []runnerJSON `json:"runners"`
+	}](t, data)
+	names := []string{}
+	for _, r := range got.Runners {
+		names = append(names, r.Name)
+	}
+	return got.TotalCount, names
+}
+
+// An OmitBusyRunners fault answers the runner lists as if busy runners did
+// not exist (total_count and pages too), for its burst, and touches no
+// other endpoint.
+func TestOmitBusyRunners(t *testing.T) {
+	srv := fakegithub.NewTest(t, fakegithub.Options{})
+	for _, scope := range []string{"o", "o/r"} {
+		srv.AddRunner(scope, fakegithub.RunnerSpec{Name: "idle", Online: true})
+		srv.AddRunner(scope, fakegithub.RunnerSpec{Name: "busy", Online: true, Busy: true})
+		srv.AddRunner(scope, fakegithub.RunnerSpec{Name: "offline"})
+	}
+	busy := srv.Runners("o")[1]
+	tests := []struct {
+		name  string
+		fault fakegithub.Fault
+		path  string
+		total int
+		names []string
+	}{
+		{"org list", fakegithub.Fault{Endpoint: fakegithub.ListOrgRunners}, "/orgs/o/actions/runners", 2, []string{"idle", "offline"}},
+		{"repo list, any list endpoint", fakegithub.Fault{}, "/repos/o/r/actions/runners", 2, []string{"idle", "offline"}},
+		{"paged", fakegithub.Fault{}, "/orgs/o/actions/runners?per_page=1&page=2", 2, []string{"offline"}},
+		{"filtered by a busy name", fakegithub.Fault{}, "/orgs/o/actions/runners?name=busy", 0, []string{}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tt.fault.Kind, tt.fault.Times = fakegithub.OmitBusyRunners, 1
+			if err := srv.InjectFault(tt.fault); err != nil {
+				t.Fatal(err)
+			}
+			// Another endpoint neither sees the fault nor uses it up.
+			if resp, _ := request(t, srv, "GET", fmt.Sprintf("/orgs/o/actions/runners/%d", busy.ID), fakegithub.DefaultToken, ""); resp.StatusCode != 200 {
+				t.Fatalf("get the busy runner: status %d", resp.StatusCode)
+			}
+			if total, names := listNames(t, srv, tt.path); total != tt.total || fmt.Sprint(names) != fmt.Sprint(tt.names) {
+				t.Errorf("with the fault: total %d, names %v; want %d, %v", total, names, tt.total, tt.names)
+			}
+			if total, _ := listNames(t, srv, tt.path); total == tt.total {
+				t.Errorf("after its one request the fault still omits busy runners (total %d)", total)
+			}
+		})
+	}
+	if err := srv.InjectFault(fakegithub.Fault{Endpoint: fakegithub.DeleteOrgRunner, Kind: fakegithub.OmitBusyRunners}); err == nil {
+		t.Error("an OmitBusyRunners fault was armed on the delete endpoint")
+	}
+}
+
+// OmitBusyRunners modifies an answer, so a fault that answers still fires.
+func TestOmitBusyRunnersWithAServerError(t *testing.T) {
+	srv := fakegithub.NewTest(t, fakegithub.Options{})
+	srv.AddRunner("o", fakegithub.RunnerSpec{Name: "busy", Online: true, Busy: true})
+	srv.InjectFault(fakegithub.Fault{Kind: fakegithub.OmitBusyRunners})
+	srv.InjectFault(fakegithub.Fault{Kind: fakegithub.ServerError, Status: 502, Times: 1})
+	if resp, _ := request(t, srv, "GET", "/orgs/o/actions/runners", fakegithub.DefaultToken, ""); resp.StatusCode != 502 {
+		t.Errorf("status %d, want 502", resp.StatusCode)
+	}
+	if total, _ := listNames(t, srv, "/orgs/o/actions/runners"); total != 0 {
+		t.Errorf("total %d: the fault armed until cleared stopped omitting", total)
+	}
+	srv.ClearFaults()
+	if total, _ := listNames(t, srv, "/orgs/o/actions/runners"); total != 1 {
+		t.Errorf("total %d after ClearFaults, want 1", total)
 	}
 }

@@ -37,11 +37,23 @@ type Job struct {
 	ExitCode   int     `json:"exit_code"`
 	// Output is what the command printed, as the runner process reported.
 	Output string `json:"output"`
+	// Lost: the job did not run to its end. Its runner process stopped
+	// renewing it (the process or its machine died, or froze) for
+	// Options.JobLostTimeout, and GitHub failed it, as with "The self-hosted
+	// runner lost communication with the server". A job its runner reported
+	// the end of, whatever its exit code, is not lost.
+	Lost bool `json:"lost,omitempty"`
 }
 
 type jobState struct {
 	Job
+	// renewed is when the runner process last renewed the job (or picked
+	// it up); zero before.
+	renewed time.Time
 }
+
+// lostMessage is the output of a lost job, GitHub's annotation.
+const lostMessage = "The self-hosted runner: %s lost communication with the server. Verify the machine is running and has a healthy network connection."
 
 // AssignJob gives a job to an online, idle runner, which turns busy at
 // once, as GitHub shows it. The runner process picks it up on its next
@@ -100,7 +112,7 @@ func (s *Server) assign(r *runnerState, spec JobSpec) Job {
 	if spec.Name == "" {
 		spec.Name = fmt.Sprintf("job-%d", id)
 	}
-	job := &jobState{Job{ID: id, RunnerID: r.ID, RunnerName: r.Name, Spec: spec, State: JobQueued}}
+	job := &jobState{Job: Job{ID: id, RunnerID: r.ID, RunnerName: r.Name, Spec: spec, State: JobQueued}}
 	s.jobs[id] = job
 	r.Busy = true
 	r.JobID = id
@@ -161,6 +173,64 @@ func (s *Server) WaitJob(ctx context.Context, id int64) (Job, error) {
 		return job, fmt.Errorf("cannot wait for job %d to complete: %w", id, err)
 	}
 	return job, nil
+}
+
+// renewInterval is how often a runner process renews its job: often enough
+// that a few missed renewals are not a lost job. 0: jobs are never lost, and
+// need no renewal. The caller holds s.mu.
+func (s *Server) renewInterval() time.Duration {
+	if s.jobLostTimeout <= 0 {
+		return 0
+	}
+	return max(time.Second, s.jobLostTimeout/6)
+}
+
+// heartbeat is when the job's runner process was last heard of: its last
+// renewal of the job or, before it picked the job up, its last poll. Zero
+// for a runner no process ever spoke for (AddRunner, a test's own). The
+// caller holds s.mu.
+func (s *Server) heartbeat(job *jobState) time.Time {
+	last := job.renewed
+	if r, ok := s.runners[job.RunnerID]; ok && r.lastContact.After(last) {
+		last = r.lastContact
+	}
+	return last
+}
+
+// loseJobs fails every unfinished job whose runner process has not been
+// heard of for the lost timeout: the job is completed and Lost, and its
+// runner, whose process is unreachable, shows offline and idle. An
+// ephemeral runner is kept: it took a job and never reported an end, so
+// GitHub leaves its record for its owner to delete. The caller holds s.mu.
+func (s *Server) loseJobs(now time.Time) {
+	for _, job := range s.jobs {
+		last := s.heartbeat(job)
+		if job.State == JobCompleted || last.IsZero() || now.Sub(last) < s.jobLostTimeout {
+			continue
+		}
+		job.State, job.ExitCode, job.Lost = JobCompleted, 1, true
+		job.Output = fmt.Sprintf(lostMessage, job.RunnerName)
+		if r, ok := s.runners[job.RunnerID]; ok && r.JobID == job.ID {
+			r.Busy, r.JobID, r.Status = false, 0, StatusOffline
+		}
+		s.notify()
+	}
+}
+
+// watchLostJobs runs loseJobs every second until the server closes.
+func (s *Server) watchLostJobs() {
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case now := <-tick.C:
+			s.mu.Lock()
+			s.loseJobs(now)
+			s.mu.Unlock()
+		case <-s.closed:
+			return
+		}
+	}
 }
 
 // WaitRunnersOnline waits until scope ("" for all) has at least n online
@@ -232,6 +302,7 @@ func (s *Server) ConnectRunner(id int64) error {
 
 // connect records a runner process's session. The caller holds s.mu.
 func (s *Server) connect(r *runnerState, arch, version string) {
+	r.lastContact = time.Now()
 	r.OS = "linux"
 	r.Version = version
 	if validArch(arch) && arch != r.arch {

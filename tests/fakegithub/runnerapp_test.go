@@ -16,6 +16,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -228,6 +229,9 @@ func startScript(t *testing.T, dir, path, script string, args ...string) *runner
 	}
 	cmd := exec.Command(shell, append([]string{filepath.Join(dir, script)}, args...)...)
 	cmd.Env = []string{"PATH=" + path, "HOME=" + dir, "RUNNER_ALLOW_RUNASROOT=1"}
+	// A group of its own, so that kill ends the job's processes too, as
+	// deleting the runner's machine would.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	p := &runnerProcess{cmd: cmd, output: &bytes.Buffer{}, done: make(chan error, 1)}
 	cmd.Stdout, cmd.Stderr = p.output, p.output
 	if err := cmd.Start(); err != nil {
@@ -235,11 +239,14 @@ func startScript(t *testing.T, dir, path, script string, args ...string) *runner
 	}
 	go func() { p.done <- cmd.Wait() }()
 	t.Cleanup(func() {
-		cmd.Process.Kill()
+		p.kill()
 		<-p.done
 	})
 	return p
 }
+
+// kill ends the process and all its children.
+func (p *runnerProcess) kill() { syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL) }
 
 // wait returns the exit code of the process.
 func (p *runnerProcess) wait(t *testing.T, timeout time.Duration) int {
@@ -352,6 +359,66 @@ func TestRunnerApplicationRunsAJITJob(t *testing.T) {
 			info, err := os.Stat(filepath.Join(dir, ".credentials"))
 			if err != nil || info.Mode().Perm() != 0o600 {
 				t.Errorf(".credentials: %v, mode %v, want 0600", err, info.Mode())
+			}
+		})
+	}
+}
+
+// With a lost-job timeout, the runner renews its job while it runs: a job
+// longer than the timeout runs to its end. A job whose runner dies with
+// its processes (its machine deleted) ends Lost after the timeout, and its
+// runner, offline and idle, can then be deleted.
+func TestRunnerApplicationRenewsItsJobAndALostJobEnds(t *testing.T) {
+	for _, shell := range runnerShells {
+		t.Run(shell.name, func(t *testing.T) {
+			t.Parallel()
+			const lost = 3 * time.Second
+			srv := fakegithub.NewTest(t, fakegithub.Options{JobLostTimeout: lost})
+			path := shell.path(t)
+			start := func(name string) (int64, *runnerProcess) {
+				id, jitConfig := generateJIT(t, srv, "canonical/repo", name)
+				proc := startScript(t, installRunner(t, srv, path), path, "run.sh", "--jitconfig", jitConfig)
+				return id, proc
+			}
+			long, longProc := start("long-" + shell.name)
+			doomed, doomedProc := start("doomed-" + shell.name)
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			if err := srv.WaitRunnersOnline(ctx, "canonical/repo", 2); err != nil {
+				t.Fatalf("%v; output:\n%s\n%s", err, longProc.output, doomedProc.output)
+			}
+
+			ran, _ := srv.AssignJob(long, fakegithub.JobSpec{Command: "echo done", Sleep: 2 * lost})
+			killed, _ := srv.AssignJob(doomed, fakegithub.JobSpec{Command: "echo never", Sleep: time.Minute})
+			state := func(id int64) string {
+				job, _ := srv.Job(id)
+				return job.State
+			}
+			deadline := time.Now().Add(10 * time.Second)
+			for state(killed.ID) != fakegithub.JobInProgress && time.Now().Before(deadline) {
+				time.Sleep(50 * time.Millisecond)
+			}
+			doomedProc.kill()
+			killedAt := time.Now()
+
+			job, err := srv.WaitJob(ctx, ran.ID)
+			if err != nil || job.Lost || job.ExitCode != 0 || job.Output != "done\n" {
+				t.Errorf("a job longer than the lost timeout: %+v, %v; output:\n%s", job, err, longProc.output)
+			}
+			job, err = srv.WaitJob(ctx, killed.ID)
+			if err != nil || !job.Lost || job.ExitCode == 0 || !strings.Contains(job.Output, "lost communication with the server") {
+				t.Errorf("the killed runner's job: %+v, %v", job, err)
+			}
+			if waited := time.Since(killedAt); waited < lost-time.Second {
+				t.Errorf("lost after %v, before the timeout of %v", waited, lost)
+			}
+			runner, ok := srv.Runner(doomed)
+			if !ok || runner.Busy || runner.Status != fakegithub.StatusOffline {
+				t.Errorf("the lost job's runner: %+v (exists %v), want offline, idle, kept", runner, ok)
+			}
+			resp, _ := request(t, srv, "DELETE", fmt.Sprintf("/repos/canonical/repo/actions/runners/%d", doomed), fakegithub.DefaultToken, "")
+			if resp.StatusCode != 204 {
+				t.Errorf("delete the lost job's runner: status %d", resp.StatusCode)
 			}
 		})
 	}

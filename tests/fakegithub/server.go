@@ -38,6 +38,13 @@ type Options struct {
 	// StatusLag is how long a runner that has connected stays "offline"
 	// before GitHub shows it "online".
 	StatusLag time.Duration
+	// JobLostTimeout is how long a job's runner process may go unheard
+	// (it renews the job every sixth of this, and polls while idle)
+	// before GitHub fails the job as lost (Job.Lost): its process or its
+	// machine died mid-job. Zero means never: a job whose runner vanished
+	// stays in progress until CompleteJob. A Server with it set runs a
+	// watcher until Close.
+	JobLostTimeout time.Duration
 	// AdvertiseURL is the base URL runners and downloads use to reach the
 	// fake, e.g. "http://10.1.2.1:8080" when the API is reached on loopback
 	// but runners live behind an LXD bridge. Empty means the scheme and
@@ -113,8 +120,11 @@ func New(opts Options) (*Server, error) {
 		counts:       make(map[string]int),
 		closed:       make(chan struct{}),
 	}
-	if err := s.initState(version, opts.StatusLag); err != nil {
+	if err := s.initState(version, opts.StatusLag, opts.JobLostTimeout); err != nil {
 		return nil, fmt.Errorf("cannot create fake GitHub: %w", err)
+	}
+	if opts.JobLostTimeout < 0 {
+		return nil, errors.New("cannot create fake GitHub: negative JobLostTimeout")
 	}
 	s.fakeMux = s.newFakeMux()
 	tokens := opts.Tokens
@@ -126,6 +136,9 @@ func New(opts Options) (*Server, error) {
 			return nil, errors.New("cannot create fake GitHub: empty token")
 		}
 		s.tokens[t.Value] = t
+	}
+	if opts.JobLostTimeout > 0 {
+		go s.watchLostJobs()
 	}
 	return s, nil
 }
@@ -217,6 +230,8 @@ type call struct {
 	token    Token
 	scope    string // "owner/repo" or "org", the runner scope the path names
 	budget   *budget
+	// omitBusy: an OmitBusyRunners fault leaves busy runners out of a list.
+	omitBusy bool
 }
 
 // ServeHTTP answers the GitHub API under "/" and "/api/v3/", and the fake's

@@ -70,6 +70,9 @@ type runnerState struct {
 	Runner
 	secret string // authenticates the runner process to the broker
 	arch   string // "x64" or "arm64", as reported by the runner process
+	// lastContact is when its process last spoke to the broker; zero if
+	// no process ever did.
+	lastContact time.Time
 }
 
 type registration struct {
@@ -94,14 +97,17 @@ type state struct {
 	jobs         map[int64]*jobState
 	nextJobID    int64
 	statusLag    time.Duration
+	// jobLostTimeout: see Options.JobLostTimeout.
+	jobLostTimeout time.Duration
 	// registrationTokens lets config.sh register a runner, as GitHub's
 	// registration tokens do.
 	registrationTokens map[string]registration
 	changed            chan struct{} // closed and replaced on every change
 	downloads          downloads
+	deletions          []Deletion // every DELETE of a runner answered, oldest first
 }
 
-func (s *Server) initState(version string, statusLag time.Duration) error {
+func (s *Server) initState(version string, statusLag, jobLostTimeout time.Duration) error {
 	s.state = state{
 		runners:            make(map[int64]*runnerState),
 		nextRunnerID:       1,
@@ -112,6 +118,7 @@ func (s *Server) initState(version string, statusLag time.Duration) error {
 		jobs:               make(map[int64]*jobState),
 		nextJobID:          1,
 		statusLag:          statusLag,
+		jobLostTimeout:     jobLostTimeout,
 		registrationTokens: make(map[string]registration),
 		changed:            make(chan struct{}),
 	}

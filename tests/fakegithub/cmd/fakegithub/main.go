@@ -96,6 +96,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	urlFile := flags.String("url-file", "", "write the base URL to `FILE` once serving")
 	flags.StringVar(&opts.AdvertiseURL, "advertise-url", "", "base `URL` runners and downloads use (default: the host of each API request)")
 	flags.DurationVar(&opts.StatusLag, "status-lag", 0, "how long a connected runner stays offline")
+	flags.DurationVar(&opts.JobLostTimeout, "job-lost-timeout", 0, "fail a job as lost once its runner goes unheard this long (0: never)")
 	flags.IntVar(&opts.RateLimit, "rate-limit", 5000, "primary rate limit per token and hour")
 	flags.StringVar(&opts.RunnerVersion, "runner-version", fakegithub.DefaultRunnerVersion, "runner application `version` on offer")
 	checksum := flags.String("checksum", "correct", "sha256_checksum of the downloads: correct, wrong or missing")
