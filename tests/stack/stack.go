@@ -2,8 +2,9 @@
 // it from outside: the fake GitHub (on 0.0.0.0, advertised on the LXD
 // bridge so runners reach it), one unit of the packed charm under the Juju
 // hook harness, the real Pebble and github-runner-manager the charm starts,
-// and the real LXD daemon the runners live in. tests/e2e and tests/faults
-// share it.
+// and the real LXD daemon the runners live in. tests/e2e, tests/faults and
+// tests/chaos share it; two beds may share one fake GitHub (Options.Server)
+// as two deployments of one organisation.
 //
 // A package using it needs harness.Main in its TestMain.
 package stack
@@ -53,6 +54,20 @@ type Options struct {
 	// GitHub are more options of the fake GitHub (Tokens and AdvertiseURL
 	// are the bed's).
 	GitHub fakegithub.Options
+	// Server, when set, is another bed's fake GitHub (its Bed.GitHub) to
+	// share: this bed adds its token to it instead of starting one, and
+	// GitHub is ignored. Two beds on one server are two deployments against
+	// one organisation; the bed that started the server stops it, so make
+	// the sharing bed after it.
+	Server *fakegithub.Server
+	// TokenScope is what Token may reach (default Repo); an organisation
+	// ("canonical") lets path move between its repositories.
+	TokenScope string
+	// App is the application's whole name, instead of Name and a random
+	// suffix: two beds of one application name in two models (Model).
+	App string
+	// Model is the unit's model UUID (default harness.DefaultModel).
+	Model string
 }
 
 // Bed is one unit of the charm against real LXD and the fake GitHub.
@@ -73,26 +88,24 @@ type Bed struct {
 func New(t *testing.T, opts Options) *Bed {
 	t.Helper()
 	c := lxdtest.Connect(t)
-	bridge := lxdtest.BridgeIP(t, c)
-	port := FreePort(t)
-	// The manager reaches the API on loopback; runners reach the broker and
-	// downloads on the bridge.
-	ghOpts := opts.GitHub
-	ghOpts.AdvertiseURL = fmt.Sprintf("http://%s:%d", bridge, port)
-	ghOpts.Tokens = []fakegithub.Token{{Value: opts.Token, Scope: Repo}}
-	fake, err := fakegithub.New(ghOpts)
-	if err != nil {
-		t.Fatal(err)
+	token := fakegithub.Token{Value: opts.Token, Scope: opts.TokenScope}
+	if token.Scope == "" {
+		token.Scope = Repo
 	}
-	if err := fake.Start(fmt.Sprintf("0.0.0.0:%d", port)); err != nil {
-		t.Fatal(err)
+	fake := opts.Server
+	if fake != nil {
+		fake.AddToken(token)
+	} else {
+		fake = startGitHub(t, c, opts.GitHub, token)
 	}
-	t.Cleanup(func() { fake.Close() })
 
-	var b [3]byte
-	rand.Read(b[:])
-	app := opts.Name + hex.EncodeToString(b[:])
-	u := harness.New(t, harness.Options{App: app, Leader: true})
+	app := opts.App
+	if app == "" {
+		var b [3]byte
+		rand.Read(b[:])
+		app = opts.Name + hex.EncodeToString(b[:])
+	}
+	u := harness.New(t, harness.Options{App: app, Leader: true, Model: opts.Model})
 	prefix := runner.Identity{Model: u.Model(), App: app, Unit: 0}.Prefix()
 	bed := &Bed{T: t, LXD: c, GitHub: fake, Unit: u, Prefix: prefix, Label: opts.Label, Token: opts.Token}
 	t.Cleanup(func() {
@@ -113,6 +126,25 @@ func New(t *testing.T, opts Options) *Bed {
 	}
 	u.SetConfig(config)
 	return bed
+}
+
+// startGitHub serves a fake GitHub for the bed until the test ends. The
+// manager reaches the API on loopback; runners reach the broker and
+// downloads on the bridge.
+func startGitHub(t *testing.T, c lxdclient.InstanceServer, opts fakegithub.Options, token fakegithub.Token) *fakegithub.Server {
+	t.Helper()
+	port := FreePort(t)
+	opts.AdvertiseURL = fmt.Sprintf("http://%s:%d", lxdtest.BridgeIP(t, c), port)
+	opts.Tokens = []fakegithub.Token{token}
+	fake, err := fakegithub.New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := fake.Start(fmt.Sprintf("0.0.0.0:%d", port)); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { fake.Close() })
+	return fake
 }
 
 // FreePort is a TCP port free on every address right now.
@@ -153,7 +185,8 @@ func (b *Bed) Converge(n int) {
 }
 
 // State is what LXD and GitHub hold of this unit: runner instances (the
-// image builder's are not runners) and GitHub runners, sorted by name.
+// image builder's are not runners) and GitHub runners of every scope (the
+// unit's path may have changed), sorted by name.
 func (b *Bed) State() (online int, instances, runners []string) {
 	b.T.Helper()
 	online, instances, runners, err := b.TryState()
@@ -174,7 +207,7 @@ func (b *Bed) TryState() (online int, instances, runners []string, err error) {
 			instances = append(instances, name)
 		}
 	}
-	for _, r := range b.GitHub.Runners(Repo) {
+	for _, r := range b.GitHub.Runners("") {
 		if strings.HasPrefix(r.Name, b.Prefix+"-") {
 			runners = append(runners, r.Name)
 			if r.Status == "online" {
