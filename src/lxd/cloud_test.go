@@ -127,7 +127,7 @@ func TestRunnersLifecycle(t *testing.T) {
 	// manager to read.
 	expanded := mustLXC(t, "config", "show", runners[0].name, "--expanded")
 	for _, want := range []string{"limits.cpu: \"1\"", "limits.memory: \"268435456\"", "size: \"1073741824\"",
-		"user.github-runner-unit: github-runner/0", fmt.Sprintf("user.github-runner-id: \"%d\"", runners[0].id)} {
+		"user.github-runner-unit: " + c.cfg.Identity.UnitName(), fmt.Sprintf("user.github-runner-id: \"%d\"", runners[0].id)} {
 		if !strings.Contains(expanded, want) {
 			t.Errorf("instance config lacks %s:\n%s", want, expanded)
 		}

@@ -86,7 +86,7 @@ func TestRunnersLifecycle(t *testing.T) {
 		if !slices.Equal(groupNames, []string{c.cfg.SecurityGroup}) {
 			t.Errorf("%s: security groups %v, want [%s]", r.name, groupNames, c.cfg.SecurityGroup)
 		}
-		wantMeta := map[string]string{runner.MetaUnit: "github-runner/0", runner.MetaRunnerID: strconv.FormatInt(r.id, 10)}
+		wantMeta := map[string]string{runner.MetaUnit: c.cfg.Identity.UnitName(), runner.MetaRunnerID: strconv.FormatInt(r.id, 10)}
 		for k, v := range wantMeta {
 			if s.Metadata[k] != v {
 				t.Errorf("%s: metadata %s = %q, want %q", r.name, k, s.Metadata[k], v)
