@@ -97,7 +97,11 @@ type Cloud struct {
 	denylist []string
 
 	imageMu sync.Mutex // one image build at a time
-	mu      sync.Mutex
+	// legacyDone and legacyNext pace sweepLegacy (under imageMu).
+	legacyDone bool
+	legacyNext time.Time
+
+	mu sync.Mutex
 	image   string // fingerprint of the runner image Create uses
 	// creating names the instances this process is creating now: a
 	// never-started instance not among them was left half-made by a
@@ -190,8 +194,7 @@ func (c *Cloud) Instances(ctx context.Context) ([]cloud.Instance, error) {
 }
 
 func toInstance(inst api.Instance) cloud.Instance {
-	out := cloud.Instance{Name: inst.Name, CreatedAt: inst.CreatedAt, Status: status(inst),
-		Owner: runner.Owner{Model: inst.Config["user."+runner.MetaModel], Unit: inst.Config["user."+runner.MetaUnit]}}
+	out := cloud.Instance{Name: inst.Name, CreatedAt: inst.CreatedAt, Status: status(inst), Owner: ownerOf(inst.Config)}
 	out.Scope, _ = runner.ParseScope(inst.Config["user."+runner.MetaScope])
 	if id, err := strconv.ParseInt(inst.Config["user."+runner.MetaRunnerID], 10, 64); err == nil {
 		out.RunnerID = id
@@ -410,8 +413,28 @@ func (c *Cloud) pushWhenAgentUp(ctx context.Context, name string, files []instan
 	return nil
 }
 
-// Delete stops and deletes an instance; one already gone is not an error.
+// Delete stops and deletes one of the deployment's runner instances; one
+// already gone is not an error. Neither is one of that name whose metadata
+// names another owner: this deployment's is gone, and the other's is left
+// alone (the engine deletes only what Instances listed, so this is the last
+// line, for a name reused between the two).
 func (c *Cloud) Delete(ctx context.Context, name string) error {
+	inst, err := c.d.Instance(ctx, name)
+	switch {
+	case errors.Is(err, ErrNotFound):
+		return nil
+	case err != nil:
+		return fmt.Errorf("cannot delete runner instance %q: %w", name, err)
+	}
+	if owner := ownerOf(inst.Config); !c.cfg.Identity.OwnsInstance(name, owner) {
+		c.log.Warn("not deleting an instance that is not this unit's", "instance", name, "owner-model", owner.Model, "owner-unit", owner.Unit)
+		return nil
+	}
+	return c.remove(ctx, name)
+}
+
+// remove stops and deletes an instance, whoever's: callers check first.
+func (c *Cloud) remove(ctx context.Context, name string) error {
 	// A forced stop takes under a second, but an instance that is powering
 	// itself off after its job holds LXD's stop lock for a moment, and a
 	// second stop then waits on it: bound the stop, and let the delete's

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/canonical/github-runner-charm/src/cloud"
+	"github.com/canonical/github-runner-charm/src/runner"
 	"github.com/canonical/github-runner-charm/tests/fakegithub"
 )
 
@@ -85,11 +86,12 @@ func TestRunnersLifecycle(t *testing.T) {
 		id, jit := register(t, srv, testRepo, name)
 		runners = append(runners, created{name, id, jit})
 	}
+	scope := runner.NewScope(srv.URL(), testRepo)
 	var wg sync.WaitGroup
 	errs := make([]error, len(runners))
 	for i, r := range runners {
 		wg.Go(func() {
-			errs[i] = c.Create(ctx, cloud.CreateRequest{Name: r.name, RunnerID: r.id, JITConfig: r.jit})
+			errs[i] = c.Create(ctx, cloud.CreateRequest{Name: r.name, RunnerID: r.id, Scope: scope, JITConfig: r.jit})
 		})
 	}
 	wg.Wait()
@@ -121,13 +123,18 @@ func TestRunnersLifecycle(t *testing.T) {
 		if want < 0 || inst.RunnerID != runners[want].id || inst.Status != cloud.Running || time.Since(inst.CreatedAt) > 5*time.Minute {
 			t.Errorf("instance %+v: want a running runner of id %d created just now", inst, runners[max(want, 0)].id)
 		}
+		// Whose it is and where it is registered, read back from LXD.
+		if inst.Owner != c.cfg.Identity.Owner() || inst.Scope != scope {
+			t.Errorf("instance %s: owner %+v, scope %+v; want %+v, %+v", inst.Name, inst.Owner, inst.Scope, c.cfg.Identity.Owner(), scope)
+		}
 	}
 
 	// Limits and metadata are LXD config, for LXD to enforce and a fresh
 	// manager to read.
 	expanded := mustLXC(t, "config", "show", runners[0].name, "--expanded")
 	for _, want := range []string{"limits.cpu: \"1\"", "limits.memory: \"268435456\"", "size: \"1073741824\"",
-		"user.github-runner-unit: " + c.cfg.Identity.UnitName(), fmt.Sprintf("user.github-runner-id: \"%d\"", runners[0].id)} {
+		"user.github-runner-unit: " + c.cfg.Identity.UnitName(), fmt.Sprintf("user.github-runner-id: \"%d\"", runners[0].id),
+		"user.github-runner-model: " + c.cfg.Identity.Model, "user.github-runner-scope: " + scope.String()} {
 		if !strings.Contains(expanded, want) {
 			t.Errorf("instance config lacks %s:\n%s", want, expanded)
 		}

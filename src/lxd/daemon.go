@@ -27,6 +27,8 @@ import (
 type daemon interface {
 	// Instances lists every instance of the project with its config.
 	Instances(ctx context.Context) ([]api.Instance, error)
+	// Instance returns one instance with its config; ErrNotFound if none.
+	Instance(ctx context.Context, name string) (*api.Instance, error)
 	// CreateInstance creates (does not start) an instance.
 	CreateInstance(ctx context.Context, req api.InstancesPost) error
 	// SetState starts or stops an instance ("start", "stop").
@@ -236,6 +238,16 @@ func (d *lxdDaemon) Instances(ctx context.Context) ([]api.Instance, error) {
 	defer cancel()
 	c := d.client(ctx)
 	return call(ctx, func() ([]api.Instance, error) { return c.GetInstances(api.InstanceTypeAny) })
+}
+
+func (d *lxdDaemon) Instance(ctx context.Context, name string) (*api.Instance, error) {
+	ctx, cancel := context.WithTimeout(ctx, apiTimeout)
+	defer cancel()
+	c := d.client(ctx)
+	return call(ctx, func() (*api.Instance, error) {
+		inst, _, err := c.GetInstance(name)
+		return inst, err
+	})
 }
 
 func (d *lxdDaemon) CreateInstance(ctx context.Context, req api.InstancesPost) error {

@@ -4,14 +4,29 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"slices"
 	"strings"
 
 	"github.com/canonical/lxd/shared/api"
+
+	"github.com/canonical/github-runner-charm/src/runner"
 )
 
-// denylistACL is the name of this unit's network ACL.
+// denylistACL is the name of this unit's network ACL: of its prefix, so
+// another model's unit of the same name has an ACL of its own.
 func (c *Cloud) denylistACL() string { return c.cfg.Identity.Prefix() + "-denylist" }
+
+// legacyDenylistACL is the ACL the previous version made, named
+// "<app>-<unit>-denylist" in every model (see retireLegacyACL).
+func (c *Cloud) legacyDenylistACL() string { return c.cfg.Identity.LegacyPrefix() + "-denylist" }
+
+// Descriptions of the denylist ACL: the previous version's, which named no
+// one, and the prefix of this version's, which is followed by its owner.
+const (
+	legacyACLDescription = "Managed by the github-runner charm: the runners' denylist"
+	aclDescription       = "Managed by the github-runner charm: the denylist of runners of "
+)
 
 // runnerNetwork is the bridge runners attach to.
 func (c *Cloud) runnerNetwork() string {
@@ -29,7 +44,10 @@ func (c *Cloud) runnerNetwork() string {
 // to running instances at once). LXD lets DHCP and DNS to the bridge
 // through whatever the ACL says, so runners keep their addresses and name
 // resolution even when the bridge's own address is denied. Other traffic
-// is allowed. An empty denylist removes the ACL.
+// is allowed. An empty denylist removes the ACL. The ACL carries the
+// unit's identity in its user.* config, and an ACL of its name that names
+// another owner is never changed. The previous version's ACL goes once that
+// changes nothing (see retireLegacyACL).
 func (c *Cloud) ApplyDenylist(ctx context.Context) error {
 	network := c.runnerNetwork()
 	if network == "" {
@@ -40,9 +58,19 @@ func (c *Cloud) ApplyDenylist(ctx context.Context) error {
 	}
 	acl := c.denylistACL()
 	if len(c.denylist) == 0 {
-		if err := c.setup.detachACL(ctx, network, acl); err != nil {
+		existing, err := c.setup.networkACL(ctx, acl)
+		switch {
+		case errors.Is(err, ErrNotFound):
+		case err != nil:
 			return fmt.Errorf("cannot remove the denylist: %w", err)
+		case c.ownACL(*existing) != nil:
+			c.log.Warn("leaving a network ACL of this unit's name alone: it is not this unit's", "acl", acl, "reason", c.ownACL(*existing).Error())
+		default:
+			if err := c.setup.detachACL(ctx, network, acl); err != nil {
+				return fmt.Errorf("cannot remove the denylist: %w", err)
+			}
 		}
+		c.retireLegacyACL(ctx, network)
 		return nil
 	}
 	rules := []api.NetworkACLRule{{
@@ -51,27 +79,156 @@ func (c *Cloud) ApplyDenylist(ctx context.Context) error {
 		State:       "enabled",
 		Description: "github-runner denylist",
 	}}
-	if err := c.setup.ensureACL(ctx, acl, rules); err != nil {
+	put := api.NetworkACLPut{
+		Description: aclDescription + c.ownerWords(),
+		Egress:      rules,
+		Ingress:     []api.NetworkACLRule{},
+		Config:      c.ownerConfig(),
+	}
+	if err := c.setup.ensureACL(ctx, acl, put, c.ownACL); err != nil {
 		return fmt.Errorf("cannot apply the denylist: %w", err)
 	}
 	if err := c.setup.attachACL(ctx, network, acl); err != nil {
 		return fmt.Errorf("cannot apply the denylist: %w", err)
 	}
 	c.log.Info("denylist applied", "network", network, "acl", acl, "cidrs", strings.Join(c.denylist, ","))
+	c.retireLegacyACL(ctx, network)
 	return nil
 }
 
-func (d *lxdDaemon) ensureACL(ctx context.Context, name string, egress []api.NetworkACLRule) error {
+// ownACL says why an ACL of the unit's name is not the unit's to change:
+// its metadata names another owner, or it has none and the charm did not
+// make it (an operator's ACL that happens to have the name). One with no
+// metadata that the charm made under this name is the unit's: the name
+// carries the model's tag.
+func (c *Cloud) ownACL(acl api.NetworkACL) error {
+	switch owner := ownerOf(acl.Config); {
+	case owner == c.cfg.Identity.Owner():
+		return nil
+	case owner == runner.Owner{} && strings.HasPrefix(acl.Description, "Managed by the github-runner charm"):
+		return nil
+	case owner == runner.Owner{}:
+		return fmt.Errorf("network ACL %q was not made by the charm (%q); rename or delete it", acl.Name, acl.Description)
+	default:
+		return fmt.Errorf("network ACL %q belongs to unit %s of model %s, not to this unit", acl.Name, owner.Unit, owner.Model)
+	}
+}
+
+// retireLegacyACL removes the previous version's ACL from the runners'
+// network and deletes it, but only once that changes no instance's
+// reachability: its name is the same in every model, so it may be another
+// model's unit's of the same name, still on the previous version, whose
+// runners share the bridge. It goes when no network uses it, or when the
+// runners' network is its only one and every CIDR it rejects is rejected
+// there by this unit's own ACL too. Otherwise it stays, and a warning says
+// how to remove it by hand; it only ever denies more. Failures are
+// warnings: the unit's own denylist is in place either way.
+func (c *Cloud) retireLegacyACL(ctx context.Context, network string) {
+	name := c.legacyDenylistACL()
+	acl, err := c.setup.networkACL(ctx, name)
+	switch {
+	case errors.Is(err, ErrNotFound):
+		return
+	case err != nil:
+		c.log.Warn("cannot look up the previous version's denylist ACL", "acl", name, "error", err)
+		return
+	case ownerOf(acl.Config) != runner.Owner{} || acl.Description != legacyACLDescription:
+		return // not what the previous version made: not ours to judge
+	}
+	if reason := c.legacyACLInUse(*acl, network); reason != "" {
+		c.log.Warn("keeping the previous version's denylist ACL: it may be another model's unit's; once no unit of the previous version uses it, take it off the network's security.acls and delete it",
+			"acl", name, "network", network, "reason", reason)
+		return
+	}
+	if err := c.setup.detachACL(ctx, network, name); err != nil {
+		c.log.Warn("cannot remove the previous version's denylist ACL", "acl", name, "error", err)
+		return
+	}
+	c.log.Info("removed the previous version's denylist ACL", "acl", name, "network", network)
+}
+
+// legacyACLInUse says why removing acl could change what an instance may
+// reach, or "" if it could not (see retireLegacyACL).
+func (c *Cloud) legacyACLInUse(acl api.NetworkACL, network string) string {
+	for _, user := range acl.UsedBy {
+		if usedBy, _, _ := strings.Cut(user, "?"); usedBy != "/1.0/networks/"+network {
+			return "it is used by " + usedBy
+		}
+	}
+	if len(acl.UsedBy) == 0 {
+		return ""
+	}
+	if len(acl.Ingress) > 0 {
+		return "it has ingress rules"
+	}
+	for _, rule := range acl.Egress {
+		if rule.State == "disabled" {
+			continue
+		}
+		if rule.Action != "reject" && rule.Action != "drop" {
+			return "it has a rule that does not reject"
+		}
+		for _, dest := range splitList(rule.Destination) {
+			if !c.denies(dest) {
+				return "it rejects " + dest + ", which this unit's denylist does not"
+			}
+		}
+		if rule.Destination == "" {
+			return "it rejects everything"
+		}
+	}
+	return ""
+}
+
+// denies tells whether the unit's own ACL rejects all of dest, a CIDR or
+// an address.
+func (c *Cloud) denies(dest string) bool {
+	p, err := netip.ParsePrefix(dest)
+	if err != nil {
+		addr, err := netip.ParseAddr(dest)
+		if err != nil {
+			return false // a range, or something else this unit never writes
+		}
+		p = netip.PrefixFrom(addr, addr.BitLen())
+	}
+	for _, d := range c.denylist {
+		ours, err := netip.ParsePrefix(d)
+		if err == nil && ours.Bits() <= p.Bits() && ours.Contains(p.Masked().Addr()) {
+			return true
+		}
+	}
+	return false
+}
+
+func (d *lxdDaemon) networkACL(ctx context.Context, name string) (*api.NetworkACL, error) {
 	ctx, cancel := context.WithTimeout(ctx, apiTimeout)
 	defer cancel()
 	c := d.client(ctx)
-	put := api.NetworkACLPut{Description: "Managed by the github-runner charm: the runners' denylist", Egress: egress, Ingress: []api.NetworkACLRule{}}
+	acl, err := call(ctx, func() (*api.NetworkACL, error) {
+		acl, _, err := c.GetNetworkACL(name)
+		return acl, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("cannot read network ACL %q: %w", name, err)
+	}
+	return acl, nil
+}
+
+// ensureACL creates the ACL with put, or makes an existing one put, once
+// mayChange accepts it.
+func (d *lxdDaemon) ensureACL(ctx context.Context, name string, put api.NetworkACLPut, mayChange func(api.NetworkACL) error) error {
+	ctx, cancel := context.WithTimeout(ctx, apiTimeout)
+	defer cancel()
+	c := d.client(ctx)
 	_, err := call(ctx, func() (struct{}, error) {
-		_, etag, err := c.GetNetworkACL(name)
+		existing, etag, err := c.GetNetworkACL(name)
 		if api.StatusErrorCheck(err, 404) {
 			return struct{}{}, c.CreateNetworkACL(api.NetworkACLsPost{NetworkACLPost: api.NetworkACLPost{Name: name}, NetworkACLPut: put})
 		}
 		if err != nil {
+			return struct{}{}, err
+		}
+		if err := mayChange(*existing); err != nil {
 			return struct{}{}, err
 		}
 		return struct{}{}, c.UpdateNetworkACL(name, put, etag)

@@ -112,7 +112,9 @@ func cleanupPrefix(t testing.TB, c *Cloud) {
 	}
 	for _, inst := range instances {
 		if strings.HasPrefix(inst.Name, c.cfg.Identity.Prefix()+"-") {
-			if err := c.Delete(ctx, inst.Name); err != nil {
+			// remove, not Delete: builders and instances a test made
+			// for another owner under the prefix go too.
+			if err := c.remove(ctx, inst.Name); err != nil {
 				t.Errorf("cannot clean up: %v", err)
 			}
 		}

@@ -23,12 +23,9 @@ var (
 	startScript string
 )
 
-// ImageAliasPrefix starts the alias of every runner image:
-// "github-runner-<runner version>".
-const ImageAliasPrefix = "github-runner-"
-
 // Image properties the build records, so a later EnsureImage knows what an
-// image holds and which unit's images it may prune.
+// image holds and which unit's images it may prune (with propModel and
+// propUnit).
 const (
 	propVersion = "github-runner.version"
 	propBase    = "github-runner.base-image"
@@ -47,8 +44,17 @@ var defaultImageServers = map[string]string{
 	"images":         "https://images.lxd.canonical.com",
 }
 
-// ImageAlias is the alias of the runner image of a runner version.
-func ImageAlias(version string) string { return ImageAliasPrefix + version }
+// imageAlias is the alias of the unit's runner image of a runner version:
+// "<prefix>-image-<version>". It is the unit's alone. One alias shared by
+// every unit on the daemon, as "github-runner-<version>" was, is not safe:
+// units whose recipes differ (base image, runner type, charm version) would
+// each rebuild the image and move the alias every cycle, and a unit whose
+// recipe matched would run from another's image, which that unit prunes
+// when it moves on. An image costs a build per unit on a shared daemon, and
+// each unit prunes only its own.
+func (c *Cloud) imageAlias(version string) string {
+	return c.cfg.Identity.Prefix() + "-image-" + version
+}
 
 // recipe identifies what goes into an image besides the runner version:
 // the base image and the scripts. A changed recipe rebuilds the image.
@@ -64,21 +70,28 @@ func (c *Cloud) recipe(version string) string {
 // the one Create uses. It reuses an image of the same recipe; otherwise it
 // launches a builder from the base image, installs the runner tarball (as
 // downloaded and verified by the GitHub client) and the start script, and
-// publishes it as ImageAlias(version). The builder is always deleted.
-// Older images this unit built are deleted once the new one is in place;
-// runners made from them keep running (an instance does not need its image).
+// publishes it as the unit's alias of version. The builder is always
+// deleted. Older images this unit built are deleted once the new one is in
+// place; runners made from them keep running (an instance does not need
+// its image). An image under the alias that the unit did not build is
+// never used, and never deleted either. What the previous version built
+// goes once nothing can use it (see sweepLegacy).
 func (c *Cloud) EnsureImage(ctx context.Context, tarballPath, version string) (string, error) {
 	if version == "" || strings.ContainsAny(version, "/ :") {
 		return "", fmt.Errorf("cannot build runner image: invalid runner version %q", version)
 	}
 	c.imageMu.Lock()
 	defer c.imageMu.Unlock()
-	alias := ImageAlias(version)
+	alias := c.imageAlias(version)
 	recipe := c.recipe(version)
 	log := c.log.With("alias", alias, "recipe", recipe)
+	defer c.maybeSweepLegacy(ctx)
 
 	existing, err := c.d.ImageByAlias(ctx, alias)
 	switch {
+	case err == nil && !c.ownsImage(*existing):
+		log.Warn("the runner image's alias points at an image this unit did not build; building its own", "fingerprint", existing.Fingerprint,
+			"built-by", existing.Properties[propBuiltBy], "model", existing.Properties[propModel])
 	case err == nil && existing.Properties[propRecipe] == recipe:
 		c.useImage(existing.Fingerprint)
 		log.Debug("runner image exists", "fingerprint", existing.Fingerprint)
@@ -125,13 +138,15 @@ func (c *Cloud) buildImage(ctx context.Context, tarballPath, version, recipe str
 
 	builder := c.cfg.Identity.Prefix() + builderInfix + randomHex(4)
 	log.Info("building runner image", "builder", builder, "base", c.cfg.LXD.BaseImage)
+	config := c.ownerConfig()
+	config["boot.autostart"] = "false"
 	post := api.InstancesPost{
 		Name:   builder,
 		Type:   api.InstanceType(c.cfg.LXD.Type),
 		Source: source,
 		InstancePut: api.InstancePut{
 			Profiles: []string{"default"},
-			Config:   map[string]string{"boot.autostart": "false"},
+			Config:   config,
 		},
 	}
 	if c.cfg.Network != "" {
@@ -144,7 +159,7 @@ func (c *Cloud) buildImage(ctx context.Context, tarballPath, version, recipe str
 		// Always, and with its own time: ctx may be what failed.
 		cleanupCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), stateTimeout)
 		defer cancel()
-		if err := c.Delete(cleanupCtx, builder); err != nil {
+		if err := c.remove(cleanupCtx, builder); err != nil {
 			log.Error("cannot delete image builder", "builder", builder, "error", err)
 		}
 	}()
@@ -189,6 +204,8 @@ func (c *Cloud) buildImage(ctx context.Context, tarballPath, version, recipe str
 		propBase:      c.cfg.LXD.BaseImage,
 		propRecipe:    recipe,
 		propBuiltBy:   c.cfg.Identity.Prefix(),
+		propModel:     c.cfg.Identity.Model,
+		propUnit:      c.cfg.Identity.UnitName(),
 	})
 	if err != nil {
 		return "", fmt.Errorf("cannot publish runner image: %w", err)
@@ -246,21 +263,24 @@ func (c *Cloud) waitExec(ctx context.Context, instance string) error {
 	}
 }
 
-// deleteStaleBuilders removes builders a killed manager left behind.
+// deleteStaleBuilders removes builders a killed manager of this unit left
+// behind: the caller holds imageMu, so none of the unit's is building.
+// Another unit's builder, by name or by metadata, is never touched.
 func (c *Cloud) deleteStaleBuilders(ctx context.Context) {
 	instances, err := c.d.Instances(ctx)
 	if err != nil {
 		return
 	}
 	for _, inst := range instances {
-		if strings.HasPrefix(inst.Name, c.cfg.Identity.Prefix()+builderInfix) {
+		if c.isOwnBuilder(inst) {
 			c.log.Info("deleting stale image builder", "builder", inst.Name)
-			_ = c.Delete(ctx, inst.Name)
+			_ = c.remove(ctx, inst.Name)
 		}
 	}
 }
 
-// pruneImages deletes the images this unit built before keep.
+// pruneImages deletes the images this unit built before keep; another
+// unit's, of this model or another, are never touched.
 func (c *Cloud) pruneImages(ctx context.Context, keep string, log *slog.Logger) {
 	images, err := c.d.Images(ctx)
 	if err != nil {
@@ -268,7 +288,7 @@ func (c *Cloud) pruneImages(ctx context.Context, keep string, log *slog.Logger) 
 		return
 	}
 	for _, image := range images {
-		if image.Fingerprint == keep || image.Properties[propBuiltBy] != c.cfg.Identity.Prefix() {
+		if image.Fingerprint == keep || !c.ownsImage(image) {
 			continue
 		}
 		c.deleteImage(ctx, image.Fingerprint, log)
