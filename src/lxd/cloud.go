@@ -101,8 +101,8 @@ type Cloud struct {
 	legacyDone bool
 	legacyNext time.Time
 
-	mu sync.Mutex
-	image   string // fingerprint of the runner image Create uses
+	mu    sync.Mutex
+	image string // fingerprint of the runner image Create uses
 	// creating names the instances this process is creating now: a
 	// never-started instance not among them was left half-made by a
 	// manager that died (see Instances).
