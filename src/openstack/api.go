@@ -56,6 +56,9 @@ type openstackAPI interface {
 
 var errNotFound = errors.New("not found in OpenStack")
 
+// errConflict is OpenStack's 409: a security group a port still uses, say.
+var errConflict = errors.New("refused by OpenStack as a conflict")
+
 // gophercloudAPI is openstackAPI over gophercloud's service clients.
 type gophercloudAPI struct {
 	clients
@@ -74,6 +77,8 @@ func (a *gophercloudAPI) explain(err error) error {
 	switch {
 	case gophercloud.ResponseCodeIs(err, http.StatusNotFound):
 		return fmt.Errorf("%w: %s", errNotFound, redact(err.Error(), a.secrets))
+	case gophercloud.ResponseCodeIs(err, http.StatusConflict):
+		return fmt.Errorf("%w: %s", errConflict, redact(err.Error(), a.secrets))
 	case gophercloud.ResponseCodeIs(err, http.StatusUnauthorized):
 		return classify(ErrUnauthorized, nil, "%s", redact(err.Error(), a.secrets))
 	case isUnreachable(err):

@@ -6,9 +6,10 @@
 // default, where Canonical's github-runner-image-builder puts it). Its
 // user-data, on a config drive, carries the JIT config and starts the
 // runner; the server powers itself off after its one job, and the manager
-// deletes it. The servers carry their unit, runner ID and creation time as
-// Nova metadata (see runner.Meta*), so a fresh manager rebuilds its view
-// from Nova alone. Nothing else is made per runner: no keypair (the
+// deletes it. The servers carry their model, unit, runner ID, scope and
+// creation time as Nova metadata (see runner.Meta*), so a fresh manager
+// rebuilds its view from Nova alone, and two models' units of one name in
+// one project never take each other's servers for their own. Nothing else is made per runner: no keypair (the
 // manager never logs in to a runner) and no port of its own (Nova makes
 // the port on the configured network and deletes it with the server; a
 // Delete sweeps any it left). One security group per unit, egress only,
@@ -50,7 +51,8 @@ type Config struct {
 	Runner    config.RunnerImage
 
 	// SecurityGroup is the runners' security group, created if missing;
-	// "" is "<prefix>-runners".
+	// "" is "<prefix>-runners". One that exists is used only if its
+	// description names this unit and model (see ownsSecurityGroup).
 	SecurityGroup string
 	// RunnerUser and RunnerDir are where the image has the runner
 	// application (run.sh); "" is DefaultRunnerUser, DefaultRunnerDir.
@@ -100,6 +102,10 @@ type Cloud struct {
 	// problem, not a stream of failed creates.
 	prepareErr error
 	lastImage  string // image ID of the last successful Prepare
+	// legacyDone and legacyNext pace retireLegacySecurityGroup (under
+	// prepareMu).
+	legacyDone bool
+	legacyNext time.Time
 }
 
 // resources are what a runner server is made of, resolved to IDs.
@@ -230,6 +236,7 @@ func (c *Cloud) resolve(ctx context.Context) (*resources, error) {
 	if r.securityGroupID, err = c.ensureSecurityGroup(ctx); err != nil {
 		return nil, err
 	}
+	c.maybeRetireLegacySecurityGroup(ctx)
 	return &r, nil
 }
 
@@ -342,8 +349,7 @@ func (c *Cloud) Instances(ctx context.Context) ([]cloud.Instance, error) {
 }
 
 func toInstance(srv servers.Server) cloud.Instance {
-	out := cloud.Instance{Name: srv.Name, CreatedAt: srv.Created, Status: status(srv.Status),
-		Owner: runner.Owner{Model: srv.Metadata[runner.MetaModel], Unit: srv.Metadata[runner.MetaUnit]}}
+	out := cloud.Instance{Name: srv.Name, CreatedAt: srv.Created, Status: status(srv.Status), Owner: ownerOf(srv.Metadata)}
 	out.Scope, _ = runner.ParseScope(srv.Metadata[runner.MetaScope])
 	if id, err := strconv.ParseInt(srv.Metadata[runner.MetaRunnerID], 10, 64); err == nil {
 		out.RunnerID = id
@@ -509,7 +515,8 @@ func faultMessage(f servers.Fault) string {
 
 // Delete deletes the runner's server(s) of that name, waits until Nova
 // confirms they are gone, and deletes any port Nova left of them. A runner
-// already gone is not an error.
+// already gone is not an error. Nova does not keep names unique: a server
+// of the name whose metadata names another owner is left alone.
 func (c *Cloud) Delete(ctx context.Context, name string) error {
 	list, err := c.api.Servers(ctx, "^"+regexp.QuoteMeta(name)+"$")
 	if err != nil {
@@ -518,6 +525,11 @@ func (c *Cloud) Delete(ctx context.Context, name string) error {
 	var errs []error
 	for _, srv := range list {
 		if srv.Name != name {
+			continue
+		}
+		if owner := ownerOf(srv.Metadata); !c.cfg.Identity.OwnsInstance(name, owner) {
+			c.log.Warn("not deleting a server that is not this unit's", "server", name, "server-id", srv.ID,
+				"owner-model", owner.Model, "owner-unit", owner.Unit)
 			continue
 		}
 		if err := c.deleteServer(ctx, srv); err != nil {
@@ -568,13 +580,17 @@ func (c *Cloud) deleteServer(ctx context.Context, srv servers.Server) error {
 
 // Teardown deletes the runners' security group, for a unit that goes
 // away; its runners must be deleted first. A group already gone is not an
-// error.
+// error, and a group of the name that is not the unit's is left alone.
 func (c *Cloud) Teardown(ctx context.Context) error {
 	found, err := c.api.SecurityGroupsNamed(ctx, c.cfg.SecurityGroup)
 	if err != nil {
 		return fmt.Errorf("cannot look up security group %q: %w", c.cfg.SecurityGroup, err)
 	}
 	for _, g := range found {
+		if !c.ownsSecurityGroup(g) {
+			c.log.Warn("not deleting a security group that is not this unit's", "security-group", g.Name, "id", g.ID, "description", g.Description)
+			continue
+		}
 		if err := c.api.DeleteSecurityGroup(ctx, g.ID); err != nil && !errors.Is(err, errNotFound) {
 			return fmt.Errorf("cannot delete security group %q: %w", c.cfg.SecurityGroup, err)
 		}

@@ -49,10 +49,13 @@ func TestRunnersLifecycle(t *testing.T) {
 		runners[i] = created{name, id, jit}
 	}
 	start := time.Now()
+	scope := runner.NewScope(srv.URL(), testRepo)
 	errs := make([]error, len(runners))
 	var wg sync.WaitGroup
 	for i, r := range runners {
-		wg.Go(func() { errs[i] = c.Create(ctx, cloud.CreateRequest{Name: r.name, RunnerID: r.id, JITConfig: r.jit}) })
+		wg.Go(func() {
+			errs[i] = c.Create(ctx, cloud.CreateRequest{Name: r.name, RunnerID: r.id, Scope: scope, JITConfig: r.jit})
+		})
 	}
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {
@@ -86,7 +89,8 @@ func TestRunnersLifecycle(t *testing.T) {
 		if !slices.Equal(groupNames, []string{c.cfg.SecurityGroup}) {
 			t.Errorf("%s: security groups %v, want [%s]", r.name, groupNames, c.cfg.SecurityGroup)
 		}
-		wantMeta := map[string]string{runner.MetaUnit: c.cfg.Identity.UnitName(), runner.MetaRunnerID: strconv.FormatInt(r.id, 10)}
+		wantMeta := map[string]string{runner.MetaUnit: c.cfg.Identity.UnitName(), runner.MetaRunnerID: strconv.FormatInt(r.id, 10),
+			runner.MetaModel: c.cfg.Identity.Model, runner.MetaScope: scope.String()}
 		for k, v := range wantMeta {
 			if s.Metadata[k] != v {
 				t.Errorf("%s: metadata %s = %q, want %q", r.name, k, s.Metadata[k], v)
@@ -142,6 +146,10 @@ func TestRunnersLifecycle(t *testing.T) {
 		i := slices.IndexFunc(runners, func(r created) bool { return r.name == inst.Name })
 		if i < 0 || inst.RunnerID != runners[i].id || inst.Status != cloud.Running {
 			t.Errorf("instance %+v, want a running runner of %+v", inst, runners)
+		}
+		// Whose it is and where it is registered, read back from Nova.
+		if inst.Owner != c.cfg.Identity.Owner() || inst.Scope != scope {
+			t.Errorf("instance %s: owner %+v, scope %+v; want %+v, %+v", inst.Name, inst.Owner, inst.Scope, c.cfg.Identity.Owner(), scope)
 		}
 	}
 

@@ -107,13 +107,18 @@ func (c *Cloud) ensureSecurityGroup(ctx context.Context) (string, error) {
 	var group *groups.SecGroup
 	switch len(found) {
 	case 0:
-		group, err = c.api.CreateSecurityGroup(ctx, name, "Runners of "+c.cfg.Identity.UnitName()+" (model "+c.cfg.Identity.Model+"); managed by the github-runner charm, do not edit its egress rules.")
+		group, err = c.api.CreateSecurityGroup(ctx, name, c.securityGroupDescription())
 		if err != nil {
 			return "", fmt.Errorf("cannot create security group %q: %w", name, err)
 		}
 		c.log.Info("security group created", "security_group", name, "id", group.ID)
 	case 1:
 		group = &found[0]
+		if !c.ownsSecurityGroup(*group) {
+			// Its rules are not ours to rewrite, nor its runners ours to
+			// open to what the denylist keeps them from.
+			return "", fmt.Errorf("cannot use security group %q: it is not this unit's (its description is %q); delete or rename it", name, group.Description)
+		}
 	default:
 		// Neutron does not keep names unique; only this unit makes this
 		// name, so more than one means someone else made one too.
