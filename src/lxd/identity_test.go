@@ -75,6 +75,7 @@ func legacyName(id runner.Identity) string { return id.LegacyPrefix() + "-" + ra
 // unit of the same application. Nothing it does deletes any of those; it
 // reads its own runners' owner, runner id and scope back.
 func TestInstancesOfOwnIdentityOnly(t *testing.T) {
+	t.Parallel()
 	requireLXD(t)
 	app := testPrefix(t)
 	c := newCloud(t, testConfig(app))
@@ -175,6 +176,7 @@ func TestInstancesOfOwnIdentityOnly(t *testing.T) {
 // A frozen container (LXD freezes them for snapshots) is unresponsive, not
 // stopped: its job goes on when it thaws, and it is running again then.
 func TestFrozenIsUnresponsive(t *testing.T) {
+	t.Parallel()
 	requireLXD(t)
 	c := newCloud(t, testConfig(testPrefix(t)))
 	name := c.cfg.Identity.NewName()
@@ -257,6 +259,7 @@ func TestImagesOfOwnIdentityOnly(t *testing.T) {
 // own: not one named like the unit's whose metadata is another's or none;
 // the previous version's builders go only once old enough to be dead.
 func TestStaleBuildersOfOwnIdentityOnly(t *testing.T) {
+	t.Parallel()
 	requireLXD(t)
 	app := testPrefix(t)
 	c := newCloud(t, testConfig(app))
@@ -327,6 +330,7 @@ func (v instancesOf) Instances(ctx context.Context) ([]api.Instance, error) {
 // is kept while any runner of that version is there, whatever its
 // application, and deleted once none is. Other units' images stay.
 func TestLegacyImageRetiresWithTheLastOldRunner(t *testing.T) {
+	t.Parallel()
 	requireLXD(t)
 	app := testPrefix(t)
 	c := newCloud(t, testConfig(app))
@@ -415,6 +419,7 @@ func networkACLs(t *testing.T, c *Cloud, network string) []string {
 // "<app>-<unit>-denylist" in every model, goes only once that changes
 // nothing any instance on the bridge may reach.
 func TestDenylistACLIdentity(t *testing.T) {
+	t.Parallel()
 	requireLXD(t)
 	prefix := testPrefix(t)
 	probe := newCloud(t, testConfig(prefix))
