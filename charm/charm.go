@@ -4,6 +4,7 @@
 package charm
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -11,10 +12,11 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"reflect"
 	"strings"
 	"syscall"
 	"time"
+
+	"gopkg.in/yaml.v3"
 
 	"github.com/canonical/github-runner-charm/src/config"
 	"github.com/canonical/github-runner-charm/src/service/api"
@@ -183,9 +185,20 @@ func (c *Charm) configure(ctx context.Context) error {
 	if err := c.Supervisor.EnsureRunning(ctx); err != nil {
 		return err
 	}
-	previous, _ := config.Read(c.Supervisor.ConfigPath())
-	if previous != nil && reflect.DeepEqual(previous, next) && c.Supervisor.Running(ctx) {
-		return c.refreshStatus(ctx)
+	var previous *config.File
+	if data, err := os.ReadFile(c.Supervisor.ConfigPath()); err == nil {
+		previous, _ = config.Parse(data)
+		// Nothing to do only if the charm's binaries are what runs too:
+		// after juju refresh the config is the same but the binaries are new.
+		if previous != nil && sameConfig(previous, next) {
+			upToDate, err := c.Supervisor.UpToDate(data)
+			if err != nil {
+				return err
+			}
+			if upToDate && c.Supervisor.Running(ctx) {
+				return c.refreshStatus(ctx)
+			}
+		}
 	}
 	if drain, busyToo := drainBefore(previous, next); drain && c.Supervisor.Running(ctx) {
 		message := "removing idle runners made with the previous settings"
@@ -213,6 +226,15 @@ func (c *Charm) configure(ctx context.Context) error {
 		return err
 	}
 	return c.refreshStatus(ctx)
+}
+
+// sameConfig tells whether two configs are the same to the manager, which
+// reads them as YAML: an empty list there is no list (reflect.DeepEqual
+// tells them apart, so a config read back never equalled the one made).
+func sameConfig(a, b *config.File) bool {
+	ya, errA := yaml.Marshal(a)
+	yb, errB := yaml.Marshal(b)
+	return errA == nil && errB == nil && bytes.Equal(ya, yb)
 }
 
 // stop removes every runner of this unit, busy ones too, and stops the

@@ -517,12 +517,6 @@ func (u *Unit) runTool(req ToolRequest) ToolResponse {
 	return ToolResponse{Stdout: out}
 }
 
-var (
-	buildOnce               sync.Once
-	builtArchive, builtTool string
-	buildErr                error
-)
-
 // Main runs a package's tests and removes what the harness built; call it
 // from TestMain: os.Exit(harness.Main(m)).
 func Main(m *testing.M) int {
@@ -533,37 +527,127 @@ func Main(m *testing.M) int {
 	return code
 }
 
-var buildDir string
+// Version is the version of the charm New deploys.
+const Version = "harness"
 
-// buildArtifacts packs the charm and builds the hook tool once per test
-// binary; Go's build cache makes this take seconds after the first time.
+var (
+	buildMu  sync.Mutex
+	buildDir string
+	builds   = map[string]*build{} // by charm version; "" is the hook tool
+)
+
+type build struct {
+	once sync.Once
+	path string
+	err  error
+}
+
+// buildArtifacts packs the charm New deploys and builds the hook tool, once
+// per test binary; Go's build cache makes this take seconds after the
+// first time.
 func buildArtifacts(t testing.TB) (archive, tool string) {
-	buildOnce.Do(func() {
-		_, file, _, _ := runtime.Caller(0)
-		root := filepath.Join(filepath.Dir(file), "..", "..")
-		out, err := os.MkdirTemp("", "github-runner-harness-")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		buildDir = out
+	t.Helper()
+	return buildCharm(t, Version), built(t, "", func(root, out string) (string, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 		defer cancel()
-		builtArchive, buildErr = pack.Build(ctx, pack.Options{SourceDir: root, OutDir: out, Arch: runtime.GOARCH, Version: "harness"})
-		if buildErr != nil {
-			return
-		}
-		builtTool = filepath.Join(out, "hooktool")
-		cmd := exec.CommandContext(ctx, "go", "build", "-o", builtTool, "./tests/harness/cmd/hooktool")
+		tool := filepath.Join(out, "hooktool")
+		cmd := exec.CommandContext(ctx, "go", "build", "-o", tool, "./tests/harness/cmd/hooktool")
 		cmd.Dir = root
 		if output, err := cmd.CombinedOutput(); err != nil {
-			buildErr = fmt.Errorf("cannot build the hook tool: %v\n%s", err, output)
+			return "", fmt.Errorf("cannot build the hook tool: %v\n%s", err, output)
 		}
+		return tool, nil
 	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
+}
+
+// buildCharm packs the charm with version linked into its binaries, once
+// per test binary and version. Two versions differ in every binary the
+// version is linked into (dispatch and the manager), not in Pebble.
+func buildCharm(t testing.TB, version string) string {
+	t.Helper()
+	return built(t, version, func(root, out string) (string, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+		defer cancel()
+		return pack.Build(ctx, pack.Options{SourceDir: root, OutDir: filepath.Join(out, "charm-"+version), Arch: runtime.GOARCH, Version: version})
+	})
+}
+
+// built runs make once per key, in the test binary's build directory.
+func built(t testing.TB, key string, make func(root, out string) (string, error)) string {
+	t.Helper()
+	buildMu.Lock()
+	if buildDir == "" {
+		dir, err := os.MkdirTemp("", "github-runner-harness-")
+		if err != nil {
+			buildMu.Unlock()
+			t.Fatal(err)
+		}
+		buildDir = dir
 	}
-	return builtArchive, builtTool
+	b, ok := builds[key]
+	if !ok {
+		b = &build{}
+		builds[key] = b
+	}
+	out := buildDir
+	buildMu.Unlock()
+	b.once.Do(func() {
+		_, file, _, _ := runtime.Caller(0)
+		root := filepath.Join(filepath.Dir(file), "..", "..")
+		b.path, b.err = make(root, out)
+	})
+	if b.err != nil {
+		t.Fatal(b.err)
+	}
+	return b.path
+}
+
+// Refresh is what `juju refresh` does to the unit before any hook runs: the
+// charm of version (packed like New's, with version linked in) replaces
+// the charm directory's contents. The directory stays where it is, as
+// Juju's deployer keeps it, and the files are new ones: a running process
+// keeps the binary it started from. Options the new charm no longer has
+// lose their values, as in Juju.
+func (u *Unit) Refresh(version string) {
+	u.t.Helper()
+	archive, err := jujucharm.ReadCharmArchive(buildCharm(u.t, version))
+	if err != nil {
+		u.t.Fatalf("cannot read the charm archive of %s: %v", version, err)
+	}
+	entries, err := os.ReadDir(u.CharmDir)
+	if err != nil {
+		u.t.Fatalf("cannot read the charm directory: %v", err)
+	}
+	for _, e := range entries {
+		if err := os.RemoveAll(filepath.Join(u.CharmDir, e.Name())); err != nil {
+			u.t.Fatalf("cannot remove the old charm's %s: %v", e.Name(), err)
+		}
+	}
+	if err := archive.ExpandTo(u.CharmDir); err != nil {
+		u.t.Fatalf("cannot expand the charm of %s: %v", version, err)
+	}
+	options := archive.Config().Options
+	u.mu.Lock()
+	u.charm = archive
+	for k := range u.config {
+		if _, ok := options[k]; !ok {
+			delete(u.config, k)
+		}
+	}
+	u.mu.Unlock()
+}
+
+// Upgrade is `juju refresh` to the charm of version as Juju carries it out:
+// Refresh, then upgrade-charm and config-changed, failing the test if
+// either hook fails.
+func (u *Unit) Upgrade(version string) {
+	u.t.Helper()
+	u.Refresh(version)
+	for _, hook := range []string{"upgrade-charm", "config-changed"} {
+		if r := u.Hook(hook); r.Code != 0 {
+			u.t.Fatalf("hook %s failed with exit %d: %s\nunit log: %v", hook, r.Code, r.Stderr, u.Logs())
+		}
+	}
 }
 
 // Exec runs argv inside a hook (or, with an action name, an action) context,
@@ -629,6 +713,30 @@ func (u *Unit) ManagerPID() int {
 		cmdline, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
 		args := strings.Split(string(cmdline), "\x00")
 		if len(args) > 2 && strings.HasSuffix(args[0], "github-runner-manager") && slices.Contains(args, config) && !slices.Contains(args, "health") {
+			return pid
+		}
+	}
+	return 0
+}
+
+// PebblePID finds the unit's running Pebble daemon (a `pebble run` whose
+// PEBBLE is the unit's Pebble directory), or 0. It looks at the processes,
+// not at the charm's records of them.
+func (u *Unit) PebblePID() int {
+	want := "PEBBLE=" + filepath.Join(u.StateDir(), "pebble")
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		if _, err := strconv.Atoi(e.Name()); err != nil {
+			continue
+		}
+		cmdline, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		args := strings.Split(string(cmdline), "\x00")
+		if len(args) < 2 || !strings.HasSuffix(args[0], "pebble") || args[1] != "run" {
+			continue
+		}
+		environ, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "environ"))
+		if slices.Contains(strings.Split(string(environ), "\x00"), want) {
+			pid, _ := strconv.Atoi(e.Name())
 			return pid
 		}
 	}
