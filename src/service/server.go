@@ -42,6 +42,15 @@ type Server struct {
 
 	mu      sync.Mutex
 	problem problem
+
+	// loop orders the periodic cycles with drains: see periodic.
+	loop sync.Mutex
+	// drained: a drain was asked for. The charm drains just before it stops
+	// this process (settings change, or the unit goes away), so from then
+	// on the periodic cycles create nothing: a reconcile between the drain
+	// and the stop would make runners, with the old settings, that the
+	// stop then leaves behind.
+	drained bool
 }
 
 // problem is what stops the manager from doing its work, in words.
@@ -56,13 +65,25 @@ type problem struct {
 // cycle in progress when ctx ends is finished first, within its own bounds.
 func (s *Server) Run(ctx context.Context) {
 	for {
-		s.cycle(manager.Reconcile)
+		s.periodic()
 		select {
 		case <-ctx.Done():
 			return
 		case <-time.After(s.Interval):
 		}
 	}
+}
+
+// periodic runs the loop's cycle: a reconcile, or a cleanup once drained.
+// It holds loop so that a drain cannot slip between its check and its cycle.
+func (s *Server) periodic() {
+	s.loop.Lock()
+	defer s.loop.Unlock()
+	mode := manager.Reconcile
+	if s.drained {
+		mode = manager.Cleanup
+	}
+	s.cycle(mode)
 }
 
 // cycleTimeout bounds a whole cycle, so a wedged call can never hold up
@@ -227,6 +248,11 @@ func (s *Server) flush(w http.ResponseWriter, r *http.Request) {
 				{false, true}: manager.FlushIdle, {true, true}: manager.FlushAll,
 				{false, false}: manager.DrainIdle, {true, false}: manager.DrainAll,
 			}[[2]bool{busy, replace}]
+			if !replace {
+				s.loop.Lock()
+				s.drained = true // even if the drain fails: the stop comes anyway
+				s.loop.Unlock()
+			}
 			out, err := s.cycle(mode)
 			if err != nil {
 				writeError(w, err, s.explain)

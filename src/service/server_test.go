@@ -126,6 +126,50 @@ func TestDrainCreatesNothing(t *testing.T) {
 	}
 }
 
+// The charm drains just before it stops the manager (a settings change,
+// the unit going away): a periodic cycle after the drain must not create
+// runners again, which the stop would then leave behind.
+func TestNoPeriodicCreateAfterADrain(t *testing.T) {
+	cloud, platform := managertest.NewCloud(), managertest.NewPlatform()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	srv := &service.Server{
+		Engine:   manager.New(cloud, platform, manager.Settings{Identity: managertest.Identity, Scope: managertest.Scope, Target: 2}, log),
+		Expected: 2, Interval: 10 * time.Millisecond, Log: log,
+	}
+	socket := filepath.Join(t.TempDir(), api.SocketName)
+	l, err := service.Listen(socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := &http.Server{Handler: srv.Handler()}
+	go hs.Serve(l)
+	t.Cleanup(func() { hs.Close() })
+	ctx, cancel := context.WithCancel(context.Background())
+	loopDone := make(chan struct{})
+	go func() { srv.Run(ctx); close(loopDone) }()
+	t.Cleanup(func() { cancel(); <-loopDone })
+	client := api.NewClient(socket, 10*time.Second)
+
+	for deadline := time.Now().Add(5 * time.Second); len(cloud.Names()) < 2; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the loop created %v, want 2 runners", cloud.Names())
+		}
+	}
+	for _, busy := range []bool{false, true} {
+		if _, err := client.Drain(context.Background(), busy); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(100 * time.Millisecond) // ten intervals
+		if names := cloud.Names(); len(names) != 0 {
+			t.Errorf("drain busy=%v: the loop created %v after it", busy, names)
+		}
+		for _, name := range cloud.Names() {
+			cloud.Delete(context.Background(), name)
+			platform.Delete(name)
+		}
+	}
+}
+
 // When the cloud cannot start runners (Prepare fails: an image gone), a
 // cycle still cleans up but registers nothing at GitHub.
 func TestPrepareFailureCreatesNothing(t *testing.T) {
