@@ -105,17 +105,22 @@ func New(t *testing.T, opts Options) *Bed {
 		rand.Read(b[:])
 		app = opts.Name + hex.EncodeToString(b[:])
 	}
-	u := harness.New(t, harness.Options{App: app, Leader: true, Model: opts.Model})
-	prefix := runner.Identity{Model: u.Model(), App: app, Unit: 0}.Prefix()
+	model := opts.Model
+	if model == "" {
+		model = harness.DefaultModel
+	}
+	prefix := runner.Identity{Model: model, App: app, Unit: 0}.Prefix()
+	// Registered before the harness's own cleanup, so it runs after the
+	// unit's removal (a manager still running would make more): whatever
+	// happens, nothing of the prefix is left in LXD, runner images included.
+	t.Cleanup(func() { lxdtest.DeleteAll(c, prefix+"-") })
+	u := harness.New(t, harness.Options{App: app, Leader: true, Model: model})
 	bed := &Bed{T: t, LXD: c, GitHub: fake, Unit: u, Prefix: prefix, Label: opts.Label, Token: opts.Token}
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("manager logs:\n%s", u.ServiceLogs())
 		}
 	})
-	// Registered after the harness's own cleanup, so it runs before it:
-	// whatever happens, nothing of the prefix may be left in LXD.
-	t.Cleanup(func() { lxdtest.DeleteAll(c, bed.Prefix+"-") })
 	config := map[string]any{
 		"path": Repo, "token": opts.Token, "github-api-url": fake.URL(), "labels": opts.Label,
 		"runner-type": "container", "base-image": lxdtest.BaseImageAlias,
