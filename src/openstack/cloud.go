@@ -9,11 +9,11 @@
 // deletes it. The servers carry their model, unit, runner ID, scope and
 // creation time as Nova metadata (see runner.Meta*), so a fresh manager
 // rebuilds its view from Nova alone, and two models' units of one name in
-// one project never take each other's servers for their own. Nothing else is made per runner: no keypair (the
-// manager never logs in to a runner) and no port of its own (Nova makes
-// the port on the configured network and deletes it with the server; a
-// Delete sweeps any it left). One security group per unit, egress only,
-// holds the denylist.
+// one project never take each other's servers for their own. Nothing else
+// is made per runner: no keypair (the manager never logs in to a runner)
+// and no port of its own (Nova makes the port on the configured network
+// and deletes it with the server; a Delete sweeps any it left). One
+// security group per unit, egress only, holds the denylist.
 //
 // Only this package imports gophercloud.
 package openstack
