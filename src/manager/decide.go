@@ -147,6 +147,12 @@ func joinInstance(inst *cloud.Instance, r *Runner, s Snapshot, t Timeouts) View 
 	case inst.Status == cloud.Stopped:
 		// The one final state: the runner exited, or someone stopped it.
 		v.State, v.Expired = runner.Stopped, true
+	case inst.Owner.Model == "" && (r == nil || r.ID != inst.RunnerID):
+		// Named before model tags and not listed here under the runner id
+		// it was made for: it may be another model's, of the same
+		// application name on the same cloud, registered elsewhere, where
+		// a 404 from this scope proves nothing. Its own manager removes it.
+		v.State = runner.Retiring
 	case inst.Status == cloud.Unresponsive:
 		// It may thaw with its job where it was. GitHub-first removal
 		// keeps it while GitHub says it is busy, until the long limit.

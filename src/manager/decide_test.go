@@ -71,6 +71,12 @@ func TestJoinStates(t *testing.T) {
 		// §3: named before model tags: replaced, once idle.
 		{"legacy, idle", ptr(legacy(inst(name, time.Hour, cloud.Running))), &Runner{ID: 1, Name: "github-runner-0-0123456789ab", Online: true}, Sighting{}, runner.Retiring, true, false},
 		{"legacy, busy", ptr(legacy(inst(name, time.Hour, cloud.Running))), &Runner{ID: 1, Name: "github-runner-0-0123456789ab", Online: true, Busy: true}, Sighting{}, runner.Retiring, false, false},
+		// A legacy instance this scope does not list under its runner id may
+		// be another model's: left alone, however long, frozen or not.
+		{"legacy, not listed", ptr(legacy(inst(name, 30*time.Hour, cloud.Running))), nil, Sighting{Troubled: at(25 * time.Hour)}, runner.Retiring, false, false},
+		{"legacy, listed under another id", ptr(legacy(inst(name, time.Hour, cloud.Running))), &Runner{ID: 2, Name: "github-runner-0-0123456789ab", Online: true}, Sighting{}, runner.Retiring, false, false},
+		{"legacy, frozen, not listed", ptr(legacy(inst(name, 30*time.Hour, cloud.Unresponsive))), nil, Sighting{Troubled: at(25 * time.Hour)}, runner.Retiring, false, false},
+		{"legacy, stopped, not listed", ptr(legacy(inst(name, time.Hour, cloud.Stopped))), nil, Sighting{}, runner.Stopped, true, false},
 	}
 	for _, test := range tests {
 		t.Run(test.name, func(t *testing.T) {

@@ -266,6 +266,10 @@ func TestLegacyRunnersAreRetired(t *testing.T) {
 	idle, busy := put("0123456789ab", false), put("ba9876543210", true)
 	foreign := id.LegacyPrefix() + "-aaaaaaaaaaaa"
 	b.platform.Add(foreign, true, false)
+	// Another model's runner of the old naming, on the same cloud, in an
+	// organisation this unit's GitHub does not list (here, a 404).
+	theirs := id.LegacyPrefix() + "-bbbbbbbbbbbb"
+	b.cloud.Put(cloud.Instance{Name: theirs, RunnerID: 999, CreatedAt: b.clock().Add(-time.Hour), Status: cloud.Running, Owner: legacyOwner})
 	out := b.run(t, manager.Reconcile)
 	if out.Removed[string(runner.Retiring)] != 1 || out.Created != 2 {
 		t.Errorf("outcome %+v", out)
@@ -282,6 +286,11 @@ func TestLegacyRunnersAreRetired(t *testing.T) {
 	}
 	if _, ok := b.platform.Get(foreign); !ok {
 		t.Error("a legacy record with no instance of ours was removed")
+	}
+	b.advance(30 * time.Hour)
+	b.run(t, manager.Reconcile)
+	if _, ok := b.cloud.Get(theirs); !ok {
+		t.Error("another model's instance of the old naming was deleted on a 404 from this unit's scope")
 	}
 }
 
