@@ -2,7 +2,7 @@
 GO ?= go
 ARCH ?= $(shell $(GO) env GOARCH)
 
-.PHONY: charm test testbed unit e2e bench fuzz clean
+.PHONY: charm test testbed unit e2e chaos bench fuzz clean
 
 ## charm: build build/github-runner_ubuntu@24.04-$(ARCH).charm and print its path
 charm:
@@ -19,11 +19,18 @@ test: testbed unit
 	$(MAKE) fuzz FUZZTIME=5000x
 
 ## unit: run every test against whatever test bed is already up. The fault
-## suite runs alone, after the rest: it restarts the LXD daemon under test.
+## suite runs alone, after the rest: it restarts the LXD daemon under test;
+## then the chaos test, alone too, since LXD's load is part of what it tests.
 unit:
 	$(GO) vet ./...
-	$(GO) test -count=1 -timeout 45m $$($(GO) list ./... | grep -v /tests/faults)
+	$(GO) test -count=1 -timeout 45m $$($(GO) list ./... | grep -v -e /tests/faults -e /tests/chaos)
 	$(GO) test -count=1 -timeout 30m ./tests/faults/
+	$(GO) test -count=1 -timeout 30m ./tests/chaos/
+
+## chaos: the chaos test alone, verbose: CHAOS_DURATION=30m runs its schedule
+## longer (10m by default), CHAOS_SEED=<seed> replays one
+chaos:
+	$(GO) test -count=1 -v -timeout 3h ./tests/chaos/
 
 ## e2e: the end-to-end test alone (real LXD, Pebble, fake GitHub; run `make testbed` first)
 e2e:
