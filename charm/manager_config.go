@@ -20,13 +20,20 @@ func identity(model, unit string) (runner.Identity, error) {
 }
 
 // hostProblems are what the configuration asks that this machine cannot
-// give; like config problems, they block the unit rather than fail a hook.
+// give, and whatever else the manager would refuse in the config file these
+// settings make; like config problems, they block the unit rather than fail
+// a hook (a manager that refuses its file exits, and the hook replanning it
+// fails).
 func hostProblems(s Settings, model, unit string, kvm func() bool) []string {
 	var problems []string
 	if id, err := identity(model, unit); err != nil {
 		problems = append(problems, err.Error())
 	} else if err := id.Check(); err != nil {
 		problems = append(problems, err.Error())
+	} else if f, err := managerConfig(s, model, unit, "/state-dir", Proxy{}); err != nil {
+		problems = append(problems, err.Error())
+	} else {
+		problems = append(problems, optionProblems(f.Problems())...)
 	}
 	if s.OpenStack == nil && s.RunnerType == RunnerTypeVM && !kvm() {
 		problems = append(problems, "virtual machines need KVM on this host; set runner-type=container")

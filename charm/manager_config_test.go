@@ -1,6 +1,8 @@
 package charm
 
 import (
+	"os"
+	"strings"
 	"testing"
 
 	"github.com/canonical/github-runner-charm/src/config"
@@ -59,5 +61,43 @@ func TestDrainBefore(t *testing.T) {
 	}
 	if drain, _ := drainBefore(nil, base()); drain {
 		t.Error("a first configuration drains")
+	}
+}
+
+// What the manager's own validation refuses is named by the option that
+// makes it, not by the config file's field.
+func TestOptionProblems(t *testing.T) {
+	problems := []config.Problem{
+		{Field: "github.api-url", Problem: `"http://x" must use https`},
+		{Field: "lxd.memory", Problem: "is required"},
+		{Field: "state-dir", Problem: "is required"},
+	}
+	got := strings.Join(optionProblems(problems), "; ")
+	want := `github-api-url: "http://x" must use https; vm-memory is required; state-dir is required`
+	if got != want {
+		t.Errorf("optionProblems = %q, want %q", got, want)
+	}
+	options, err := os.ReadFile("../config.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for field, option := range optionOf {
+		if !strings.Contains(string(options), "\n  "+option+":\n") {
+			t.Errorf("field %s maps to %q, which is no option in config.yaml", field, option)
+		}
+	}
+}
+
+// Every problem the config file's validation finds in settings the charm
+// accepted blocks the unit, named by its option.
+func TestHostProblemsHoldTheManagersValidation(t *testing.T) {
+	s, err := ParseSettings(with(map[string]any{"runner-type": "container"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.GitHubAPIURL = "http://192.0.2.1/" // as a charm without the URL rule let through
+	problems := strings.Join(hostProblems(s, testModel, "github-runner/0", func() bool { return true }), "; ")
+	if !strings.Contains(problems, `github-api-url: "http://192.0.2.1/" must use https`) {
+		t.Errorf("host problems %q do not name github-api-url", problems)
 	}
 }

@@ -142,8 +142,10 @@ func (r *configReader) readPath(s *Settings) {
 	if s.Group == "" {
 		r.problem("group must name a runner group (the default group is \"default\")")
 	}
-	if !isHTTPURL(s.GitHubAPIURL, "http", "https") {
-		r.problem("github-api-url must be an http(s) URL such as https://api.github.com or https://github.example.com/api/v3")
+	if s.GitHubAPIURL == "" {
+		r.problem("github-api-url is required (https://api.github.com, or https://HOST/api/v3 for GitHub Enterprise Server)")
+	} else if _, err := config.ParseAPIURL(s.GitHubAPIURL); err != nil {
+		r.problem("%s", config.Problem{Field: "github-api-url", Problem: err.Error()})
 	}
 }
 
@@ -249,6 +251,51 @@ func (r *configReader) readOpenStack(s *Settings) {
 		r.problem("openstack-image is required when openstack-clouds-yaml is set (an image with the GitHub runner installed)")
 	}
 	s.OpenStack = o
+}
+
+// optionOf names the Juju option behind each field of the manager's
+// config file, so a problem the file's validation finds names what the
+// operator sets. Fields the charm fills in itself (unit, model, state-dir)
+// have no option and keep their own names.
+var optionOf = map[string]string{
+	"runners":                    "virtual-machines",
+	"reconcile-interval":         "reconcile-interval",
+	"github":                     "token",
+	"github.path":                "path",
+	"github.api-url":             "github-api-url",
+	"github.token":               "token",
+	"github.group":               "group",
+	"github.labels":              "labels",
+	"github.app":                 "github-app-private-key",
+	"github.app.id":              "github-app-id",
+	"github.app.installation-id": "github-app-installation-id",
+	"github.app.private-key":     "github-app-private-key",
+	"runner.http-proxy":          "runner-http-proxy",
+	"runner.https-proxy":         "runner-http-proxy",
+	"runner.dockerhub-mirror":    "dockerhub-mirror",
+	"runner.denylist":            "denylist",
+	"lxd.type":                   "runner-type",
+	"lxd.base-image":             "base-image",
+	"lxd.cpu":                    "vm-cpu",
+	"lxd.memory":                 "vm-memory",
+	"lxd.disk":                   "vm-disk",
+	"openstack":                  "openstack-clouds-yaml",
+	"openstack.clouds-yaml":      "openstack-clouds-yaml",
+	"openstack.flavor":           "openstack-flavor",
+	"openstack.network":          "openstack-network",
+	"openstack.image":            "openstack-image",
+}
+
+// optionProblems restates the config file's problems in option names.
+func optionProblems(problems []config.Problem) []string {
+	var texts []string
+	for _, p := range problems {
+		if option, ok := optionOf[p.Field]; ok {
+			p.Field = option
+		}
+		texts = append(texts, p.String())
+	}
+	return texts
 }
 
 var yamlLine = regexp.MustCompile(`line (\d+)`)

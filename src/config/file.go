@@ -131,80 +131,116 @@ func redactYAMLError(err error) string {
 	return strings.Join(lines, "; ")
 }
 
-// Validate checks every value and reports every problem at once.
+// Problem is one thing wrong with one field, named by its YAML path
+// ("github.api-url"), so the charm can name the Juju option instead.
+// Problem never quotes a secret's value.
+type Problem struct {
+	Field   string
+	Problem string // "is required", "must be …", or a parser's sentence about the value
+}
+
+func (p Problem) String() string {
+	if strings.HasPrefix(p.Problem, "is ") || strings.HasPrefix(p.Problem, "must ") {
+		return p.Field + " " + p.Problem
+	}
+	return p.Field + ": " + p.Problem
+}
+
+// InvalidError is every problem with a config at once.
+type InvalidError struct{ Problems []Problem }
+
+func (e *InvalidError) Error() string {
+	texts := make([]string, len(e.Problems))
+	for i, p := range e.Problems {
+		texts[i] = p.String()
+	}
+	return "invalid config: " + strings.Join(texts, "; ")
+}
+
+// Validate checks every value and reports every problem at once, as an
+// *InvalidError.
 func (f *File) Validate() error {
-	var problems []string
-	add := func(format string, args ...any) { problems = append(problems, fmt.Sprintf(format, args...)) }
+	if problems := f.Problems(); len(problems) > 0 {
+		return &InvalidError{Problems: problems}
+	}
+	return nil
+}
+
+// Problems is every problem with the file's values, keyed by field.
+func (f *File) Problems() []Problem {
+	var problems []Problem
+	add := func(field, format string, args ...any) {
+		problems = append(problems, Problem{Field: field, Problem: fmt.Sprintf(format, args...)})
+	}
 	if f.Unit == "" {
-		add("unit is required")
+		add("unit", "is required")
 	}
 	if f.Model == "" {
-		add("model is required")
+		add("model", "is required")
 	}
 	if f.StateDir == "" {
-		add("state-dir is required")
+		add("state-dir", "is required")
 	}
 	if f.Runners < 0 {
-		add("runners must be 0 or more")
+		add("runners", "must be 0 or more")
 	}
 	if f.ReconcileInterval < time.Minute {
-		add("reconcile-interval must be at least 1m")
+		add("reconcile-interval", "must be at least 1m")
 	}
 	if _, err := ParsePath(f.GitHub.Path); err != nil {
-		add("github.path: %v", err)
+		add("github.path", "%v", err)
 	}
 	if f.GitHub.APIURL == "" {
-		add("github.api-url is required")
+		add("github.api-url", "is required")
+	} else if _, err := ParseAPIURL(f.GitHub.APIURL); err != nil {
+		add("github.api-url", "%v", err)
 	}
 	if (f.GitHub.Token == "") == (f.GitHub.App == nil) {
-		add("github: set exactly one of token and app")
+		add("github", "must set exactly one of token and app")
 	}
 	if _, err := ParseLabels(strings.Join(f.GitHub.Labels, ",")); err != nil {
-		add("github.labels: %v", err)
+		add("github.labels", "%v", err)
 	}
 	if _, err := ParseDenylist(strings.Join(f.Runner.Denylist, ",")); err != nil {
-		add("runner.denylist: %v", err)
+		add("runner.denylist", "%v", err)
 	}
 	switch {
 	case (f.LXD == nil) == (f.OpenStack == nil):
-		add("set exactly one of lxd and openstack")
+		add("lxd", "must be set, or openstack, not both")
 	case f.LXD != nil:
 		problems = append(problems, f.LXD.problems()...)
 	default:
 		problems = append(problems, f.OpenStack.problems()...)
 	}
-	if len(problems) > 0 {
-		return fmt.Errorf("invalid config: %s", strings.Join(problems, "; "))
-	}
-	return nil
+	return problems
 }
 
-func (l *LXD) problems() []string {
-	var problems []string
+func (l *LXD) problems() []Problem {
+	var problems []Problem
 	if l.Type != "container" && l.Type != "virtual-machine" {
-		problems = append(problems, fmt.Sprintf("lxd.type must be container or virtual-machine, not %q", l.Type))
+		problems = append(problems, Problem{"lxd.type", fmt.Sprintf("must be container or virtual-machine, not %q", l.Type)})
 	}
 	if l.BaseImage == "" {
-		problems = append(problems, "lxd.base-image is required")
+		problems = append(problems, Problem{"lxd.base-image", "is required"})
 	}
 	if l.CPU < 1 {
-		problems = append(problems, "lxd.cpu must be at least 1")
+		problems = append(problems, Problem{"lxd.cpu", "must be at least 1"})
 	}
 	for _, size := range []struct{ key, value string }{{"lxd.memory", l.Memory}, {"lxd.disk", l.Disk}} {
 		if _, err := ParseSize(size.value); err != nil {
-			problems = append(problems, fmt.Sprintf("%s: %v", size.key, err))
+			problems = append(problems, Problem{size.key, err.Error()})
 		}
 	}
 	return problems
 }
 
-func (o *OpenStack) problems() []string {
-	var problems []string
+func (o *OpenStack) problems() []Problem {
+	var problems []Problem
 	for _, field := range []struct{ key, value string }{
 		{"openstack.clouds-yaml", o.CloudsYAML}, {"openstack.flavor", o.Flavor}, {"openstack.network", o.Network}, {"openstack.image", o.Image},
 	} {
 		if field.value == "" {
-			problems = append(problems, field.key+" is required")
+			problems = append(problems, Problem{field.key, "is required"})
 		}
 	}
 	return problems

@@ -44,7 +44,7 @@ func TestParseRejects(t *testing.T) {
 		{"empty", "", "the file is empty"},
 		{"bad type hides value", "unit: a\nrunners: ghp_SECRET\n", "cannot unmarshal !!str <value> into int"},
 		{"every problem", "unit: a\n", "model is required; state-dir is required; reconcile-interval must be at least 1m; github.path:"},
-		{"both clouds", "unit: a\nlxd: {type: container}\nopenstack: {flavor: f}\n", "set exactly one of lxd and openstack"},
+		{"both clouds", "unit: a\nlxd: {type: container}\nopenstack: {flavor: f}\n", "lxd must be set, or openstack, not both"},
 	}
 	for _, test := range tests {
 		t.Run(test.name, func(t *testing.T) {

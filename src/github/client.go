@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -25,8 +24,6 @@ const (
 	DefaultRetryBaseDelay  = time.Second
 	DefaultRunnerGroup     = "default"
 
-	publicAPI       = "https://api.github.com/"
-	enterpriseAPI   = "/api/v3/"
 	maxRetryDelay   = 30 * time.Second
 	repoRunnerGroup = 1 // repositories have a single runner group, id 1
 )
@@ -47,7 +44,7 @@ type Config struct {
 	// BaseURL is empty for github.com. For GitHub Enterprise Server give the
 	// server, with or without the API suffix: "https://HOST",
 	// "https://HOST/api/v3" and either with a trailing slash all mean
-	// https://HOST/api/v3/. See apiBaseURL for the full rule.
+	// https://HOST/api/v3/. See config.ParseAPIURL for the full rule.
 	BaseURL string
 	// Token is a personal access token (classic or fine-grained).
 	Token string
@@ -104,9 +101,9 @@ func New(cfg Config) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cannot use GitHub path: %w", err)
 	}
-	base, err := apiBaseURL(cfg.BaseURL)
+	base, err := config.ParseAPIURL(cfg.BaseURL)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("cannot use GitHub URL: %w", err)
 	}
 	transport := cfg.Transport
 	if transport == nil {
@@ -200,69 +197,4 @@ func (t tokenTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	req = req.Clone(req.Context())
 	req.Header.Set("Authorization", "Bearer "+t.token)
 	return t.next.RoundTrip(req)
-}
-
-// apiBaseURL turns the user's GitHub URL into the REST API root. The rule:
-//
-//   - empty, https://github.com or https://api.github.com → https://api.github.com/
-//   - https://SUB.ghe.com or https://api.SUB.ghe.com (GitHub Enterprise
-//     Cloud with data residency) → https://api.SUB.ghe.com/
-//   - https://HOST or https://HOST/api/v3, with or without a trailing slash
-//     (GitHub Enterprise Server) → https://HOST/api/v3/
-//   - anything else (another path, a query, user:password@) is refused.
-//
-// http:// is accepted only for loopback hosts (tests, local proxies): the
-// token must not cross a network in clear.
-func apiBaseURL(raw string) (*url.URL, error) {
-	raw = strings.TrimSpace(raw)
-	if raw == "" {
-		return url.Parse(publicAPI)
-	}
-	u, err := url.Parse(raw)
-	if err != nil || u.Host == "" {
-		return nil, fmt.Errorf("cannot use GitHub URL %q: want https://HOST or https://HOST/api/v3", raw)
-	}
-	if u.User != nil || u.RawQuery != "" || u.Fragment != "" {
-		// Do not echo it: user info may hold a password.
-		return nil, errors.New("cannot use GitHub URL: it must not contain credentials, a query or a fragment")
-	}
-	switch u.Scheme {
-	case "https":
-	case "http":
-		if !isLoopback(u.Hostname()) {
-			return nil, fmt.Errorf("cannot use GitHub URL %q: use https", raw)
-		}
-	default:
-		return nil, fmt.Errorf("cannot use GitHub URL %q: use https", raw)
-	}
-	host := strings.ToLower(u.Hostname())
-	path := strings.TrimRight(u.Path, "/")
-	switch {
-	case host == "github.com" || host == "api.github.com":
-		if path != "" {
-			return nil, fmt.Errorf("cannot use GitHub URL %q: github.com takes no path", raw)
-		}
-		return url.Parse(publicAPI)
-	case strings.HasSuffix(host, ".ghe.com"):
-		if path != "" {
-			return nil, fmt.Errorf("cannot use GitHub URL %q: ghe.com takes no path", raw)
-		}
-		if !strings.HasPrefix(host, "api.") {
-			u.Host = "api." + u.Host
-		}
-		u.Path = "/"
-		return u, nil
-	case path == "" || path == strings.TrimSuffix(enterpriseAPI, "/"):
-		u.Path = enterpriseAPI
-		return u, nil
-	}
-	return nil, fmt.Errorf("cannot use GitHub URL %q: want https://HOST or https://HOST/api/v3", raw)
-}
-
-func isLoopback(host string) bool {
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }

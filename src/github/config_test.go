@@ -9,46 +9,15 @@ import (
 	"testing"
 )
 
-func TestAPIBaseURL(t *testing.T) {
-	tests := []struct {
-		in, want, wantErr string
-	}{
-		{in: "", want: "https://api.github.com/"},
-		{in: "https://github.com", want: "https://api.github.com/"},
-		{in: "https://github.com/", want: "https://api.github.com/"},
-		{in: "https://api.github.com/", want: "https://api.github.com/"},
-		{in: "https://ghes.example.com", want: "https://ghes.example.com/api/v3/"},
-		{in: "https://ghes.example.com/", want: "https://ghes.example.com/api/v3/"},
-		{in: "https://ghes.example.com/api/v3", want: "https://ghes.example.com/api/v3/"},
-		{in: "https://ghes.example.com/api/v3/", want: "https://ghes.example.com/api/v3/"},
-		{in: "https://ghes.example.com:8443/api/v3", want: "https://ghes.example.com:8443/api/v3/"},
-		{in: "https://octocorp.ghe.com", want: "https://api.octocorp.ghe.com/"},
-		{in: "https://api.octocorp.ghe.com/", want: "https://api.octocorp.ghe.com/"},
-		{in: "http://127.0.0.1:8080", want: "http://127.0.0.1:8080/api/v3/"},
-		{in: "http://ghes.example.com", wantErr: "use https"},
-		{in: "ftp://ghes.example.com", wantErr: "use https"},
-		{in: "ghes.example.com", wantErr: "want https://HOST"},
-		{in: "https://ghes.example.com/some/where", wantErr: "want https://HOST"},
-		{in: "https://github.com/canonical", wantErr: "takes no path"},
-		{in: "https://user:hunter2@ghes.example.com", wantErr: "must not contain credentials"},
-	}
-	for _, tt := range tests {
-		got, err := apiBaseURL(tt.in)
-		if tt.wantErr != "" {
-			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
-				t.Errorf("apiBaseURL(%q) error = %v, want one containing %q", tt.in, err, tt.wantErr)
-			}
-			if err != nil && strings.Contains(err.Error(), "hunter2") {
-				t.Errorf("apiBaseURL(%q) error echoes the password: %v", tt.in, err)
-			}
-			continue
+// The URL rule lives in src/config (config.ParseAPIURL); New applies it.
+func TestNewRefusesBadURLs(t *testing.T) {
+	for _, url := range []string{"http://ghes.example.com", "https://github.com/canonical", "https://user:hunter2@ghes.example.com"} {
+		_, err := New(Config{Path: "canonical", BaseURL: url, Token: testToken})
+		if err == nil || !strings.HasPrefix(err.Error(), "cannot use GitHub URL") {
+			t.Errorf("New(URL %q) = %v, want a URL error", url, err)
 		}
-		if err != nil {
-			t.Errorf("apiBaseURL(%q): %v", tt.in, err)
-			continue
-		}
-		if got.String() != tt.want {
-			t.Errorf("apiBaseURL(%q) = %q, want %q", tt.in, got, tt.want)
+		if err != nil && strings.Contains(err.Error(), "hunter2") {
+			t.Errorf("New(URL %q) error echoes the password: %v", url, err)
 		}
 	}
 }
