@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // handleAction runs one action. Failures the operator should read are
@@ -55,10 +56,24 @@ func (c *Charm) checkRunners(ctx context.Context, _ map[string]any) (map[string]
 		"offline": strconv.Itoa(report.Offline),
 		"unknown": strconv.Itoa(report.Unknown),
 		"runners": strings.Join(names, ","),
+		// The view is the last completed cycle's, never a wait for one.
+		"as-of": asOf(report.AsOf),
 	}, nil
 }
 
+func asOf(t time.Time) string {
+	if t.IsZero() {
+		return "the first reconcile cycle has not completed yet"
+	}
+	return t.UTC().Format(time.RFC3339)
+}
+
+// cycleNote is what a reconcile or flush logs before it waits: the cycle
+// it asks for runs after the one in progress, if any.
+const cycleNote = "asking the runner manager for a cycle; it starts once any cycle in progress ends (at most 10 minutes in all)"
+
 func (c *Charm) reconcileRunners(ctx context.Context, _ map[string]any) (map[string]string, error) {
+	c.Tools.ActionLog(ctx, cycleNote)
 	result, err := c.Manager.Reconcile(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("cannot reconcile runners: %w", err)
@@ -71,6 +86,7 @@ func (c *Charm) flushRunners(ctx context.Context, params map[string]any) (map[st
 	if err != nil {
 		return nil, err
 	}
+	c.Tools.ActionLog(ctx, cycleNote)
 	result, err := c.Manager.Flush(ctx, busy)
 	if err != nil {
 		return nil, fmt.Errorf("cannot flush runners: %w", err)

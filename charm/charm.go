@@ -289,6 +289,8 @@ func statusFromReport(r api.RunnersReport) (Status, string) {
 		return Blocked, r.Problem
 	case r.Problem != "":
 		return Maintenance, r.Problem
+	case r.AsOf.IsZero():
+		return Waiting, "waiting for the runner manager's first reconcile cycle"
 	case r.Online < r.Expected:
 		return Waiting, fmt.Sprintf("%d of %d runners online: %d idle, %d busy", r.Online, r.Expected, idle, r.Busy)
 	default:

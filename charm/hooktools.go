@@ -139,6 +139,13 @@ func (t *Tools) ActionFail(ctx context.Context, message string) error {
 	return err
 }
 
+// ActionLog records progress of the running action, shown by `juju run`
+// as it goes. Progress is best effort: a failure is not the action's.
+func (t *Tools) ActionLog(ctx context.Context, message string) error {
+	_, err := t.run(ctx, "action-log", "--", message)
+	return err
+}
+
 // Log writes to the unit's log as seen by `juju debug-log`. level is one of
 // Juju's: DEBUG, INFO, WARNING, ERROR.
 func (t *Tools) Log(ctx context.Context, level, message string) error {

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -79,14 +80,48 @@ type Engine struct {
 	log      *slog.Logger
 	now      func() time.Time
 
-	cycle    sync.Mutex // one cycle at a time
+	// turn is held by the cycle in progress: one at a time. A channel, so
+	// that waiting for it honours a context.
+	turn     chan struct{}
 	settings Settings
 	seen     map[string]Sighting // by runner name, while it exists
+
+	lastMu sync.Mutex
+	last   []View    // after the last completed cycle: see Last
+	lastAt time.Time // when its snapshot was read
 }
 
 // New returns an engine.
 func New(c cloud.Cloud, p Platform, s Settings, log *slog.Logger) *Engine {
-	return &Engine{cloud: c, platform: p, settings: withDefaults(s), log: log, now: time.Now, seen: map[string]Sighting{}}
+	return &Engine{cloud: c, platform: p, settings: withDefaults(s), log: log, now: time.Now, seen: map[string]Sighting{}, turn: make(chan struct{}, 1)}
+}
+
+// lock waits for the engine's turn, or for ctx to end.
+func (e *Engine) lock(ctx context.Context) error {
+	select {
+	case e.turn <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("cannot read the runners now: a reconcile cycle is in progress (%w)", ctx.Err())
+	}
+}
+
+func (e *Engine) unlock() { <-e.turn }
+
+// Last is the state after the last completed cycle: the views it started
+// from, less the runners it removed, plus the ones it created (creating);
+// at is when its snapshot was read, zero before the first. It never waits
+// for a cycle, so status and check-runners answer at once.
+func (e *Engine) Last() (views []View, at time.Time) {
+	e.lastMu.Lock()
+	defer e.lastMu.Unlock()
+	return e.last, e.lastAt
+}
+
+func (e *Engine) setLast(views []View, at time.Time) {
+	e.lastMu.Lock()
+	defer e.lastMu.Unlock()
+	e.last, e.lastAt = views, at
 }
 
 func withDefaults(s Settings) Settings {
@@ -120,8 +155,10 @@ func (e *Engine) WithClock(now func() time.Time) *Engine {
 // The error is set only when the cycle could not read its snapshot: then it
 // changed nothing, since a partial view could delete healthy runners.
 func (e *Engine) Run(ctx context.Context, mode Mode) (Outcome, error) {
-	e.cycle.Lock()
-	defer e.cycle.Unlock()
+	if err := e.lock(ctx); err != nil {
+		return Outcome{}, err
+	}
+	defer e.unlock()
 	out, err := e.runLocked(ctx, mode)
 	if err != nil || !mode.replaces() {
 		return out, err
@@ -145,21 +182,26 @@ func mergeCounts(a, b map[string]int) map[string]int {
 	return out
 }
 
-// Views returns the current state without acting on it.
+// Views reads the current state without acting on it, once no cycle is in
+// progress (or ctx ends).
 func (e *Engine) Views(ctx context.Context) ([]View, error) {
-	e.cycle.Lock()
-	defer e.cycle.Unlock()
+	if err := e.lock(ctx); err != nil {
+		return nil, err
+	}
+	defer e.unlock()
 	snap, err := e.snapshot(ctx)
 	if err != nil {
 		return nil, err
 	}
-	return Join(snap, e.settings.Identity, e.settings.Timeouts), nil
+	views := Join(snap, e.settings.Identity, e.settings.Timeouts)
+	e.setLast(views, snap.Now)
+	return views, nil
 }
 
 // SetSettings changes the settings from the next cycle on.
 func (e *Engine) SetSettings(s Settings) {
-	e.cycle.Lock()
-	defer e.cycle.Unlock()
+	e.lock(context.Background())
+	defer e.unlock()
 	e.settings = withDefaults(s)
 }
 
@@ -176,6 +218,8 @@ func (e *Engine) runLocked(ctx context.Context, mode Mode) (Outcome, error) {
 
 	var mu sync.Mutex
 	record := func(f func()) { mu.Lock(); f(); mu.Unlock() }
+	var removed []string
+	var created []View
 	work := make([]func(), 0, len(plan.Remove)+plan.Create)
 	for _, r := range plan.Remove {
 		work = append(work, func() {
@@ -186,25 +230,49 @@ func (e *Engine) runLocked(ctx context.Context, mode Mode) (Outcome, error) {
 					out.Errors = append(out.Errors, err)
 				} else if op == "" {
 					out.Removed[r.Reason]++
+					removed = append(removed, r.Name)
 				}
 			})
 		})
 	}
 	for range plan.Create {
 		work = append(work, func() {
-			op, err := e.create(ctx)
+			name, op, err := e.create(ctx)
 			record(func() {
 				if err != nil {
 					out.Failures[op]++
 					out.Errors = append(out.Errors, err)
 				} else {
 					out.Created++
+					created = append(created, View{Name: name, State: runner.Creating, Scope: e.settings.Scope})
 				}
 			})
 		})
 	}
 	parallel(work, e.settings.Parallelism)
+	e.setLast(after(out.Views, removed, created), snap.Now)
 	return out, nil
+}
+
+// after is what a cycle that started from views leaves: less what it
+// removed, plus what it created, sorted by name.
+func after(views []View, removed []string, created []View) []View {
+	if len(removed) == 0 && len(created) == 0 {
+		return views
+	}
+	gone := make(map[string]bool, len(removed))
+	for _, name := range removed {
+		gone[name] = true
+	}
+	out := make([]View, 0, len(views)+len(created))
+	for _, v := range views {
+		if !gone[v.Name] {
+			out = append(out, v)
+		}
+	}
+	out = append(out, created...)
+	slices.SortFunc(out, func(a, b View) int { return strings.Compare(a.Name, b.Name) })
+	return out
 }
 
 // snapshot reads instances first, then runners: a runner registered after
@@ -283,8 +351,8 @@ func (e *Engine) call(ctx context.Context, f func(context.Context) error) error 
 
 // create registers a runner, then starts its instance; if the instance
 // fails, the registration is undone, so nothing leaks (LXD's revert pattern).
-func (e *Engine) create(ctx context.Context) (failedOp string, err error) {
-	name := e.settings.Identity.NewName()
+func (e *Engine) create(ctx context.Context) (name, failedOp string, err error) {
+	name = e.settings.Identity.NewName()
 	var reg Registration
 	err = e.call(ctx, func(ctx context.Context) (err error) {
 		reg, err = e.platform.Register(ctx, name)
@@ -292,21 +360,21 @@ func (e *Engine) create(ctx context.Context) (failedOp string, err error) {
 	})
 	if err != nil {
 		e.log.Warn("cannot register runner", "runner", name, "error", err)
-		return "register", fmt.Errorf("cannot register runner %s: %w", name, err)
+		return name, "register", fmt.Errorf("cannot register runner %s: %w", name, err)
 	}
 	err = e.call(ctx, func(ctx context.Context) error {
 		return e.cloud.Create(ctx, cloud.CreateRequest{Name: name, RunnerID: reg.RunnerID, Scope: e.settings.Scope, JITConfig: reg.JITConfig})
 	})
 	if err == nil {
 		e.log.Info("runner created", "runner", name, "runner-id", reg.RunnerID)
-		return "", nil
+		return name, "", nil
 	}
 	e.log.Warn("cannot create instance; removing its runner registration", "runner", name, "error", err)
 	if rerr := e.call(ctx, func(ctx context.Context) error { return e.platform.Remove(ctx, e.settings.Scope, reg.RunnerID) }); rerr != nil {
 		// Left for the next cycle's cleanup of runners without instances.
 		e.log.Warn("cannot remove runner registration", "runner", name, "error", rerr)
 	}
-	return "create", fmt.Errorf("cannot create instance %s: %w", name, err)
+	return name, "create", fmt.Errorf("cannot create instance %s: %w", name, err)
 }
 
 // remove removes one runner. GitHub goes first: the instance is deleted

@@ -225,15 +225,31 @@ func (s *Server) Handler() http.Handler {
 	return mux
 }
 
+// firstLook bounds the live look /runners takes before any cycle has
+// completed; once one has, it answers from that cycle's view at once.
+const firstLook = 3 * time.Second
+
+// runners reports the state after the last completed cycle, never waiting
+// for one in progress: status and check-runners are hooks and actions that
+// must answer in milliseconds, and cost no GitHub request.
 func (s *Server) runners(w http.ResponseWriter, r *http.Request) {
-	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Minute)
-	defer cancel()
-	views, err := s.Engine.Views(ctx)
-	if err != nil {
-		writeJSON(w, http.StatusOK, api.RunnersReport{Expected: s.Expected, Problem: s.explain(err), Blocking: blocksOperator(err)})
-		return
+	views, at := s.Engine.Last()
+	if at.IsZero() {
+		ctx, cancel := context.WithTimeout(r.Context(), firstLook)
+		defer cancel()
+		var err error
+		views, err = s.Engine.Views(ctx)
+		switch {
+		case err == nil:
+			_, at = s.Engine.Last()
+		case ctx.Err() == nil:
+			writeJSON(w, http.StatusOK, api.RunnersReport{Expected: s.Expected, Problem: s.explain(err), Blocking: blocksOperator(err)})
+			return
+		}
+		// Otherwise the first cycle is still running: no view yet (AsOf zero).
 	}
 	report := Report(views, s.Expected)
+	report.AsOf = at
 	p := s.currentProblem()
 	report.Problem, report.Blocking = p.text, p.blocks
 	writeJSON(w, http.StatusOK, report)

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -53,6 +54,7 @@ func TestAPI(t *testing.T) {
 		platform.Set(name, true, false)
 	}
 	platform.Set(platform.Names()[0], true, true)
+	client.Reconcile(ctx) // the report is the last cycle's view
 	report, err := client.Runners(ctx)
 	if err != nil || report.Online != 3 || report.Busy != 1 || report.Expected != 3 || len(report.Runners) != 3 || report.Problem != "" {
 		t.Fatalf("runners = %+v, %v", report, err)
@@ -283,4 +285,37 @@ func scrape(t *testing.T, socket string) string {
 		t.Fatal(err)
 	}
 	return string(body)
+}
+
+// Status and check-runners never wait for a cycle: with one stuck in a slow
+// GitHub list, /runners answers at once from the last completed cycle,
+// saying when that was, and costs GitHub nothing.
+func TestRunnersNeverWaitForACycle(t *testing.T) {
+	client, platform, _ := startServer(t, 2)
+	ctx := context.Background()
+	if _, err := client.Reconcile(ctx); err != nil {
+		t.Fatal(err)
+	}
+	stuck, release := make(chan struct{}), make(chan struct{})
+	var lists atomic.Int32
+	platform.OnList = func() {
+		if lists.Add(1) == 1 {
+			close(stuck)
+			<-release
+		}
+	}
+	defer close(release)
+	go client.Reconcile(ctx)
+	<-stuck
+	start := time.Now()
+	report, err := client.Runners(ctx)
+	if elapsed := time.Since(start); err != nil || elapsed > time.Second {
+		t.Fatalf("runners took %v during a stuck cycle: %+v, %v", elapsed, report, err)
+	}
+	if len(report.Runners) != 2 || report.AsOf.IsZero() || time.Since(report.AsOf) > time.Minute {
+		t.Errorf("report %+v: want the last cycle's 2 runners and its time", report)
+	}
+	if n := lists.Load(); n != 1 {
+		t.Errorf("GitHub listed %d times, want only the stuck cycle's", n)
+	}
 }

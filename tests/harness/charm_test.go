@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/canonical/github-runner-charm/src/service/api"
 	"github.com/canonical/github-runner-charm/tests/fakegithub"
@@ -88,7 +89,7 @@ func TestBadConfigIsBlockedWithEveryProblemThenFixed(t *testing.T) {
 		{"mirror", map[string]any{"dockerhub-mirror": "http://mirror.local"}, []string{"dockerhub-mirror must be an https:// URL"}},
 		{"denylist", map[string]any{"denylist": "10.0.0.0/33"}, []string{`denylist: "10.0.0.0/33" is not an IPv4 CIDR`}},
 		{"runner type", map[string]any{"runner-type": "kvm"}, []string{`runner-type must be "virtual-machine" or "container", not "kvm"`}},
-		{"api url", map[string]any{"github-api-url": "github.example.com"}, []string{`github-api-url: "github.example.com" is not a URL like https://HOST`}},
+		{"api url", map[string]any{"github-api-url": "github.example.com"}, []string{"github-api-url must be an http(s) URL"}},
 		{"clouds yaml", map[string]any{"openstack-clouds-yaml": "clouds: {}"}, []string{
 			"openstack-clouds-yaml must have a non-empty clouds: mapping", "openstack-flavor is required", "openstack-network is required",
 			"openstack-image is required"}},
@@ -159,6 +160,9 @@ func (m *fakeManager) serve(w http.ResponseWriter, r *http.Request) {
 	m.requests = append(m.requests, r.Method+" "+r.URL.RequestURI())
 	report := m.report
 	m.mu.Unlock()
+	if report.AsOf.IsZero() && report.Problem == "" {
+		report.AsOf = time.Now() // a manager that has completed a cycle
+	}
 	var body any
 	switch r.URL.Path {
 	case api.PathRunners:
@@ -187,7 +191,7 @@ func (m *fakeManager) Requests() []string {
 }
 
 var threeRunners = api.RunnersReport{
-	Expected: 3, Online: 3, Busy: 1,
+	Expected: 3, Online: 3, Busy: 1, AsOf: time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC),
 	Runners: []api.RunnerInfo{{Name: "github-runner-0-aa", State: "idle"}, {Name: "github-runner-0-bb", State: "idle"}, {Name: "github-runner-0-cc", State: "busy"}},
 }
 
@@ -206,7 +210,7 @@ func TestActions(t *testing.T) {
 		request string
 	}{
 		{"check-runners", nil, map[string]any{"online": "3", "busy": "1", "offline": "0", "unknown": "0",
-			"runners": "github-runner-0-aa,github-runner-0-bb,github-runner-0-cc"}, "GET /runners"},
+			"runners": "github-runner-0-aa,github-runner-0-bb,github-runner-0-cc", "as-of": "2026-12-01T12:00:00Z"}, "GET /runners"},
 		{"reconcile-runners", nil, map[string]any{"delta": "2"}, "POST /reconcile"},
 		{"flush-runners", nil, map[string]any{"removed": "1"}, "POST /flush?busy=false"},
 		{"flush-runners", map[string]any{"flush-busy": true}, map[string]any{"removed": "3"}, "POST /flush?busy=true"},
@@ -225,6 +229,9 @@ func TestActions(t *testing.T) {
 			if r.Results[k] != v {
 				t.Errorf("%s result %s = %v, want %v", test.action, k, r.Results[k], v)
 			}
+		}
+		if waits := strings.HasPrefix(test.action, "reconcile") || strings.HasPrefix(test.action, "flush"); waits && len(r.Log) == 0 {
+			t.Errorf("%s logged no progress before waiting for its cycle", test.action)
 		}
 		requests := manager.Requests()
 		if last := requests[len(requests)-1]; last != test.request {

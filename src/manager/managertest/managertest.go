@@ -155,6 +155,9 @@ type Platform struct {
 	// OnRemove runs before a removal is applied, under no lock; it may make
 	// the runner busy to model a job arriving at that moment.
 	OnRemove func(id int64)
+	// OnList runs at the start of every Runners call, under no lock; it
+	// may block, as a slow GitHub does.
+	OnList func()
 	Removes  int
 	// RemovedBusy counts removals that succeeded on a busy runner: GitHub
 	// never allows one, so a test may require it to stay 0.
@@ -180,6 +183,9 @@ func (p *Platform) SetScope(s runner.Scope) {
 }
 
 func (p *Platform) Runners(context.Context) ([]manager.Runner, error) {
+	if p.OnList != nil {
+		p.OnList()
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.FailList != nil {

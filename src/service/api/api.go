@@ -5,6 +5,8 @@
 // so the charm's dispatch binary links the client, not the service.
 package api
 
+import "time"
+
 // Paths of the API.
 const (
 	PathHealth             = "/health"
@@ -38,6 +40,9 @@ type RunnersReport struct {
 	// Blocking: the problem needs the operator (credentials, permissions,
 	// path); otherwise it should clear with time.
 	Blocking bool `json:"blocking,omitempty"`
+	// AsOf is when the view was read: the last completed cycle's snapshot.
+	// Zero while the first cycle runs.
+	AsOf time.Time `json:"as-of,omitzero"`
 }
 
 // ReconcileResult is the outcome of one reconcile cycle.
