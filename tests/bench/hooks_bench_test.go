@@ -4,12 +4,15 @@
 package bench_test
 
 import (
+	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"slices"
 	"testing"
 	"time"
 
+	"github.com/canonical/github-runner-charm/src/service/api"
 	"github.com/canonical/github-runner-charm/tests/fakegithub"
 	"github.com/canonical/github-runner-charm/tests/harness"
 	"github.com/canonical/github-runner-charm/tests/lxdtest"
@@ -85,6 +88,56 @@ func BenchmarkHookLatency(b *testing.B) {
 			fmt.Printf("BENCH hook-latency %.1f ms hook=%s min=%.1f max=%.1f\n", ms(median), hook.label, ms(samples[0]), ms(samples[len(samples)-1]))
 		})
 	}
+}
+
+// BenchmarkHookLatencyCycleStuck measures update-status while a reconcile
+// cycle is in flight and stuck on slow GitHub answers (every runner list
+// takes 20 s): hooks answer from the last completed cycle, so they must not
+// wait for this one. It prints the p99 of hookRuns×3 runs (with so few
+// runs, the slowest):
+//
+//	BENCH hook-latency-cycle-stuck <ms> ms hook=update-status p50=<ms> p99=<ms>
+func BenchmarkHookLatencyCycleStuck(b *testing.B) {
+	lxd := lxdtest.Connect(b)
+	b.Cleanup(func() {
+		if err := lxdtest.DeleteAll(lxd, app+"-"); err != nil {
+			b.Error(err)
+		}
+	})
+	github := fakegithub.NewTest(b, fakegithub.Options{})
+	github.AddToken(fakegithub.Token{Value: token})
+	u := harness.New(b, harness.Options{App: app, Leader: true})
+	u.SetConfig(map[string]any{
+		"path": "canonical/runners", "token": token, "github-api-url": github.URL(),
+		"runner-type": "container", "base-image": lxdtest.BaseImageAlias, "virtual-machines": 0,
+	})
+	u.Deploy()
+	waitActive(b, u)
+	if err := github.InjectFault(fakegithub.Fault{Endpoint: fakegithub.ListRepoRunners, Kind: fakegithub.Latency, Delay: 20 * time.Second}); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(github.ClearFaults)
+	client := api.NewClient(filepath.Join(u.StateDir(), api.SocketName), time.Minute)
+	go client.Reconcile(context.Background()) // the cycle in flight
+	time.Sleep(time.Second)                   // until it waits on GitHub's list
+	samples := make([]time.Duration, 0, 3*hookRuns)
+	for range b.N {
+		samples = samples[:0]
+		for range 3 * hookRuns {
+			start := time.Now()
+			if r := u.Hook("update-status"); r.Code != 0 {
+				b.Fatalf("update-status exit %d: %s", r.Code, r.Stderr)
+			}
+			samples = append(samples, time.Since(start))
+		}
+	}
+	if s := u.Status(); s.Status != "active" {
+		b.Fatalf("status during a stuck cycle = %+v, want the last cycle's active", s)
+	}
+	slices.Sort(samples)
+	p50, p99 := samples[len(samples)/2], samples[len(samples)-1]
+	b.ReportMetric(ms(p99), "ms-p99/update-status")
+	fmt.Printf("BENCH hook-latency-cycle-stuck %.1f ms hook=update-status p50=%.1f p99=%.1f\n", ms(p99), ms(p50), ms(p99))
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
