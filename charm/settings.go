@@ -2,7 +2,6 @@ package charm
 
 import (
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
 	"net/netip"
 	"net/url"
@@ -163,6 +162,9 @@ func (r *configReader) readAuth(s *Settings) {
 		r.problem("token is required (a GitHub personal access token), or configure a GitHub App with github-app-id, github-app-installation-id and github-app-private-key")
 		return
 	case !appWanted:
+		if _, err := config.ParseToken(s.Token); err != nil {
+			r.problem("%s", config.Problem{Field: "token", Problem: err.Error()})
+		}
 		return
 	}
 	if appIDOK && appID <= 0 {
@@ -171,8 +173,8 @@ func (r *configReader) readAuth(s *Settings) {
 	if installationIDOK && installationID <= 0 {
 		r.problem("github-app-installation-id must be the installation's numeric ID")
 	}
-	if !isPEMPrivateKey(key) {
-		r.problem("github-app-private-key must be the App's private key in PEM format")
+	if _, err := config.ParseAppKey(key); err != nil {
+		r.problem("%s", config.Problem{Field: "github-app-private-key", Problem: err.Error()})
 	}
 	s.App = &GitHubApp{AppID: appID, InstallationID: installationID, PrivateKey: key}
 }
@@ -330,9 +332,4 @@ func isHTTPURL(s string, schemes ...string) bool {
 		}
 	}
 	return false
-}
-
-func isPEMPrivateKey(s string) bool {
-	block, _ := pem.Decode([]byte(s))
-	return block != nil && strings.HasSuffix(block.Type, "PRIVATE KEY")
 }

@@ -72,7 +72,7 @@ func checkSettings(t *testing.T, data []byte, s Settings) {
 	if (s.Token == "") == (s.App == nil) {
 		fail("not exactly one of a token and an App")
 	}
-	if s.App != nil && (s.App.AppID <= 0 || s.App.InstallationID <= 0 || !isPEMPrivateKey(s.App.PrivateKey)) {
+	if s.App != nil && (s.App.AppID <= 0 || s.App.InstallationID <= 0 || !validAppKey(s.App.PrivateKey)) {
 		fail("an incomplete GitHub App")
 	}
 	for _, size := range []string{s.Memory, s.Disk} {
@@ -92,6 +92,11 @@ func checkSettings(t *testing.T, data []byte, s Settings) {
 	if s.OpenStack != nil && (checkCloudsYAML(s.OpenStack.CloudsYAML) != "" || s.OpenStack.Flavor == "" || s.OpenStack.Network == "" || s.OpenStack.Image == "") {
 		fail("an incomplete OpenStack")
 	}
+}
+
+func validAppKey(key string) bool {
+	_, err := config.ParseAppKey(key)
+	return err == nil
 }
 
 // cloudsYAMLProblem is every text checkCloudsYAML may return: fixed words

@@ -198,6 +198,22 @@ func (f *File) Problems() []Problem {
 	if (f.GitHub.Token == "") == (f.GitHub.App == nil) {
 		add("github", "must set exactly one of token and app")
 	}
+	if f.GitHub.Token != "" {
+		if _, err := ParseToken(f.GitHub.Token); err != nil {
+			add("github.token", "%v", err)
+		}
+	}
+	if a := f.GitHub.App; a != nil {
+		if a.ID <= 0 {
+			add("github.app.id", "must be the App's numeric ID")
+		}
+		if a.InstallationID <= 0 {
+			add("github.app.installation-id", "must be the installation's numeric ID")
+		}
+		if _, err := ParseAppKey(a.PrivateKey); err != nil {
+			add("github.app.private-key", "%v", err)
+		}
+	}
 	if _, err := ParseLabels(strings.Join(f.GitHub.Labels, ",")); err != nil {
 		add("github.labels", "%v", err)
 	}

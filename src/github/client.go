@@ -153,16 +153,15 @@ func positiveOr(d, fallback time.Duration) time.Duration {
 
 // authTransport wraps base with exactly one of PAT or App authentication.
 func authTransport(cfg Config, apiBase *url.URL, base http.RoundTripper) (http.RoundTripper, error) {
-	token := strings.TrimSpace(cfg.Token)
 	switch {
-	case token != "" && cfg.App != nil:
+	case cfg.Token != "" && cfg.App != nil:
 		return nil, errors.New("cannot use both a GitHub token and GitHub App credentials: configure one of them")
-	case token == "" && cfg.App == nil:
+	case cfg.Token == "" && cfg.App == nil:
 		return nil, errors.New("cannot authenticate to GitHub: configure a token or GitHub App credentials")
-	case token != "":
-		if strings.ContainsAny(token, " \t\r\n") {
-			// Never echo the token: it would end up in the Juju status.
-			return nil, errors.New("cannot use GitHub token: it contains whitespace")
+	case cfg.Token != "":
+		token, err := config.ParseToken(cfg.Token)
+		if err != nil {
+			return nil, fmt.Errorf("cannot use GitHub token: it %w", err) // the rule never quotes it
 		}
 		return tokenTransport{token: token, next: base}, nil
 	}
@@ -170,14 +169,11 @@ func authTransport(cfg Config, apiBase *url.URL, base http.RoundTripper) (http.R
 	if app.AppID <= 0 || app.InstallationID <= 0 {
 		return nil, errors.New("cannot use GitHub App credentials: app id and installation id must be positive")
 	}
-	if len(app.PrivateKeyPEM) == 0 {
-		return nil, errors.New("cannot use GitHub App credentials: private key is empty")
-	}
-	itr, err := ghinstallation.New(base, app.AppID, app.InstallationID, app.PrivateKeyPEM)
+	key, err := config.ParseAppKey(string(app.PrivateKeyPEM))
 	if err != nil {
-		// ghinstallation's parse errors name the problem, never the key.
-		return nil, fmt.Errorf("cannot use GitHub App private key: %v", err)
+		return nil, fmt.Errorf("cannot use GitHub App private key: it %w", err) // the rule never quotes it
 	}
+	itr := ghinstallation.NewFromAppsTransport(ghinstallation.NewAppsTransportFromPrivateKey(base, app.AppID, key), app.InstallationID)
 	// ghinstallation wants the API root without the trailing slash.
 	itr.BaseURL = strings.TrimSuffix(apiBase.String(), "/")
 	return itr, nil

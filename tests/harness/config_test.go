@@ -21,6 +21,10 @@ func TestValuesTheManagerRefusesAreBlockedAtInstall(t *testing.T) {
 		{"api url path", map[string]any{"github-api-url": "https://ghes.example.com/some/where"}, "github-api-url"},
 		{"api url credentials", map[string]any{"github-api-url": "https://user:hunter2@ghes.example.com"}, "github-api-url"},
 		{"github.com with a path", map[string]any{"github-api-url": "https://github.com/canonical"}, "github-api-url"},
+		{"token with a space", map[string]any{"token": "ghp_hunter2 x"}, "token must hold only visible ASCII characters"},
+		{"app key not an RSA key", map[string]any{"token": "", "github-app-id": 1, "github-app-installation-id": 2,
+			"github-app-private-key": "-----BEGIN PRIVATE KEY-----\naHVudGVyMg==\n-----END PRIVATE KEY-----\n"},
+			"github-app-private-key must be the App's RSA private key"},
 	}
 	for _, test := range tests {
 		t.Run(test.name, func(t *testing.T) {
