@@ -5,7 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
+	"slices"
 
 	gh "github.com/google/go-github/v62/github"
 )
@@ -40,39 +40,49 @@ type Runner struct {
 // ceil(n/100) requests, and never one per runner. GitHub's name filter is an
 // exact match, so the prefix is applied here.
 func (c *Client) ListRunners(ctx context.Context, namePrefix string) ([]Runner, error) {
-	opts := &gh.ListRunnersOptions{ListOptions: gh.ListOptions{PerPage: pageSize, Page: 1}}
+	path := fmt.Sprintf("repos/%v/%v/actions/runners", c.scope.Owner, c.scope.Repo)
+	if c.scope.IsOrg() {
+		path = fmt.Sprintf("orgs/%v/actions/runners", c.scope.Owner)
+	}
+	decoder := newRunnerPage(namePrefix)
 	var runners []Runner
-	for pages := 1; ; pages++ {
-		var page *gh.Runners
+	for page, pages := 1, 1; ; pages++ {
 		var next int
 		err := c.call(ctx, "list runners", func(ctx context.Context) (*gh.Response, error) {
-			var resp *gh.Response
-			var err error
-			if c.scope.IsOrg() {
-				page, resp, err = c.api.Actions.ListOrganizationRunners(ctx, c.scope.Owner, opts)
-			} else {
-				page, resp, err = c.api.Actions.ListRunners(ctx, c.scope.Owner, c.scope.Repo, opts)
+			// What go-github's ListRunners and ListOrganizationRunners
+			// send, with the body decoded by runnerPage.
+			req, err := c.api.NewRequest("GET", fmt.Sprintf("%s?page=%d&per_page=%d", path, page, pageSize), nil)
+			if err != nil {
+				return nil, err
 			}
-			if resp != nil {
-				next = resp.NextPage
+			resp, err := c.api.BareDo(ctx, req)
+			if err != nil {
+				return resp, err
 			}
-			return resp, err
+			defer resp.Body.Close()
+			before := len(runners)
+			if runners, err = decoder.read(resp.Body, runners); err != nil {
+				runners = runners[:before]
+				return resp, err
+			}
+			next = resp.NextPage
+			if page == 1 && resp.LastPage > 1 {
+				// Room for as many more from each page as from the first,
+				// rather than growing the slice a page at a time.
+				runners = slices.Grow(runners, len(runners)*(min(resp.LastPage, maxPages)-1))
+			}
+			return resp, nil
 		})
 		if err != nil {
 			return nil, err
 		}
-		for _, r := range page.Runners {
-			if strings.HasPrefix(r.GetName(), namePrefix) {
-				runners = append(runners, runnerFromAPI(r))
-			}
-		}
 		if next == 0 {
 			return runners, nil
 		}
-		if next <= opts.Page || pages >= maxPages {
-			return nil, c.errorf("list runners", ErrRejected, "GitHub's pagination does not end (page %d links to page %d)", opts.Page, next)
+		if next <= page || pages >= maxPages {
+			return nil, c.errorf("list runners", ErrRejected, "GitHub's pagination does not end (page %d links to page %d)", page, next)
 		}
-		opts.Page = next
+		page = next
 	}
 }
 
