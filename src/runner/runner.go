@@ -13,6 +13,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync/atomic"
 )
 
 // MaxNameLength is LXD's limit on instance names (a hostname label); Nova
@@ -116,13 +117,35 @@ const (
 // which naming. It checks the whole shape, so unit "app/1" never claims
 // runners of "app/10".
 func (id Identity) Generation(name string) Generation {
+	d := id.derived()
 	switch {
-	case hasSuffix(name, id.Prefix(), suffixLength):
+	case hasSuffix(name, d.prefix, suffixLength):
 		return Current
-	case hasSuffix(name, id.LegacyPrefix(), legacySuffixLength):
+	case hasSuffix(name, d.legacyPrefix, legacySuffixLength):
 		return Legacy
 	}
 	return NotOurs
+}
+
+// derived is what Generation and OwnsInstance need of an identity. They
+// run for every runner and instance of every cycle, and a model tag is a
+// SHA-256, so it is worked out once.
+type derived struct {
+	id                   Identity
+	prefix, legacyPrefix string // each with its "-"
+	unit                 string // UnitName
+}
+
+// lastDerived is the last identity's: a manager has one.
+var lastDerived atomic.Pointer[derived]
+
+func (id Identity) derived() *derived {
+	if d := lastDerived.Load(); d != nil && d.id == id {
+		return d
+	}
+	d := &derived{id: id, prefix: id.Prefix() + "-", legacyPrefix: id.LegacyPrefix() + "-", unit: id.UnitName()}
+	lastDerived.Store(d)
+	return d
 }
 
 // Owner is who an instance's metadata says it belongs to.
@@ -141,15 +164,17 @@ func (id Identity) Owner() Owner { return Owner{Model: id.Model, Unit: id.UnitNa
 func (id Identity) OwnsInstance(name string, owner Owner) bool {
 	switch id.Generation(name) {
 	case Current:
-		return owner == id.Owner()
+		return owner == Owner{Model: id.Model, Unit: id.derived().unit}
 	case Legacy:
-		return owner == Owner{Unit: id.UnitName()}
+		return owner == Owner{Unit: id.derived().unit}
 	}
 	return false
 }
 
+// hasSuffix tells whether name is prefix (with its "-") and length hex
+// digits.
 func hasSuffix(name, prefix string, length int) bool {
-	suffix, ok := strings.CutPrefix(name, prefix+"-")
+	suffix, ok := strings.CutPrefix(name, prefix)
 	if !ok || len(suffix) != length {
 		return false
 	}

@@ -77,6 +77,45 @@ func TestOwnsInstance(t *testing.T) {
 	}
 }
 
+// Generation keeps what it works out of the last identity it was asked
+// for; identities asked for in turn, from many goroutines, each still get
+// their own answers.
+func TestGenerationOfIdentitiesInTurn(t *testing.T) {
+	ids := []Identity{
+		{Model: modelA, App: "github-runner", Unit: 0},
+		{Model: modelB, App: "github-runner", Unit: 0},
+		{Model: modelA, App: "github-runner", Unit: 1},
+		{Model: modelA, App: "other", Unit: 0},
+	}
+	names := make([]string, len(ids))
+	for i, id := range ids {
+		names[i] = id.NewName()
+	}
+	done := make(chan struct{})
+	for range 4 {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			for range 200 {
+				for i, id := range ids {
+					for j, name := range names {
+						if got, want := id.Generation(name) == Current, i == j; got != want {
+							t.Errorf("%+v: Generation(%q) current = %v", id, name, got)
+							return
+						}
+						if got, want := id.OwnsInstance(name, ids[j].Owner()), i == j; got != want {
+							t.Errorf("%+v: OwnsInstance(%q) = %v", id, name, got)
+							return
+						}
+					}
+				}
+			}
+		}()
+	}
+	for range 4 {
+		<-done
+	}
+}
+
 func TestCheck(t *testing.T) {
 	if err := (Identity{Model: modelA, App: "github-runner", Unit: 12}).Check(); err != nil {
 		t.Error(err)
