@@ -1,7 +1,9 @@
 package manager
 
 import (
+	"slices"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/canonical/github-runner-charm/src/cloud"
@@ -121,7 +123,7 @@ func Join(s Snapshot, id runner.Identity, t Timeouts) []View {
 			views = append(views, View{Name: r.Name, State: runner.NoInstance, Runner: r, Scope: s.Scope, Expired: true})
 		}
 	}
-	sort.Slice(views, func(i, j int) bool { return views[i].Name < views[j].Name })
+	slices.SortFunc(views, func(a, b View) int { return strings.Compare(a.Name, b.Name) })
 	return views
 }
 
@@ -250,18 +252,19 @@ type Removal struct {
 func Decide(views []View, target int, mode Mode) Plan {
 	var plan Plan
 	healthy := 0
-	var idle []View
-	for _, v := range views {
+	var idle []*View // pointers: a copy of every idle view would cost more than the rest
+	for i := range views {
+		v := &views[i]
 		switch {
 		case v.Expired:
-			plan.Remove = append(plan.Remove, Removal{v, string(v.State), mode.busyToo()})
+			plan.Remove = append(plan.Remove, Removal{*v, string(v.State), mode.busyToo()})
 			if v.healthy() {
 				healthy++ // may be busy: counted until GitHub says it is gone
 			}
 		case mode.busyToo() || (mode != Reconcile && mode != Cleanup && v.State != runner.Busy && !v.listedBusy()):
 			// A runner GitHub does not list busy is removed GitHub-first,
 			// so one that is busy after all is kept.
-			plan.Remove = append(plan.Remove, Removal{v, "flush", mode.busyToo()})
+			plan.Remove = append(plan.Remove, Removal{*v, "flush", mode.busyToo()})
 		case v.healthy():
 			healthy++
 			if v.State == runner.Idle {
@@ -279,7 +282,7 @@ func Decide(views []View, target int, mode Mode) Plan {
 		// handed the next job GitHub queues.
 		sort.Slice(idle, func(i, j int) bool { return idle[i].Instance.CreatedAt.After(idle[j].Instance.CreatedAt) })
 		for _, v := range idle[:min(excess, len(idle))] {
-			plan.Remove = append(plan.Remove, Removal{View: v, Reason: "scale-down"})
+			plan.Remove = append(plan.Remove, Removal{View: *v, Reason: "scale-down"})
 		}
 	} else if mode == Reconcile {
 		plan.Create = -excess

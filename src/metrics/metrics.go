@@ -35,11 +35,13 @@ type Metrics struct {
 	mu     sync.Mutex
 	events io.Writer
 	seen   map[string]*stage // per runner, while it exists
+	cycles uint64            // ObserveCycle's calls
 }
 
 // stage is what this process has seen of one runner.
 type stage struct {
 	online, busy time.Time
+	cycle        uint64 // the last cycle that saw it
 }
 
 // stageBuckets span a container's seconds to a slow VM's many minutes.
@@ -104,14 +106,13 @@ func (m *Metrics) ObserveCycle(now time.Time, c Cycle) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	counts := map[runner.State]int{}
-	present := map[string]bool{}
+	m.cycles++
 	for _, r := range c.Runners {
 		counts[r.State]++
-		present[r.Name] = true
 		m.observeStage(now, r)
 	}
 	for name, s := range m.seen {
-		if !present[name] {
+		if s.cycle != m.cycles {
 			if !s.busy.IsZero() {
 				m.event(now, "runner_stop", map[string]any{"status": "normal", "job_duration": nonNegative(now.Sub(s.busy))})
 			}
@@ -147,6 +148,7 @@ func (m *Metrics) observeStage(now time.Time, r Sample) {
 		s = &stage{}
 		m.seen[r.Name] = s
 	}
+	s.cycle = m.cycles
 	online := r.State == runner.Idle || r.State == runner.Busy
 	if online && s.online.IsZero() {
 		s.online = now
