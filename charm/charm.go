@@ -19,6 +19,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/canonical/github-runner-charm/src/config"
+	"github.com/canonical/github-runner-charm/src/runner"
 	"github.com/canonical/github-runner-charm/src/service/api"
 )
 
@@ -243,10 +244,51 @@ func (c *Charm) stop(ctx context.Context) error {
 	if !c.Supervisor.Running(ctx) {
 		return nil
 	}
-	if _, err := c.Manager.Drain(ctx, true); err != nil {
-		c.Log.Error("cannot remove this unit's runners", "error", err)
+	if err := c.drainAll(ctx); err != nil {
+		c.Log.Error("cannot remove every runner of this unit", "error", err)
 	}
 	return c.Supervisor.Stop(ctx)
+}
+
+// drainAllLimit bounds how long the unit's teardown retries removing its
+// runners while the cloud or GitHub fails.
+const drainAllLimit = 5 * time.Minute
+
+// drainAll removes every runner of the unit, busy ones too, pass after
+// pass until a pass succeeds and the manager shows no instance left, or
+// drainAllLimit passes; the status says how many are left meanwhile. A busy
+// runner's GitHub record outlives its instance until GitHub has failed its
+// job; GitHub then drops it (an ephemeral runner's record goes after a day
+// unconnected at the latest), so it does not hold up the teardown.
+func (c *Charm) drainAll(ctx context.Context) error {
+	deadline := time.Now().Add(drainAllLimit)
+	for {
+		_, err := c.Manager.Drain(ctx, true)
+		left := -1
+		if report, rerr := c.Manager.Runners(ctx); rerr == nil {
+			left = 0
+			for _, r := range report.Runners {
+				if r.State != string(runner.NoInstance) {
+					left++
+				}
+			}
+		}
+		if err == nil && left == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			if err == nil {
+				err = fmt.Errorf("%d instances left", left)
+			}
+			return fmt.Errorf("cannot remove every runner within %s: %w", drainAllLimit, err)
+		}
+		c.Tools.StatusSet(ctx, Maintenance, fmt.Sprintf("removing this unit's runners: %d left", max(left, 0)))
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(5 * time.Second):
+		}
+	}
 }
 
 // remove ends Pebble and deletes the unit's state, the token's file with it.
