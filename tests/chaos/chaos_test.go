@@ -71,10 +71,6 @@ const (
 	// the schedule runs: a flushed busy runner's record waits for its job
 	// to be lost, then a cycle; failed cycles add to it.
 	leakGrace = 7 * time.Minute
-	// runnerVersion is the fake's runner application version for this test
-	// alone: LXD runner images are named by version, and one left by
-	// another run could hold an older fake runner application.
-	runnerVersion = "2.336.99"
 
 	modelA = harness.DefaultModel
 	modelB = "9b0c6d2e-4f1a-4c3b-8d7e-2a5f6e1c0b93"
@@ -190,9 +186,9 @@ type chaos struct {
 	// Monitor state.
 	deletionsSeen int
 	unmatched     map[string]time.Time // record or instance name → unmatched since
-	leaked        map[string]bool
-	logLines      map[string]bool // manager log lines already read, per unit and text
-	counts        map[string]int  // for the report
+	reported      map[string]bool      // violations seen again on every pass, reported once
+	logLines      map[string]bool      // manager log lines already read, per unit and text
+	counts        map[string]int       // for the report
 	// journalPrinted: the journal is in the test's log already.
 	journalPrinted bool
 }
@@ -202,13 +198,8 @@ type chaos struct {
 func setUp(t *testing.T, seed uint64) *chaos {
 	t.Helper()
 	c := &chaos{t: t, seed: seed, lxd: lxdtest.Connect(t), jobs: map[int64]*trackedJob{}, frozen: map[string]time.Time{},
-		failed: make(chan struct{}), unmatched: map[string]time.Time{}, leaked: map[string]bool{},
+		failed: make(chan struct{}), unmatched: map[string]time.Time{}, reported: map[string]bool{},
 		logLines: map[string]bool{}, counts: map[string]int{}}
-	// Registered first, so it runs last: after both units are removed, the
-	// runner image this test's version named goes too.
-	removeImage := func() { lxdtest.DeleteAll(c.lxd, "github-runner-"+runnerVersion) }
-	removeImage()
-	t.Cleanup(removeImage)
 	t.Cleanup(func() {
 		if t.Failed() && !c.printed() {
 			c.printJournal()
@@ -219,7 +210,7 @@ func setUp(t *testing.T, seed uint64) *chaos {
 	for i, spec := range []struct{ name, model string }{{"A", modelA}, {"B", modelB}} {
 		opts := stack.Options{App: app, Model: spec.model, Token: fmt.Sprintf("ghp_CHAOS_%s_TOKEN_0123456789", spec.name),
 			TokenScope: org, Label: label, Runners: 2, Config: config,
-			GitHub: fakegithub.Options{JobLostTimeout: lostTimeout, RunnerVersion: runnerVersion}}
+			GitHub: fakegithub.Options{JobLostTimeout: lostTimeout}}
 		if i > 0 {
 			opts.Server = c.gh
 		}
@@ -379,7 +370,7 @@ func (c *chaos) finish() {
 		c.violate("no convergence two cycles after the schedule:\n  %s\n  %s", states[0], states[1])
 	}
 	stopMonitor()
-	c.check(time.Now())
+	c.check()
 	c.readManagerLogs()
 }
 

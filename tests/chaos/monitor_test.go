@@ -30,7 +30,7 @@ func (c *chaos) startMonitor() (stop func()) {
 			case <-done:
 				return
 			case now := <-tick.C:
-				c.check(now)
+				c.check()
 				if now.Sub(lastLogs) >= 30*time.Second {
 					c.readManagerLogs()
 					lastLogs = now
@@ -45,7 +45,8 @@ func (c *chaos) startMonitor() (stop func()) {
 }
 
 // check is one pass of the monitor.
-func (c *chaos) check(now time.Time) {
+func (c *chaos) check() {
+	listed := time.Now() // what the list shows is at least this recent
 	instances, err := c.lxd.GetInstances(api.InstanceTypeContainer)
 	if err != nil {
 		c.note("monitor: cannot list LXD instances: %v", err)
@@ -57,21 +58,26 @@ func (c *chaos) check(now time.Time) {
 	}
 	// GitHub is read after LXD: an instance the list missed is gone, so
 	// a job its runner had not reported by now never will be.
-	c.checkJobs(present, now)
+	c.checkJobs(present, listed)
 	c.checkDeletions()
-	c.checkLeaks(present, c.gh.Runners(""), now)
+	c.checkLeaks(present, c.gh.Runners(""), listed)
 	c.checkOwners(instances)
 }
 
 // checkJobs judges each job once: it ran to its end (its runner reported
 // it, exit 0), or it was killed: failed as lost, or still unfinished while
 // its runner's instance is gone. Invariant 1: a killed job needs a busy
-// flush of its deployment that ran while it did.
-func (c *chaos) checkJobs(present map[string]api.Instance, now time.Time) {
+// flush of its deployment that ran while it did. Jobs given after the list
+// wait for the next pass: their runner's instance may be younger than it.
+func (c *chaos) checkJobs(present map[string]api.Instance, listed time.Time) {
+	now := time.Now()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for id, j := range c.jobs {
 		if j.judged {
+			continue
+		}
+		if !j.assigned.Before(listed) {
 			continue
 		}
 		job, ok := c.gh.Job(id)
@@ -194,8 +200,8 @@ func (c *chaos) checkLeaks(present map[string]api.Instance, runners []fakegithub
 			c.unmatched[name] = now
 			continue
 		}
-		if now.Sub(since) >= leakGrace && !c.leaked[name] {
-			c.leaked[name] = true
+		if now.Sub(since) >= leakGrace && !c.reported["leak "+name] {
+			c.reported["leak "+name] = true
 			c.violateLocked("%s of %s, %s, for %v", name, c.byName(name).name, what, now.Sub(since).Round(time.Second))
 		}
 	}
@@ -210,9 +216,12 @@ func (c *chaos) checkOwners(instances []api.Instance) {
 			continue
 		}
 		model, unit := inst.Config["user."+runner.MetaModel], inst.Config["user."+runner.MetaUnit]
-		if model != d.model || unit != d.bed.Unit.Name {
-			c.violate("instance %s of %s says it is of model %q, unit %q", inst.Name, d.name, model, unit)
+		c.mu.Lock()
+		if (model != d.model || unit != d.bed.Unit.Name) && !c.reported["owner "+inst.Name] {
+			c.reported["owner "+inst.Name] = true
+			c.violateLocked("instance %s of %s says it is of model %q, unit %q", inst.Name, d.name, model, unit)
 		}
+		c.mu.Unlock()
 	}
 }
 
