@@ -2,16 +2,24 @@ package github
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
 	"reflect"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"testing/iotest"
 
 	gh "github.com/google/go-github/v62/github"
+
+	"github.com/canonical/github-runner-charm/tests/fakegithub"
 )
 
 // goGitHubPage is what ListRunners made of a page before runnerPage: go-github's
@@ -117,6 +125,45 @@ func TestRunnerPageFastPath(t *testing.T) {
 	}
 }
 
+// GitHub's own example of the list (its API description, which the fake
+// is checked against) takes the fast path, compact or indented, and reads
+// as go-github reads it.
+func TestRunnerPageGitHubExample(t *testing.T) {
+	data, err := os.ReadFile("../../tests/fakegithub/testdata/rest-runners.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var description struct {
+		Components struct {
+			Examples map[string]struct {
+				Value json.RawMessage `json:"value"`
+			} `json:"examples"`
+		} `json:"components"`
+	}
+	if err := json.Unmarshal(data, &description); err != nil {
+		t.Fatal(err)
+	}
+	example := description.Components.Examples["runner-paginated"].Value
+	if len(example) == 0 {
+		t.Fatal("no runner-paginated example in the API description")
+	}
+	var indented bytes.Buffer
+	if err := json.Indent(&indented, example, "", "\t"); err != nil {
+		t.Fatal(err)
+	}
+	var compact bytes.Buffer
+	if err := json.Compact(&compact, example); err != nil {
+		t.Fatal(err)
+	}
+	for _, page := range [][]byte{compact.Bytes(), indented.Bytes()} {
+		if !newRunnerPage("").parse(page) {
+			t.Errorf("GitHub's example went to go-github's decoding:\n%s", page)
+		}
+		sameAsGoGitHub(t, page, "")
+		sameAsGoGitHub(t, page, "mac")
+	}
+}
+
 // A body that fails part way fails as go-github's decoding of it did, and
 // one whose value was whole before the failure decodes.
 func TestRunnerPageReadError(t *testing.T) {
@@ -134,6 +181,43 @@ func TestRunnerPageReadError(t *testing.T) {
 		if fmt.Sprint(err) != fmt.Sprint(wantErr) || (err != nil) != tt.wantErr || !reflect.DeepEqual(got, want) {
 			t.Errorf("body of %d bytes: got %v, %v; want %v, %v", len(tt.body), got, err, want, wantErr)
 		}
+	}
+}
+
+// Every page is read to its end, so the pages of one list share one
+// connection (go-github's decoding stopped at the end of the value and
+// closed the body before the end of a chunked answer, which cost a new
+// connection, and over TLS a handshake, per page).
+func TestListRunnersReusesTheConnection(t *testing.T) {
+	fake, err := fakegithub.New(fakegithub.Options{Tokens: []fakegithub.Token{{Value: testToken}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { fake.Close() })
+	var conns atomic.Int32
+	srv := httptest.NewUnstartedServer(fake)
+	srv.Config.ConnState = func(_ net.Conn, state http.ConnState) {
+		if state == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	srv.Start()
+	t.Cleanup(srv.Close)
+	if _, err := fake.AddRunners("canonical/repo", 250, fakegithub.RunnerSpec{Name: "unit-0"}); err != nil {
+		t.Fatal(err)
+	}
+	c := mustNew(t, testConfig("canonical/repo", srv.URL, &syncBuffer{}))
+	for range 2 {
+		runners, err := c.ListRunners(context.Background(), "unit-0-")
+		if err != nil || len(runners) != 250 {
+			t.Fatalf("ListRunners: %d runners, %v", len(runners), err)
+		}
+	}
+	if got := fake.Count(fakegithub.ListRepoRunners); got != 6 {
+		t.Errorf("list requests = %d, want 6", got)
+	}
+	if got := conns.Load(); got != 1 {
+		t.Errorf("6 pages took %d connections, want 1", got)
 	}
 }
 
