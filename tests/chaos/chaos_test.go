@@ -83,9 +83,12 @@ func TestChaos(t *testing.T) {
 	seed := chaosSeed(t)
 	duration := chaosDuration(t)
 	t.Logf("chaos: seed %d (CHAOS_SEED=%d replays the schedule), schedule of %v", seed, seed, duration)
-	c := setUp(t, seed)
 	steps := plan(seed, duration)
+	if len(steps) == 0 {
+		t.Fatalf("a schedule of %v has no steps: give it at least 10s", duration)
+	}
 	t.Logf("chaos: %d steps planned: %s", len(steps), summarise(steps))
+	c := setUp(t, seed)
 	c.run(steps)
 	c.finish()
 	c.removeUnits()
