@@ -5,11 +5,8 @@ import (
 	"fmt"
 	"net/netip"
 	"net/url"
-	"regexp"
 	"strings"
 	"time"
-
-	"gopkg.in/yaml.v3"
 
 	"github.com/canonical/github-runner-charm/src/config"
 )
@@ -238,8 +235,8 @@ func (r *configReader) readOpenStack(s *Settings) {
 	if o.CloudsYAML == "" {
 		return
 	}
-	if problem := checkCloudsYAML(o.CloudsYAML); problem != "" {
-		r.problem("%s", problem)
+	if _, err := config.ParseCloudsYAML(o.CloudsYAML, ""); err != nil {
+		r.problem("%s", config.Problem{Field: "openstack-clouds-yaml", Problem: err.Error()})
 	}
 	if o.Flavor == "" {
 		r.problem("openstack-flavor is required when openstack-clouds-yaml is set")
@@ -298,27 +295,6 @@ func optionProblems(problems []config.Problem) []string {
 		texts = append(texts, p.String())
 	}
 	return texts
-}
-
-var yamlLine = regexp.MustCompile(`line (\d+)`)
-
-// checkCloudsYAML says what is wrong with a clouds.yaml, or "". The text
-// holds passwords, so the YAML parser's own message (which may quote a
-// value) is reduced to the line number.
-func checkCloudsYAML(text string) string {
-	var doc struct {
-		Clouds map[string]any `yaml:"clouds"`
-	}
-	if err := yaml.Unmarshal([]byte(text), &doc); err != nil {
-		if m := yamlLine.FindStringSubmatch(err.Error()); m != nil {
-			return "openstack-clouds-yaml is not valid clouds.yaml (YAML error at line " + m[1] + ")"
-		}
-		return "openstack-clouds-yaml is not valid clouds.yaml (not a YAML mapping)"
-	}
-	if len(doc.Clouds) == 0 {
-		return "openstack-clouds-yaml must have a non-empty clouds: mapping"
-	}
-	return ""
 }
 
 func isHTTPURL(s string, schemes ...string) bool {

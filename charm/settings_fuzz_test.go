@@ -3,12 +3,15 @@ package charm
 import (
 	"bytes"
 	"encoding/json"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/canonical/github-runner-charm/src/config"
+	"github.com/canonical/github-runner-charm/src/github"
+	"github.com/canonical/github-runner-charm/src/service"
 )
 
 // fuzzSecretMark is in the secrets of the seed configs (token, App key,
@@ -41,6 +44,9 @@ func FuzzParseSettings(f *testing.F) {
 				if strings.TrimSpace(p) == "" {
 					t.Fatalf("ParseSettings(%s): an empty problem in %q", data, invalid.Problems)
 				}
+				if !namesOption(p) {
+					t.Fatalf("ParseSettings(%s): problem %q names no option", data, p)
+				}
 			}
 			if strings.Contains(err.Error(), fuzzSecretMark) && !markInPlainOption(raw) {
 				t.Fatalf("ParseSettings(%s) error %q shows a secret", data, err)
@@ -48,7 +54,49 @@ func FuzzParseSettings(f *testing.F) {
 			return
 		}
 		checkSettings(t, data, s)
+		checkManagerAccepts(t, data, s)
 	})
+}
+
+// checkManagerAccepts requires that settings the charm does not block on
+// make a config file the manager starts with: it reads back through the
+// service's own validation, and the GitHub client the service makes from
+// it is created. A manager that refuses its file exits at start, and the
+// hook that replans it fails.
+func checkManagerAccepts(t *testing.T, data []byte, s Settings) {
+	t.Helper()
+	const unit = "github-runner/0"
+	if problems := hostProblems(s, testModel, unit, func() bool { return true }); len(problems) > 0 {
+		for _, p := range problems {
+			if !namesOption(p) {
+				t.Fatalf("ParseSettings(%s): problem %q names no option", data, p)
+			}
+		}
+		return // Blocked, naming the options
+	}
+	f, err := managerConfig(s, testModel, unit, t.TempDir(), Proxy{})
+	if err != nil {
+		t.Fatalf("ParseSettings(%s): cannot make the manager's config: %v", data, err)
+	}
+	path := filepath.Join(t.TempDir(), "config.yaml")
+	if err := f.Write(path); err != nil {
+		t.Fatal(err)
+	}
+	read, err := config.Read(path)
+	if err != nil {
+		t.Fatalf("ParseSettings(%s) accepted settings whose config file the manager refuses: %v", data, err)
+	}
+	if _, err := github.New(service.GitHubConfig(read, nil)); err != nil {
+		t.Fatalf("ParseSettings(%s) accepted settings the manager's GitHub client refuses: %v", data, err)
+	}
+}
+
+var optionName = regexp.MustCompile(`(^|[ (])(path|token|github-[a-z-]+|group|labels|virtual-machines|runner-type|base-image|vm-[a-z]+|reconcile-interval|denylist|dockerhub-mirror|runner-http-proxy|openstack-[a-z-]+)\b`)
+
+// namesOption tells whether a problem names an option, or is one of the
+// identity problems, which name Juju's environment.
+func namesOption(problem string) bool {
+	return optionName.MatchString(problem) || strings.Contains(problem, "JUJU_")
 }
 
 // markInPlainOption tells whether a non-secret option's value (which a
@@ -89,28 +137,17 @@ func checkSettings(t *testing.T, data []byte, s Settings) {
 	if s.RunnerType != RunnerTypeVM && s.RunnerType != RunnerTypeContainer {
 		fail("a runner type")
 	}
-	if s.OpenStack != nil && (checkCloudsYAML(s.OpenStack.CloudsYAML) != "" || s.OpenStack.Flavor == "" || s.OpenStack.Network == "" || s.OpenStack.Image == "") {
+	if s.OpenStack != nil && (!validCloudsYAML(s.OpenStack.CloudsYAML) || s.OpenStack.Flavor == "" || s.OpenStack.Network == "" || s.OpenStack.Image == "") {
 		fail("an incomplete OpenStack")
 	}
+}
+
+func validCloudsYAML(text string) bool {
+	_, err := config.ParseCloudsYAML(text, "")
+	return err == nil
 }
 
 func validAppKey(key string) bool {
 	_, err := config.ParseAppKey(key)
 	return err == nil
-}
-
-// cloudsYAMLProblem is every text checkCloudsYAML may return: fixed words
-// and at most a line number, since clouds.yaml holds passwords.
-var cloudsYAMLProblem = regexp.MustCompile(`^openstack-clouds-yaml (is not valid clouds\.yaml \((YAML error at line [0-9]+|not a YAML mapping)\)|must have a non-empty clouds: mapping)$`)
-
-// FuzzCheckCloudsYAML feeds checkCloudsYAML arbitrary text (seeds in
-// testdata/fuzz/FuzzCheckCloudsYAML): no panic, and a problem is one of
-// its fixed sentences, so no part of the text can show through.
-func FuzzCheckCloudsYAML(f *testing.F) {
-	f.Fuzz(func(t *testing.T, text string) {
-		problem := checkCloudsYAML(text)
-		if problem != "" && !cloudsYAMLProblem.MatchString(problem) {
-			t.Fatalf("checkCloudsYAML(%q) = %q: not one of its fixed sentences", text, problem)
-		}
-	})
 }

@@ -76,9 +76,12 @@ func TestParseSettingsGitHubApp(t *testing.T) {
 	}
 }
 
+// testCloudsYAML has all a password authentication needs.
+const testCloudsYAML = "clouds:\n  prod:\n    auth: {auth_url: https://keystone:5000/v3, username: u, password: hunter2, project_name: p, user_domain_name: d, project_domain_name: d}\n"
+
 func TestParseSettingsOpenStack(t *testing.T) {
 	s, err := ParseSettings(with(map[string]any{
-		"openstack-clouds-yaml": "clouds:\n  prod:\n    auth: {auth_url: https://keystone:5000/v3, password: hunter2}\n",
+		"openstack-clouds-yaml": testCloudsYAML,
 		"openstack-flavor":      "m1.small", "openstack-network": "runners", "openstack-image": "runner-noble",
 	}))
 	if err != nil {
@@ -113,12 +116,15 @@ func TestParseSettingsProblems(t *testing.T) {
 		{"api url password", map[string]any{"github-api-url": "https://u:hunter2@ghes.example.com"}, []string{"github-api-url must not contain credentials"}},
 		{"proxy", map[string]any{"runner-http-proxy": "proxy:3128"}, []string{"runner-http-proxy must be an http(s) URL"}},
 		{"clouds not yaml", map[string]any{"openstack-clouds-yaml": "clouds: [password: hunter2", "openstack-flavor": "f", "openstack-network": "n", "openstack-image": "i"},
-			[]string{"openstack-clouds-yaml is not valid clouds.yaml (YAML error at line"}},
+			[]string{"openstack-clouds-yaml is not valid clouds.yaml: cannot parse it as YAML (line"}},
 		{"clouds wrong type", map[string]any{"openstack-clouds-yaml": "clouds: hunter2", "openstack-flavor": "f", "openstack-network": "n", "openstack-image": "i"},
 			[]string{"openstack-clouds-yaml is not valid clouds.yaml"}},
 		{"clouds empty", map[string]any{"openstack-clouds-yaml": "clouds: {}", "openstack-flavor": "f", "openstack-network": "n", "openstack-image": "i"},
-			[]string{"openstack-clouds-yaml must have a non-empty clouds: mapping"}},
-		{"openstack without flavor, network and image", map[string]any{"openstack-clouds-yaml": "clouds: {a: {}}"},
+			[]string{"openstack-clouds-yaml is not valid clouds.yaml: it has no clouds"}},
+		{"clouds without credentials", map[string]any{"openstack-clouds-yaml": "clouds:\n  prod:\n    auth: {auth_url: https://keystone:5000/v3, password: hunter2}\n",
+			"openstack-flavor": "f", "openstack-network": "n", "openstack-image": "i"},
+			[]string{`openstack-clouds-yaml lacks required settings: cloud "prod" has no auth.username (or user_id), auth.project_name (or project_id)`}},
+		{"openstack without flavor, network and image", map[string]any{"openstack-clouds-yaml": testCloudsYAML},
 			[]string{"openstack-flavor is required", "openstack-network is required", "openstack-image is required"}},
 		{"token and app", map[string]any{"github-app-id": json.Number("1")}, []string{"set either token or a GitHub App"}},
 		{"app incomplete", map[string]any{"token": "", "github-app-id": json.Number("1"), "github-app-private-key": "hunter2"},

@@ -43,7 +43,9 @@ func TestParseAppKey(t *testing.T) {
 	}
 	pkcs8, _ := x509.MarshalPKCS8PrivateKey(rsaKey)
 	ecPKCS8, _ := x509.MarshalPKCS8PrivateKey(ecKey)
-	encode := func(kind string, der []byte) string { return string(pem.EncodeToMemory(&pem.Block{Type: kind, Bytes: der})) }
+	encode := func(kind string, der []byte) string {
+		return string(pem.EncodeToMemory(&pem.Block{Type: kind, Bytes: der}))
+	}
 	tests := []struct {
 		name, in string
 		ok       bool

@@ -139,11 +139,13 @@ type Problem struct {
 	Problem string // "is required", "must be …", or a parser's sentence about the value
 }
 
+// String reads "field is required", or "field: "value" is not …" when the
+// problem starts by quoting the value.
 func (p Problem) String() string {
-	if strings.HasPrefix(p.Problem, "is ") || strings.HasPrefix(p.Problem, "must ") {
-		return p.Field + " " + p.Problem
+	if strings.HasPrefix(p.Problem, `"`) {
+		return p.Field + ": " + p.Problem
 	}
-	return p.Field + ": " + p.Problem
+	return p.Field + " " + p.Problem
 }
 
 // InvalidError is every problem with a config at once.
@@ -217,21 +219,29 @@ func (f *File) Problems() []Problem {
 	if _, err := ParseLabels(strings.Join(f.GitHub.Labels, ",")); err != nil {
 		add("github.labels", "%v", err)
 	}
-	if _, err := ParseDenylist(strings.Join(f.Runner.Denylist, ",")); err != nil {
-		add("runner.denylist", "%v", err)
-	}
+	problems = append(problems, f.Runner.Problems()...)
 	switch {
 	case (f.LXD == nil) == (f.OpenStack == nil):
 		add("lxd", "must be set, or openstack, not both")
 	case f.LXD != nil:
-		problems = append(problems, f.LXD.problems()...)
+		problems = append(problems, f.LXD.Problems()...)
 	default:
-		problems = append(problems, f.OpenStack.problems()...)
+		problems = append(problems, f.OpenStack.Problems()...)
 	}
 	return problems
 }
 
-func (l *LXD) problems() []Problem {
+// Problems is every problem with what goes inside every runner.
+func (r RunnerImage) Problems() []Problem {
+	if _, err := ParseDenylist(strings.Join(r.Denylist, ",")); err != nil {
+		return []Problem{{"runner.denylist", err.Error()}}
+	}
+	return nil
+}
+
+// Problems is every problem with the LXD runners' values; src/lxd refuses
+// a config with any, and checks nothing of them itself.
+func (l *LXD) Problems() []Problem {
 	var problems []Problem
 	if l.Type != "container" && l.Type != "virtual-machine" {
 		problems = append(problems, Problem{"lxd.type", fmt.Sprintf("must be container or virtual-machine, not %q", l.Type)})
@@ -250,13 +260,20 @@ func (l *LXD) problems() []Problem {
 	return problems
 }
 
-func (o *OpenStack) problems() []Problem {
+// Problems is every problem with the OpenStack values; src/openstack
+// refuses a config with any.
+func (o *OpenStack) Problems() []Problem {
 	var problems []Problem
 	for _, field := range []struct{ key, value string }{
 		{"openstack.clouds-yaml", o.CloudsYAML}, {"openstack.flavor", o.Flavor}, {"openstack.network", o.Network}, {"openstack.image", o.Image},
 	} {
 		if field.value == "" {
 			problems = append(problems, Problem{field.key, "is required"})
+		}
+	}
+	if o.CloudsYAML != "" {
+		if _, err := ParseCloudsYAML(o.CloudsYAML, o.Cloud); err != nil {
+			problems = append(problems, Problem{"openstack.clouds-yaml", err.Error()})
 		}
 	}
 	return problems

@@ -121,9 +121,11 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Cloud, error) {
 	if err := cfg.Identity.Check(); err != nil {
 		return nil, fmt.Errorf("cannot use LXD: %w", err)
 	}
-	switch cfg.LXD.Type {
-	case Container:
-	case VirtualMachine:
+	// The values' rules are src/config's; only the host is checked here.
+	if problems := append(cfg.LXD.Problems(), cfg.Runner.Problems()...); len(problems) > 0 {
+		return nil, fmt.Errorf("cannot use LXD: %w", &config.InvalidError{Problems: problems})
+	}
+	if cfg.LXD.Type == VirtualMachine {
 		kvm := cfg.KVMDevice
 		if kvm == "" {
 			kvm = "/dev/kvm"
@@ -131,27 +133,11 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Cloud, error) {
 		if _, err := os.Stat(kvm); err != nil {
 			return nil, errors.New("virtual machines need KVM on this host; set runner-type=container")
 		}
-	default:
-		return nil, fmt.Errorf("cannot use LXD: runner type must be %s or %s, not %q", Container, VirtualMachine, cfg.LXD.Type)
 	}
-	if cfg.LXD.BaseImage == "" {
-		return nil, errors.New("cannot use LXD: no base image")
-	}
-	if cfg.LXD.CPU < 1 {
-		return nil, errors.New("cannot use LXD: runners need at least one CPU")
-	}
-	memory, err := config.ParseSize(cfg.LXD.Memory)
-	if err != nil {
-		return nil, fmt.Errorf("cannot use LXD: memory: %w", err)
-	}
-	disk, err := config.ParseSize(cfg.LXD.Disk)
-	if err != nil {
-		return nil, fmt.Errorf("cannot use LXD: disk: %w", err)
-	}
-	denylist, err := config.ParseDenylist(strings.Join(cfg.Runner.Denylist, ","))
-	if err != nil {
-		return nil, fmt.Errorf("cannot use LXD: denylist: %w", err)
-	}
+	// Checked above: these parse.
+	memory, _ := config.ParseSize(cfg.LXD.Memory)
+	disk, _ := config.ParseSize(cfg.LXD.Disk)
+	denylist, _ := config.ParseDenylist(strings.Join(cfg.Runner.Denylist, ","))
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}

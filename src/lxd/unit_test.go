@@ -36,7 +36,7 @@ func TestNewChecksConfig(t *testing.T) {
 		{func(c *Config) { c.LXD.Type = "pod" }, `not "pod"`},
 		{func(c *Config) { c.LXD.Memory = "lots" }, "memory"},
 		{func(c *Config) { c.LXD.Disk = "0GiB" }, "disk"},
-		{func(c *Config) { c.LXD.CPU = 0 }, "CPU"},
+		{func(c *Config) { c.LXD.CPU = 0 }, "lxd.cpu must be at least 1"},
 		{func(c *Config) { c.Runner.Denylist = []string{"10.0.0.0/33"} }, "denylist"},
 		{func(c *Config) { c.Socket = "/nonexistent.socket" }, "cannot reach the LXD daemon"},
 	} {

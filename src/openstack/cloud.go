@@ -131,17 +131,17 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Cloud, error) {
 	if err := cfg.Identity.Check(); err != nil {
 		return nil, fmt.Errorf("cannot use OpenStack: %w", err)
 	}
-	var missing []string
-	for _, f := range []struct{ key, value string }{
-		{"openstack-clouds-yaml", cfg.OpenStack.CloudsYAML}, {"openstack-flavor", cfg.OpenStack.Flavor},
-		{"openstack-network", cfg.OpenStack.Network}, {"openstack-image", cfg.OpenStack.Image},
-	} {
-		if strings.TrimSpace(f.value) == "" {
-			missing = append(missing, f.key)
+	// The values' rules are src/config's. A bad clouds.yaml is left to
+	// parseCloudsYAML, which applies config's rule and gives the error its
+	// class (ErrCloudsYAMLSyntax, ErrCloudsYAMLIncomplete).
+	var problems []config.Problem
+	for _, p := range append(cfg.OpenStack.Problems(), cfg.Runner.Problems()...) {
+		if p.Field != "openstack.clouds-yaml" || cfg.OpenStack.CloudsYAML == "" {
+			problems = append(problems, p)
 		}
 	}
-	if len(missing) > 0 {
-		return nil, fmt.Errorf("cannot use OpenStack: set %s", strings.Join(missing, ", "))
+	if len(problems) > 0 {
+		return nil, fmt.Errorf("cannot use OpenStack: %w", &config.InvalidError{Problems: problems})
 	}
 	if cfg.SecurityGroup == "" {
 		cfg.SecurityGroup = cfg.Identity.Prefix() + "-runners"
@@ -169,10 +169,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Cloud, error) {
 	if cfg.DeleteTimeout <= 0 {
 		cfg.DeleteTimeout = DefaultDeleteTimeout
 	}
-	denylist, err := config.ParseDenylist(strings.Join(cfg.Runner.Denylist, ","))
-	if err != nil {
-		return nil, fmt.Errorf("cannot use OpenStack: denylist: %w", err)
-	}
+	denylist, _ := config.ParseDenylist(strings.Join(cfg.Runner.Denylist, ",")) // checked above
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}

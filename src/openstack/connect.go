@@ -9,19 +9,15 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"net/url"
-	"os"
-	"regexp"
-	"slices"
 	"strings"
 	"syscall"
 	"time"
 
+	"github.com/canonical/github-runner-charm/src/config"
 	"github.com/gophercloud/gophercloud/v2"
 	gcopenstack "github.com/gophercloud/gophercloud/v2/openstack"
 	gcconfig "github.com/gophercloud/gophercloud/v2/openstack/config"
 	"github.com/gophercloud/gophercloud/v2/openstack/config/clouds"
-	"gopkg.in/yaml.v3"
 )
 
 // Classes of connection failures, one sentence each, meant for the unit's
@@ -65,76 +61,6 @@ const (
 	requestTimeout = 90 * time.Second
 )
 
-// cloudEntry is what this package reads of one cloud of clouds.yaml, to
-// check it before gophercloud parses it, and to name what is missing.
-type cloudEntry struct {
-	AuthType   string `yaml:"auth_type"`
-	RegionName string `yaml:"region_name"`
-	CACert     string `yaml:"cacert"`
-	Auth       struct {
-		AuthURL                     string `yaml:"auth_url"`
-		Username                    string `yaml:"username"`
-		UserID                      string `yaml:"user_id"`
-		Password                    string `yaml:"password"`
-		ProjectName                 string `yaml:"project_name"`
-		ProjectID                   string `yaml:"project_id"`
-		UserDomainName              string `yaml:"user_domain_name"`
-		UserDomainID                string `yaml:"user_domain_id"`
-		ProjectDomainName           string `yaml:"project_domain_name"`
-		ProjectDomainID             string `yaml:"project_domain_id"`
-		DomainName                  string `yaml:"domain_name"`
-		DomainID                    string `yaml:"domain_id"`
-		ApplicationCredentialID     string `yaml:"application_credential_id"`
-		ApplicationCredentialName   string `yaml:"application_credential_name"`
-		ApplicationCredentialSecret string `yaml:"application_credential_secret"`
-		Token                       string `yaml:"token"`
-	} `yaml:"auth"`
-}
-
-// secrets are the values no message may show.
-func (c *cloudEntry) secrets() []string {
-	var s []string
-	for _, v := range []string{c.Auth.Password, c.Auth.ApplicationCredentialSecret, c.Auth.Token} {
-		if v != "" {
-			s = append(s, v)
-		}
-	}
-	return s
-}
-
-// missing names every required setting the entry lacks.
-func (c *cloudEntry) missing() ([]string, error) {
-	a := c.Auth
-	var missing []string
-	need := func(key string, values ...string) {
-		if !slices.ContainsFunc(values, func(v string) bool { return v != "" }) {
-			missing = append(missing, "auth."+key)
-		}
-	}
-	need("auth_url", a.AuthURL)
-	switch c.AuthType {
-	case "", "password", "v3password":
-		need("username (or user_id)", a.Username, a.UserID)
-		need("password", a.Password)
-		need("project_name (or project_id)", a.ProjectName, a.ProjectID)
-		if a.UserID == "" && a.Username != "" {
-			need("user_domain_name (or user_domain_id)", a.UserDomainName, a.UserDomainID, a.DomainName, a.DomainID)
-		}
-		if a.ProjectID == "" && a.ProjectName != "" {
-			need("project_domain_name (or project_domain_id)", a.ProjectDomainName, a.ProjectDomainID, a.DomainName, a.DomainID)
-		}
-	case "v3applicationcredential":
-		need("application_credential_id (or application_credential_name)", a.ApplicationCredentialID, a.ApplicationCredentialName)
-		need("application_credential_secret", a.ApplicationCredentialSecret)
-		if a.ApplicationCredentialID == "" && a.ApplicationCredentialName != "" {
-			need("username (or user_id), with application_credential_name", a.Username, a.UserID)
-		}
-	default:
-		return nil, fmt.Errorf("auth_type %q is not supported: use password or v3applicationcredential", c.AuthType)
-	}
-	return missing, nil
-}
-
 // parsedCloud is one cloud of a clouds.yaml, ready to authenticate.
 type parsedCloud struct {
 	name     string
@@ -144,145 +70,48 @@ type parsedCloud struct {
 	secrets  []string
 }
 
-// yamlLine finds the line number in a YAML error; the rest of the message
-// is dropped because yaml quotes offending values, which may be secrets.
-var yamlLine = regexp.MustCompile(`line \d+`)
-
-// parseCloudsYAML picks the cloud named name (the first one if name is "")
-// of a clouds.yaml text and checks it has what authentication needs.
+// parseCloudsYAML turns the cloud src/config has checked into
+// gophercloud's options. What a clouds.yaml must hold is config's rule
+// (config.ParseCloudsYAML); only gophercloud's own reading is done here.
 func parseCloudsYAML(text, name string) (*parsedCloud, error) {
-	var doc yaml.Node
-	if err := yaml.Unmarshal([]byte(text), &doc); err != nil {
-		where := yamlLine.FindString(err.Error())
-		if where == "" {
-			where = "syntax error"
+	checked, err := config.ParseCloudsYAML(text, name)
+	if err != nil {
+		var bad *config.CloudsYAMLError
+		if errors.As(err, &bad) && bad.Syntax {
+			return nil, classify(ErrCloudsYAMLSyntax, nil, "%s", bad.Detail)
+		} else if bad != nil {
+			return nil, classify(ErrCloudsYAMLIncomplete, nil, "%s", bad.Detail)
 		}
-		return nil, classify(ErrCloudsYAMLSyntax, nil, "cannot parse it as YAML (%s)", where)
+		return nil, classify(ErrCloudsYAMLSyntax, nil, "cannot read it")
 	}
-	if len(doc.Content) == 0 || doc.Content[0].Kind != yaml.MappingNode {
-		return nil, classify(ErrCloudsYAMLSyntax, nil, "it is not a mapping with a clouds key")
-	}
-	cloudsNode := mappingValue(doc.Content[0], "clouds")
-	if cloudsNode == nil || cloudsNode.Kind != yaml.MappingNode || len(cloudsNode.Content) == 0 {
-		return nil, classify(ErrCloudsYAMLSyntax, nil, "it has no clouds")
-	}
-	var entryNode *yaml.Node
-	if name == "" {
-		name = cloudsNode.Content[0].Value
-		entryNode = cloudsNode.Content[1]
-	} else if entryNode = mappingValue(cloudsNode, name); entryNode == nil {
-		var names []string
-		for i := 0; i < len(cloudsNode.Content); i += 2 {
-			names = append(names, cloudsNode.Content[i].Value)
-		}
-		return nil, classify(ErrCloudsYAMLIncomplete, nil, "it has no cloud %q (it has %s)", name, strings.Join(names, ", "))
-	}
-	if entryNode.Kind != yaml.MappingNode {
-		return nil, classify(ErrCloudsYAMLSyntax, nil, "cloud %q is not a mapping", name)
-	}
-	var entry cloudEntry
-	if err := entryNode.Decode(&entry); err != nil {
-		where := yamlLine.FindString(err.Error())
-		return nil, classify(ErrCloudsYAMLSyntax, nil, "cloud %q has a setting of the wrong type (%s)", name, where)
-	}
-	missing, err := entry.missing()
-	if err != nil {
-		return nil, classify(ErrCloudsYAMLIncomplete, nil, "cloud %q: %v", name, err)
-	}
-	if len(missing) > 0 {
-		return nil, classify(ErrCloudsYAMLIncomplete, nil, "cloud %q has no %s", name, strings.Join(missing, ", "))
-	}
-	if u, err := url.Parse(entry.Auth.AuthURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, classify(ErrCloudsYAMLIncomplete, nil, "cloud %q: auth.auth_url %q is not an http(s) URL", name, entry.Auth.AuthURL)
-	}
-
-	// The CA is ours to read: a charm config value cannot ship a file, so
-	// cacert may also be the PEM text itself. gophercloud then gets the
-	// cloud without it.
-	roots, err := loadCACert(entry.CACert)
-	if err != nil {
-		return nil, classify(ErrCloudsYAMLIncomplete, nil, "cloud %q: %v", name, err)
-	}
-	deleteMappingKey(entryNode, "cacert")
-	stripped, err := yaml.Marshal(&doc)
-	if err != nil {
-		return nil, classify(ErrCloudsYAMLSyntax, nil, "cannot re-encode it")
-	}
-	opts := []clouds.ParseOption{clouds.WithCloudsYAML(bytes.NewReader(stripped)), clouds.WithCloudName(name)}
+	name = checked.Name
+	opts := []clouds.ParseOption{clouds.WithCloudsYAML(bytes.NewReader(checked.Stripped)), clouds.WithCloudName(name)}
 	// Parse lets OS_* variables of the process override the file; the file
 	// is the one truth here.
-	if entry.RegionName != "" {
-		opts = append(opts, clouds.WithRegion(entry.RegionName))
+	if checked.RegionName != "" {
+		opts = append(opts, clouds.WithRegion(checked.RegionName))
 	}
 	ao, eo, tlsConfig, err := clouds.Parse(opts...)
 	if err != nil {
-		return nil, classify(ErrCloudsYAMLIncomplete, nil, "cloud %q: %s", name, redact(err.Error(), entry.secrets()))
+		return nil, classify(ErrCloudsYAMLIncomplete, nil, "cloud %q: %s", name, redact(err.Error(), checked.Secrets))
 	}
 	// Tokens expire (an hour, by default); the manager runs for months.
 	ao.AllowReauth = true
 	if tlsConfig == nil {
 		tlsConfig = &tls.Config{}
 	}
-	if roots != nil {
-		tlsConfig.RootCAs = roots
+	if checked.RootCAs != nil {
+		tlsConfig.RootCAs = checked.RootCAs
 	}
-	eo.Availability = availability(entryNode)
-	return &parsedCloud{name: name, auth: ao, endpoint: eo, tls: tlsConfig, secrets: entry.secrets()}, nil
-}
-
-func availability(entry *yaml.Node) gophercloud.Availability {
-	for _, key := range []string{"interface", "endpoint_type"} {
-		if v := mappingValue(entry, key); v != nil {
-			switch strings.TrimSuffix(v.Value, "URL") {
-			case "internal":
-				return gophercloud.AvailabilityInternal
-			case "admin":
-				return gophercloud.AvailabilityAdmin
-			}
-		}
+	switch checked.Interface {
+	case "internal":
+		eo.Availability = gophercloud.AvailabilityInternal
+	case "admin":
+		eo.Availability = gophercloud.AvailabilityAdmin
+	default:
+		eo.Availability = gophercloud.AvailabilityPublic
 	}
-	return gophercloud.AvailabilityPublic
-}
-
-func loadCACert(cacert string) (*x509.CertPool, error) {
-	cacert = strings.TrimSpace(cacert)
-	if cacert == "" {
-		return nil, nil
-	}
-	pem := []byte(cacert)
-	if !strings.HasPrefix(cacert, "-----BEGIN") {
-		data, err := os.ReadFile(cacert)
-		if err != nil {
-			return nil, fmt.Errorf("cannot read cacert %s: %v", cacert, errors.Unwrap(err))
-		}
-		pem = data
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(pem) {
-		return nil, errors.New("cacert holds no PEM certificate")
-	}
-	return pool, nil
-}
-
-func mappingValue(m *yaml.Node, key string) *yaml.Node {
-	if m == nil || m.Kind != yaml.MappingNode {
-		return nil
-	}
-	for i := 0; i+1 < len(m.Content); i += 2 {
-		if m.Content[i].Value == key {
-			return m.Content[i+1]
-		}
-	}
-	return nil
-}
-
-func deleteMappingKey(m *yaml.Node, key string) {
-	for i := 0; i+1 < len(m.Content); i += 2 {
-		if m.Content[i].Value == key {
-			m.Content = append(m.Content[:i], m.Content[i+2:]...)
-			return
-		}
-	}
+	return &parsedCloud{name: name, auth: ao, endpoint: eo, tls: tlsConfig, secrets: checked.Secrets}, nil
 }
 
 // redact replaces every secret in s.

@@ -48,7 +48,7 @@ func Run(ctx context.Context, f *config.File, newCloud CloudFactory, log *slog.L
 	if err != nil {
 		return err
 	}
-	gh, err := github.New(githubConfig(f, log))
+	gh, err := github.New(GitHubConfig(f, log))
 	if err != nil {
 		return err
 	}
@@ -61,7 +61,7 @@ func Run(ctx context.Context, f *config.File, newCloud CloudFactory, log *slog.L
 	scope := runner.NewScope(f.GitHub.APIURL, f.GitHub.Path)
 	platform := newPlatform(gh, id, scope, f.GitHub.Labels)
 	platform.elsewhere = func(path string) (*github.Client, error) {
-		c := githubConfig(f, log)
+		c := GitHubConfig(f, log)
 		c.Path = path
 		return github.New(c)
 	}
@@ -93,7 +93,9 @@ func Run(ctx context.Context, f *config.File, newCloud CloudFactory, log *slog.L
 	return httpServer.Shutdown(shutdownCtx)
 }
 
-func githubConfig(f *config.File, log *slog.Logger) github.Config {
+// GitHubConfig is the GitHub client configuration of a config file, as the
+// service starts its client (the charm's tests check what it writes with it).
+func GitHubConfig(f *config.File, log *slog.Logger) github.Config {
 	c := github.Config{Path: f.GitHub.Path, BaseURL: f.GitHub.APIURL, Token: f.GitHub.Token, RunnerGroup: f.GitHub.Group, Logger: log}
 	if a := f.GitHub.App; a != nil {
 		c.App = &github.AppCredentials{AppID: a.ID, InstallationID: a.InstallationID, PrivateKeyPEM: []byte(a.PrivateKey)}

@@ -89,9 +89,9 @@ func TestBadConfigIsBlockedWithEveryProblemThenFixed(t *testing.T) {
 		{"mirror", map[string]any{"dockerhub-mirror": "http://mirror.local"}, []string{"dockerhub-mirror must be an https:// URL"}},
 		{"denylist", map[string]any{"denylist": "10.0.0.0/33"}, []string{`denylist: "10.0.0.0/33" is not an IPv4 CIDR`}},
 		{"runner type", map[string]any{"runner-type": "kvm"}, []string{`runner-type must be "virtual-machine" or "container", not "kvm"`}},
-		{"api url", map[string]any{"github-api-url": "github.example.com"}, []string{"github-api-url must be an http(s) URL"}},
+		{"api url", map[string]any{"github-api-url": "github.example.com"}, []string{`github-api-url: "github.example.com" is not a URL like https://HOST`}},
 		{"clouds yaml", map[string]any{"openstack-clouds-yaml": "clouds: {}"}, []string{
-			"openstack-clouds-yaml must have a non-empty clouds: mapping", "openstack-flavor is required", "openstack-network is required",
+			"openstack-clouds-yaml is not valid clouds.yaml: it has no clouds", "openstack-flavor is required", "openstack-network is required",
 			"openstack-image is required"}},
 		{"token and app", map[string]any{"github-app-id": 7}, []string{"set either token or a GitHub App"}},
 		{"several at once", map[string]any{"path": "", "vm-cpu": 0, "labels": "a b"}, []string{"path is required", "vm-cpu must be", "labels:"}},

@@ -25,6 +25,9 @@ func TestValuesTheManagerRefusesAreBlockedAtInstall(t *testing.T) {
 		{"app key not an RSA key", map[string]any{"token": "", "github-app-id": 1, "github-app-installation-id": 2,
 			"github-app-private-key": "-----BEGIN PRIVATE KEY-----\naHVudGVyMg==\n-----END PRIVATE KEY-----\n"},
 			"github-app-private-key must be the App's RSA private key"},
+		{"clouds.yaml without credentials", map[string]any{"openstack-flavor": "f", "openstack-network": "n", "openstack-image": "i",
+			"openstack-clouds-yaml": "clouds:\n  prod:\n    auth: {auth_url: https://keystone.example.com:5000/v3, password: hunter2}\n"},
+			`openstack-clouds-yaml lacks required settings: cloud "prod" has no auth.username`},
 	}
 	for _, test := range tests {
 		t.Run(test.name, func(t *testing.T) {
