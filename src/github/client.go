@@ -91,8 +91,6 @@ type Client struct {
 	hold *Error
 	// groupID caches the organisation runner group's id once looked up.
 	groupID int64
-	// jitMissingUntil remembers that the server has no JIT endpoint.
-	jitMissingUntil time.Time
 }
 
 // New checks cfg and returns a Client. It makes no request.

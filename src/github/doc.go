@@ -5,9 +5,7 @@
 // URL, and exactly one of a personal access token or GitHub App
 // credentials) and offers what one reconcile cycle needs:
 //
-//   - RegisterRunner: a JIT config for a new runner (or, where the server
-//     has no JIT endpoint, a registration token; Registration.Method says
-//     which);
+//   - RegisterRunner: a JIT config for a new runner;
 //   - ListRunners: every runner whose name has a prefix, in ceil(n/100)
 //     requests;
 //   - DeleteRunner: nil when deleted or already gone, ErrRunnerBusy when

@@ -83,7 +83,7 @@ func TestFakeRegisterRunnerJIT(t *testing.T) {
 			if err != nil {
 				t.Fatalf("RegisterRunner: %v", err)
 			}
-			if reg.Method != RegistrationJIT || reg.EncodedJITConfig == "" || reg.Token != "" {
+			if reg.EncodedJITConfig == "" {
 				t.Fatalf("registration = %v, want JIT with a config", reg)
 			}
 			runner, ok := env.fake.Runner(reg.RunnerID)
@@ -164,41 +164,21 @@ func withoutJIT(fake http.Handler) http.Handler {
 	})
 }
 
-func TestFakeRegisterRunnerFallsBackToRegistrationToken(t *testing.T) {
+// A server without the JIT endpoint is not worked around: no registration
+// token is asked for (no caller could start a runner from one).
+func TestFakeRegisterRunnerWithoutJIT(t *testing.T) {
 	for _, sc := range scopes {
 		t.Run(sc.path, func(t *testing.T) {
 			env := newFake(t, nil, withoutJIT)
-			c := env.client(t, sc.path)
-			reg, err := c.RegisterRunner(context.Background(), "unit-0-abc", []string{"linux"})
-			if err != nil {
-				t.Fatalf("RegisterRunner: %v", err)
+			_, err := env.client(t, sc.path).RegisterRunner(context.Background(), "unit-0-abc", []string{"linux"})
+			if !errors.Is(err, ErrNotFound) {
+				t.Fatalf("error = %v, want ErrNotFound", err)
 			}
-			if reg.Method != RegistrationToken || reg.Token == "" || reg.EncodedJITConfig != "" || reg.RunnerID != 0 {
-				t.Fatalf("registration = %v, want a registration token", reg)
+			if got := env.fake.Count(sc.token); got != 0 {
+				t.Errorf("registration token requests = %d, want 0", got)
 			}
-			if time.Until(reg.ExpiresAt) < 50*time.Minute {
-				t.Errorf("token expires at %v, want about an hour from now", reg.ExpiresAt)
-			}
-			if got := env.fake.Count(sc.token); got != 1 {
-				t.Errorf("registration token requests = %d, want 1", got)
-			}
-			if !strings.Contains(env.logs.String(), "registering runners with registration tokens instead") {
-				t.Errorf("the fallback is not in the log:\n%s", env.logs)
-			}
-			assertNoSecret(t, "logs", env.logs.String(), reg.Token, testToken)
 		})
 	}
-	t.Run("missing path is not a missing endpoint", func(t *testing.T) {
-		env := newFake(t, []fakegithub.Token{{Value: testToken, Scope: "canonical/repo"}}, withoutJIT)
-		c := env.client(t, "canonical/other")
-		_, err := c.RegisterRunner(context.Background(), "unit-0-abc", []string{"linux"})
-		if !errors.Is(err, ErrNotFound) {
-			t.Fatalf("error = %v, want ErrNotFound", err)
-		}
-		if strings.Contains(env.logs.String(), "registration tokens instead") {
-			t.Errorf("logged a fallback for a missing repository")
-		}
-	})
 }
 
 func TestFakeRegisterRunnerNameTaken(t *testing.T) {
@@ -563,16 +543,11 @@ func TestFakeSecretsStayOut(t *testing.T) {
 	_, err = c.RegisterRunner(ctx, "unit-0-b", []string{"linux"}) // 401
 	note(err)
 
-	fallback := newFake(t, nil, withoutJIT)
-	tokenReg, err := fallback.client(t, "canonical").RegisterRunner(ctx, "unit-0-c", []string{"linux"})
-	note(err)
-	texts = append(texts, fmt.Sprintf("%v %+v %#v", tokenReg, tokenReg, tokenReg))
-
-	if reg.EncodedJITConfig == "" || tokenReg.Token == "" {
-		t.Fatalf("setup: registrations %v / %v lack their secrets", reg, tokenReg)
+	if reg.EncodedJITConfig == "" {
+		t.Fatalf("setup: registration %v lacks its secret", reg)
 	}
-	all := strings.Join(texts, "\n") + env.logs.String() + fallback.logs.String()
-	assertNoSecret(t, "errors and logs", all, testToken, reg.EncodedJITConfig, tokenReg.Token, "Bearer", "Authorization")
+	all := strings.Join(texts, "\n") + env.logs.String()
+	assertNoSecret(t, "errors and logs", all, testToken, reg.EncodedJITConfig, "Bearer", "Authorization")
 	if !strings.Contains(env.logs.String(), "retrying") {
 		t.Errorf("logs lack the retries, so this test saw less than it should:\n%s", env.logs)
 	}

@@ -6,59 +6,23 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
-	"time"
 
 	gh "github.com/google/go-github/v62/github"
 )
 
-// jitRecheckInterval is how long we trust that the server has no JIT
-// endpoint before asking again (a GHES upgrade adds it).
-const jitRecheckInterval = time.Hour
-
-// RegistrationMethod says how a new runner is to register.
-type RegistrationMethod int
-
-const (
-	// RegistrationJIT: GitHub created the runner record; start the runner
-	// with `run.sh --jitconfig <EncodedJITConfig>`.
-	RegistrationJIT RegistrationMethod = iota + 1
-	// RegistrationToken: the server has no JIT endpoint (older GitHub
-	// Enterprise Server); run `config.sh --token <Token> --ephemeral
-	// --name ... --labels ... [--runnergroup ...]`, then run.sh.
-	RegistrationToken
-)
-
-func (m RegistrationMethod) String() string {
-	switch m {
-	case RegistrationJIT:
-		return "jit"
-	case RegistrationToken:
-		return "registration-token"
-	}
-	return "unknown"
-}
-
-// Registration is what a new runner needs to register itself. Which fields
-// are set depends on Method. It holds a secret: its String and LogValue
-// methods leave the secret out, so it is safe to log or print.
+// Registration is what a new runner needs to register itself: GitHub
+// created its record, and the runner starts with `run.sh --jitconfig
+// <EncodedJITConfig>`. It holds a secret: its String and LogValue methods
+// leave the secret out, so it is safe to log or print.
 type Registration struct {
-	Method RegistrationMethod
-	// RunnerID is the id GitHub gave the runner (JIT only; a token-registered
-	// runner gets its id when config.sh runs).
+	// RunnerID is the id GitHub gave the runner.
 	RunnerID int64
-	// EncodedJITConfig is the base64 JIT config (JIT only). Secret.
+	// EncodedJITConfig is the base64 JIT config. Secret.
 	EncodedJITConfig string
-	// Token is the registration token (RegistrationToken only). Secret.
-	Token string
-	// ExpiresAt is when Token stops working (RegistrationToken only).
-	ExpiresAt time.Time
 }
 
 func (r Registration) String() string {
-	if r.Method == RegistrationJIT {
-		return fmt.Sprintf("jit registration for runner %d", r.RunnerID)
-	}
-	return fmt.Sprintf("%s registration expiring %s", r.Method, r.ExpiresAt.UTC().Format(time.RFC3339))
+	return fmt.Sprintf("jit registration for runner %d", r.RunnerID)
 }
 
 // GoString keeps %#v from printing the secret.
@@ -66,23 +30,18 @@ func (r Registration) GoString() string { return r.String() }
 
 // LogValue keeps slog from printing the secret.
 func (r Registration) LogValue() slog.Value {
-	return slog.GroupValue(slog.String("method", r.Method.String()), slog.Int64("runner-id", r.RunnerID))
+	return slog.GroupValue(slog.String("method", "jit"), slog.Int64("runner-id", r.RunnerID))
 }
 
 // RegisterRunner asks GitHub for a just-in-time config for a runner of this
 // name and labels, in the configured runner group (organisations) or group 1
 // (repositories). JIT does not add the default labels: pass "self-hosted",
-// "linux" and the like if jobs ask for them.
-//
-// A server without the JIT endpoint answers 404 although the path exists;
-// then RegisterRunner returns a registration token instead, logs a warning,
-// and keeps using tokens for an hour before trying JIT again.
+// "linux" and the like if jobs ask for them. A server without the JIT
+// endpoint (GitHub Enterprise Server before 3.10) answers ErrNotFound: the
+// manager runs ephemeral runners from JIT configs only.
 func (c *Client) RegisterRunner(ctx context.Context, name string, labels []string) (Registration, error) {
 	if name == "" || len(labels) == 0 {
 		return Registration{}, c.errorf("generate JIT runner config", ErrRejected, "a runner needs a name and at least one label")
-	}
-	if c.jitKnownMissing() {
-		return c.registrationToken(ctx)
 	}
 	groupID, fromCache, err := c.runnerGroupID(ctx)
 	if err != nil {
@@ -101,10 +60,7 @@ func (c *Client) RegisterRunner(ctx context.Context, name string, labels []strin
 			reg, err = c.generateJIT(ctx, name, labels, freshID)
 		}
 	}
-	if !errors.Is(err, ErrNotFound) {
-		return reg, err
-	}
-	return c.fallBackToRegistrationToken(ctx, err)
+	return reg, err
 }
 
 func (c *Client) generateJIT(ctx context.Context, name string, labels []string, groupID int64) (Registration, error) {
@@ -127,59 +83,8 @@ func (c *Client) generateJIT(ctx context.Context, name string, labels []string, 
 		return Registration{}, c.errorf("generate JIT runner config", ErrRejected, "GitHub's answer lacks the runner id or the config")
 	}
 	return Registration{
-		Method:           RegistrationJIT,
 		RunnerID:         jit.GetRunner().GetID(),
 		EncodedJITConfig: jit.GetEncodedJITConfig(),
-	}, nil
-}
-
-// fallBackToRegistrationToken tells "no JIT endpoint" from "no such path":
-// if a registration token can be had, the path exists.
-func (c *Client) fallBackToRegistrationToken(ctx context.Context, jitErr error) (Registration, error) {
-	reg, err := c.registrationToken(ctx)
-	if errors.Is(err, ErrNotFound) {
-		return Registration{}, jitErr
-	}
-	if err != nil {
-		return Registration{}, err
-	}
-	c.logger.Warn("GitHub has no JIT runner config endpoint (older GitHub Enterprise Server?): registering runners with registration tokens instead",
-		slog.Duration("recheck-after", jitRecheckInterval))
-	c.mu.Lock()
-	c.jitMissingUntil = time.Now().Add(jitRecheckInterval)
-	c.mu.Unlock()
-	return reg, nil
-}
-
-func (c *Client) jitKnownMissing() bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return time.Now().Before(c.jitMissingUntil)
-}
-
-func (c *Client) registrationToken(ctx context.Context) (Registration, error) {
-	var token *gh.RegistrationToken
-	err := c.call(ctx, "create runner registration token", func(ctx context.Context) (*gh.Response, error) {
-		var resp *gh.Response
-		var err error
-		if c.scope.IsOrg() {
-			token, resp, err = c.api.Actions.CreateOrganizationRegistrationToken(ctx, c.scope.Owner)
-		} else {
-			token, resp, err = c.api.Actions.CreateRegistrationToken(ctx, c.scope.Owner, c.scope.Repo)
-		}
-		return resp, err
-	})
-	if err != nil {
-		return Registration{}, err
-	}
-	if token.GetToken() == "" {
-		return Registration{}, c.errorf("create runner registration token", ErrRejected, "GitHub's answer lacks the token")
-	}
-	c.logger.Info("Using a registration token, not JIT, for a new runner")
-	return Registration{
-		Method:    RegistrationToken,
-		Token:     token.GetToken(),
-		ExpiresAt: token.GetExpiresAt().Time,
 	}, nil
 }
 

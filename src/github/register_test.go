@@ -14,18 +14,15 @@ import (
 )
 
 func TestRegistrationNeverPrintsItsSecret(t *testing.T) {
-	const jitSecret, tokenSecret = "eyJSECRETjitCONFIG", "AREGISTRATIONSECRET"
-	for _, reg := range []Registration{
-		{Method: RegistrationJIT, RunnerID: 5, EncodedJITConfig: jitSecret},
-		{Method: RegistrationToken, Token: tokenSecret},
-	} {
+	const jitSecret = "eyJSECRETjitCONFIG"
+	for _, reg := range []Registration{{RunnerID: 5, EncodedJITConfig: jitSecret}} {
 		var logs bytes.Buffer
 		slog.New(slog.NewTextHandler(&logs, nil)).Info("registered", "registration", reg)
 		slog.New(slog.NewJSONHandler(&logs, nil)).Info("registered", "registration", reg)
 		printed := fmt.Sprintf("%v %+v %#v %s", reg, reg, reg, reg) + logs.String()
-		assertNoSecret(t, "printed registration", printed, jitSecret, tokenSecret)
-		if !strings.Contains(printed, reg.Method.String()) {
-			t.Errorf("printed registration %q does not say its method", printed)
+		assertNoSecret(t, "printed registration", printed, jitSecret)
+		if !strings.Contains(printed, "5") {
+			t.Errorf("printed registration %q does not say its runner", printed)
 		}
 	}
 }
@@ -36,7 +33,6 @@ type groupServer struct {
 	mu        sync.Mutex
 	groups    map[string]int64
 	jitGroups []int64 // runner_group_id of each JIT request
-	noJIT     bool
 	tokens    int
 }
 
@@ -60,7 +56,7 @@ func (g *groupServer) handle(w http.ResponseWriter, r *http.Request) {
 		for _, id := range g.groups {
 			known = known || id == req.RunnerGroupID
 		}
-		if g.noJIT || !known {
+		if !known {
 			writeJSON(w, 404, `{"message":"Not Found"}`)
 			return
 		}
@@ -88,7 +84,7 @@ func TestRegisterRunnerRelooksUpADeletedGroup(t *testing.T) {
 	g.groups["gpu"] = 6
 	g.mu.Unlock()
 	reg, err := c.RegisterRunner(ctx, "r-2", []string{"linux"})
-	if err != nil || reg.Method != RegistrationJIT || reg.RunnerID != 77 {
+	if err != nil || reg.RunnerID != 77 {
 		t.Fatalf("second RegisterRunner = %v, %v; want a JIT registration", reg, err)
 	}
 	if want := []int64{5, 5, 6}; fmt.Sprint(g.jitGroups) != fmt.Sprint(want) {
@@ -108,26 +104,6 @@ func TestRegisterRunnerRelooksUpADeletedGroup(t *testing.T) {
 	if g.tokens != 0 {
 		t.Errorf("registration tokens requested = %d, want 0: the endpoint was never missing", g.tokens)
 	}
-}
-
-func TestRegisterRunnerRemembersMissingJIT(t *testing.T) {
-	g := &groupServer{groups: map[string]int64{"Default": 1}, noJIT: true}
-	srv := newCountingServer(t, g.handle)
-	logs := &syncBuffer{}
-	c := mustNew(t, testConfig("canonical", srv.apiURL(), logs))
-	for i := range 3 {
-		reg, err := c.RegisterRunner(context.Background(), fmt.Sprintf("r-%d", i), []string{"linux"})
-		if err != nil || reg.Method != RegistrationToken || reg.Token != "AREGTOKEN" {
-			t.Fatalf("RegisterRunner %d = %v, %v; want a registration token", i, reg, err)
-		}
-	}
-	if len(g.jitGroups) != 1 || g.tokens != 3 {
-		t.Errorf("JIT requests = %d, token requests = %d; want 1 and 3 (JIT not retried within the hour)", len(g.jitGroups), g.tokens)
-	}
-	if n := strings.Count(logs.String(), "has no JIT runner config endpoint"); n != 1 {
-		t.Errorf("fallback warning logged %d times, want once:\n%s", n, logs)
-	}
-	assertNoSecret(t, "logs", logs.String(), "AREGTOKEN", testToken)
 }
 
 func TestRegisterRunnerNeedsNameAndLabels(t *testing.T) {

@@ -56,12 +56,6 @@ func (p *platform) Register(ctx context.Context, name string) (manager.Registrat
 	if err != nil {
 		return manager.Registration{}, err
 	}
-	if reg.Method != github.RegistrationJIT {
-		// Ephemeral runners are started from a JIT config only; a server
-		// without JIT (GitHub Enterprise Server before 3.10) is reported
-		// rather than half-supported.
-		return manager.Registration{}, fmt.Errorf("cannot register runner %s: this GitHub server offers no just-in-time runner configuration (GitHub Enterprise Server 3.10 or later is needed)", name)
-	}
 	return manager.Registration{RunnerID: reg.RunnerID, JITConfig: reg.EncodedJITConfig}, nil
 }
 
