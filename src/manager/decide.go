@@ -111,13 +111,16 @@ func Join(s Snapshot, id runner.Identity, t Timeouts) []View {
 	for i := range s.Runners {
 		runners[s.Runners[i].Name] = &s.Runners[i]
 	}
-	views := make([]View, 0, len(s.Instances)+len(s.Runners))
+	views := make([]View, 0, len(s.Instances))
 	for i := range s.Instances {
 		inst := &s.Instances[i]
 		r := runners[inst.Name]
 		delete(runners, inst.Name)
 		views = append(views, joinInstance(inst, r, s, t))
 	}
+	// Room for the runners left, only now known: the views outlive the
+	// cycle (Outcome.Views, Last).
+	views = slices.Grow(views, len(runners))
 	for _, r := range runners {
 		if id.Generation(r.Name) == runner.Current {
 			views = append(views, View{Name: r.Name, State: runner.NoInstance, Runner: r, Scope: s.Scope, Expired: true})
@@ -252,7 +255,7 @@ type Removal struct {
 func Decide(views []View, target int, mode Mode) Plan {
 	var plan Plan
 	healthy := 0
-	var idle []*View // pointers: a copy of every idle view would cost more than the rest
+	idle := make([]*View, 0, len(views)) // pointers: copies of every idle view would cost more than the rest
 	for i := range views {
 		v := &views[i]
 		switch {

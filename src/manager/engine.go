@@ -306,7 +306,8 @@ func (e *Engine) snapshot(ctx context.Context) (Snapshot, error) {
 // sight records what this snapshot shows of each runner, and forgets the
 // runners it no longer shows.
 func (e *Engine) sight(s Snapshot) {
-	present := make(map[string]struct{}, len(s.Instances)+len(s.Runners))
+	// Sized for one name per runner: an instance and its runner share it.
+	present := make(map[string]struct{}, max(len(s.Instances), len(s.Runners)))
 	for i := range s.Instances {
 		inst := &s.Instances[i]
 		present[inst.Name] = struct{}{}
