@@ -20,7 +20,7 @@
 // Every failed call returns an *Error whose Kind (ErrBadCredentials,
 // ErrPermission, ErrRateLimited, ErrSecondaryRateLimited, ErrNotFound,
 // ErrUnavailable, ErrTimeout, ...) is matched with errors.Is.
-// OperatorMessage gives the sentence for the Juju status, and RetryAt when
+// OperatorMessage gives the sentence for the Juju status, with the time
 // a rate-limited call may be tried again. Error texts never contain
 // headers, tokens, private keys or JIT configs.
 //

@@ -11,7 +11,6 @@ import (
 // *Error whose Kind is one of these, so callers check with errors.Is:
 //
 //	if errors.Is(err, github.ErrRunnerBusy) { keep the instance }
-//	if at, ok := github.RetryAt(err); ok { pause until at }
 var (
 	// ErrBadCredentials: 401, the token (or the App's credentials) is invalid or expired.
 	ErrBadCredentials = errors.New("GitHub credentials are invalid or expired")
@@ -114,20 +113,6 @@ func OperatorMessage(err error) string {
 		return ghErr.operator
 	}
 	return err.Error()
-}
-
-// RetryAt tells when a rate-limited operation may be tried again. ok is false
-// for errors that are not rate limits.
-func RetryAt(err error) (at time.Time, ok bool) {
-	var ghErr *Error
-	if !errors.As(err, &ghErr) {
-		return time.Time{}, false
-	}
-	switch ghErr.Kind {
-	case ErrRateLimited, ErrSecondaryRateLimited:
-		return ghErr.until, !ghErr.until.IsZero()
-	}
-	return time.Time{}, false
 }
 
 // hhmmUTC formats a reset time the way operators read it in juju status.

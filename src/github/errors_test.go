@@ -109,7 +109,7 @@ func TestErrorKinds(t *testing.T) {
 					t.Errorf("operator message %q lacks %q", msg, w)
 				}
 			}
-			at, ok := RetryAt(err)
+			at, ok := retryAt(err)
 			switch {
 			case tt.wantRetry == 0 && ok:
 				t.Errorf("RetryAt = %v, want none", at)
@@ -181,7 +181,7 @@ func TestRateLimitHoldsFurtherCalls(t *testing.T) {
 			if !strings.Contains(OperatorMessage(err), "rate limit") {
 				t.Errorf("held call's operator message %q does not mention the limit", OperatorMessage(err))
 			}
-			at, ok := RetryAt(err)
+			at, ok := retryAt(err)
 			if !ok {
 				t.Fatalf("RetryAt on a held call says no")
 			}
@@ -352,13 +352,28 @@ func TestSecondaryLimitWithoutRetryAfterWaitsAMinute(t *testing.T) {
 	if !errors.Is(err, ErrSecondaryRateLimited) {
 		t.Fatalf("error = %v, want ErrSecondaryRateLimited", err)
 	}
-	at, _ := RetryAt(err)
+	at, _ := retryAt(err)
 	if wait := time.Until(at); wait < 50*time.Second || wait > 70*time.Second {
 		t.Errorf("RetryAt in %v, want about a minute", wait)
 	}
 	// The held call must say the same: go-github's own hold is a minute too.
 	_, err = c.ListRunners(context.Background(), "")
-	if at2, _ := RetryAt(err); time.Until(at2) > 70*time.Second {
+	if at2, _ := retryAt(err); time.Until(at2) > 70*time.Second {
 		t.Errorf("held call's RetryAt in %v, want within a minute", time.Until(at2))
 	}
+}
+
+// retryAt tells when a rate-limited operation may be tried again: what the
+// client holds calls until (see checkHold). ok is false
+// for errors that are not rate limits.
+func retryAt(err error) (at time.Time, ok bool) {
+	var ghErr *Error
+	if !errors.As(err, &ghErr) {
+		return time.Time{}, false
+	}
+	switch ghErr.Kind {
+	case ErrRateLimited, ErrSecondaryRateLimited:
+		return ghErr.until, !ghErr.until.IsZero()
+	}
+	return time.Time{}, false
 }

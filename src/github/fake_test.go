@@ -384,7 +384,7 @@ func TestFakeRateLimits(t *testing.T) {
 			if !errors.Is(err, tt.wantKind) {
 				t.Fatalf("error = %v, want %v", err, tt.wantKind)
 			}
-			at, ok := RetryAt(err)
+			at, ok := retryAt(err)
 			if !ok || absDuration(time.Until(at)-tt.wantIn) > 5*time.Second {
 				t.Errorf("RetryAt = %v, %v (in %v), want in about %v", at, ok, time.Until(at), tt.wantIn)
 			}
