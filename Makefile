@@ -41,7 +41,7 @@ bench:
 	$(GO) test -count=1 -run '^$$' -bench . -benchtime 1x -timeout 60m ./... | grep -E '^(BENCH|Benchmark|ok|FAIL)'
 
 # Fuzz targets as package:Target; their seeds are in each package's testdata/fuzz/.
-FUZZ_TARGETS = charm:FuzzParseSettings charm:FuzzCheckCloudsYAML \
+FUZZ_TARGETS = charm:FuzzParseSettings src/config:FuzzParseCloudsYAML src/github:FuzzRunnerPage \
 	src/config:FuzzParse src/config:FuzzParseSize src/config:FuzzParseLabels \
 	src/config:FuzzParsePath src/config:FuzzParseDenylist src/service:FuzzHandler
 FUZZTIME ?= 10s
