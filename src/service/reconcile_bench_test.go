@@ -6,6 +6,10 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"runtime"
+	"runtime/pprof"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -25,7 +29,19 @@ const (
 	passURLEnv     = "GITHUB_RUNNER_BENCH_PASS_URL"     // the fake GitHub
 	passRunnersEnv = "GITHUB_RUNNER_BENCH_PASS_RUNNERS" // how many runners it holds
 	passResultEnv  = "GITHUB_RUNNER_BENCH_PASS_RESULT"  // where to write passResult
+	// passProfileEnv names a directory: after the measured passes, the
+	// child runs profilePasses more under the profiler and writes their CPU
+	// profile (cpu.pprof) and allocations (allocs.pprof, to read with
+	// -base allocs-base.pprof, taken just before them) there.
+	passProfileEnv = "GITHUB_RUNNER_BENCH_PPROF"
 )
+
+// steadyPasses are the passes the figures are of, after the first.
+const steadyPasses = 5
+
+// profilePasses are enough samples at pprof's 100 Hz for a pass of well
+// under a second.
+const profilePasses = 20
 
 // passResult is what one reconcile pass cost the process that ran it.
 type passResult struct {
@@ -36,7 +52,8 @@ type passResult struct {
 }
 
 type passResults struct {
-	First, Second passResult
+	First  passResult
+	Steady []passResult // steadyPasses of them
 	// PeakResettable is false when the kernel would not reset VmHWM, so
 	// the peaks are the process's since it started.
 	PeakResettable bool
@@ -47,16 +64,26 @@ type passResults struct {
 // through the real go-github client, join, decide) and the metrics of the
 // cycle, as the service runs it every interval, without Prepare. It prints
 //
-//	BENCH reconcile-10k <cpu-seconds> s rss=<peak MiB> n=10000 first=<cpu-seconds> wall=<seconds> base=<MiB>
+//	BENCH reconcile-10k <cpu-seconds> s n=10000 min=<cpu-seconds> max=<cpu-seconds> peak-rss=<MiB> base-rss=<MiB> first=<cpu-seconds> wall=<seconds>
 //
 // The pass runs in a child process (this test binary, re-executed to run
 // TestReconcilePassChild) holding only the engine, the client and the
 // in-memory cloud; the fake GitHub serves from this process, so its work is
 // not counted. CPU is getrusage(RUSAGE_SELF) user+sys around the pass. The
 // peak is VmHWM, reset through /proc/self/clear_refs just before the pass,
-// so it is the pass's own peak resident set. The figure is the second pass
-// (the steady state a running manager repeats); first= is the process's
-// first, which also opens connections and warms the heap.
+// so it is the pass's own peak resident set. The figures are of the
+// steadyPasses passes after the first (the steady state a running manager
+// repeats): the median CPU (min= and max= the spread), peak-rss= the
+// highest peak, base-rss= the resident set before the first of them, wall=
+// the median wall time. first= is the process's first pass, which also
+// opens connections and warms the heap.
+//
+// To see where a pass's time and memory go (the profiled passes come after
+// the measured ones, so the figures are the same with or without):
+//
+//	GITHUB_RUNNER_BENCH_PPROF=/tmp/prof go test -run '^$' -bench Reconcile10k -benchtime 1x ./src/service/
+//	go tool pprof -top /tmp/prof/cpu.pprof
+//	go tool pprof -top -sample_index=alloc_space -base /tmp/prof/allocs-base.pprof /tmp/prof/allocs.pprof
 func BenchmarkReconcile10k(b *testing.B) {
 	const n = 10000
 	srv := fakegithub.NewTest(b, fakegithub.Options{RateLimit: 1 << 30})
@@ -72,18 +99,40 @@ func BenchmarkReconcile10k(b *testing.B) {
 	for range b.N {
 		srv.ResetCounts()
 		result := runPassChild(b, srv.URL(), n)
-		if got, want := srv.Count(fakegithub.ListRepoRunners), 2*listPages(n); got != want || srv.TotalCount() != want {
-			b.Fatalf("two passes made requests %v, want %d list pages", srv.Counts(), want)
+		passes := 1 + steadyPasses
+		if os.Getenv(passProfileEnv) != "" {
+			passes += profilePasses
+		}
+		if got, want := srv.Count(fakegithub.ListRepoRunners), passes*listPages(n); got != want || srv.TotalCount() != want {
+			b.Fatalf("%d passes made requests %v, want %d list pages", passes, srv.Counts(), want)
 		}
 		if !result.PeakResettable {
 			b.Log("cannot reset VmHWM: the peak is the child's since it started")
 		}
-		pass := result.Second
-		peakMiB := float64(pass.PeakKiB) / 1024
-		b.ReportMetric(pass.CPU.Seconds(), "cpu-s/pass")
+		steady := result.Steady
+		if len(steady) != steadyPasses {
+			b.Fatalf("the child ran %d steady passes, want %d", len(steady), steadyPasses)
+		}
+		cpu := slices.Sorted(func(yield func(time.Duration) bool) {
+			for _, p := range steady {
+				yield(p.CPU)
+			}
+		})
+		wall := slices.Sorted(func(yield func(time.Duration) bool) {
+			for _, p := range steady {
+				yield(p.Wall)
+			}
+		})
+		var peakKiB int64
+		for _, p := range steady {
+			peakKiB = max(peakKiB, p.PeakKiB)
+		}
+		median, peakMiB := cpu[len(cpu)/2], float64(peakKiB)/1024
+		b.ReportMetric(median.Seconds(), "cpu-s/pass")
 		b.ReportMetric(peakMiB, "peak-MiB")
-		fmt.Printf("BENCH reconcile-10k %.3f s rss=%.0f n=%d first=%.3f wall=%.3f base=%.0f\n",
-			pass.CPU.Seconds(), peakMiB, n, result.First.CPU.Seconds(), pass.Wall.Seconds(), float64(pass.BaseKiB)/1024)
+		fmt.Printf("BENCH reconcile-10k %.3f s n=%d min=%.3f max=%.3f peak-rss=%.1f base-rss=%.1f first=%.3f wall=%.3f\n",
+			median.Seconds(), n, cpu[0].Seconds(), cpu[len(cpu)-1].Seconds(), peakMiB, float64(steady[0].BaseKiB)/1024,
+			result.First.CPU.Seconds(), wall[len(wall)/2].Seconds())
 	}
 }
 
@@ -133,7 +182,16 @@ func TestReconcilePassChild(t *testing.T) {
 	var results passResults
 	results.PeakResettable = resetPeakRSS() == nil
 	results.First = measurePass(t, srv, n)
-	results.Second = measurePass(t, srv, n)
+	for range steadyPasses {
+		results.Steady = append(results.Steady, measurePass(t, srv, n))
+	}
+	if dir := os.Getenv(passProfileEnv); dir != "" {
+		stop := startProfile(t, dir)
+		for range profilePasses {
+			measurePass(t, srv, n)
+		}
+		stop()
+	}
 	data, err := json.Marshal(results)
 	if err != nil {
 		t.Fatal(err)
@@ -158,6 +216,46 @@ func measurePass(t *testing.T, srv *Server, n int) passResult {
 		t.Fatalf("not a steady state: %d views, created %d, removed %v", len(out.Views), out.Created, out.Removed)
 	}
 	return passResult{CPU: cpu, Wall: wall, PeakKiB: peak, BaseKiB: base}
+}
+
+// startProfile starts profiling into dir, if it is not empty: the CPU
+// profile, and an allocations profile to be read against the one taken
+// now. The returned function stops and writes them.
+func startProfile(t *testing.T, dir string) (stop func()) {
+	t.Helper()
+	if dir == "" {
+		return func() {}
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	writeProfile := func(name string) {
+		f, err := os.Create(filepath.Join(dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		if err := pprof.Lookup("allocs").WriteTo(f, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	runtime.GC()
+	writeProfile("allocs-base.pprof")
+	cpu, err := os.Create(filepath.Join(dir, "cpu.pprof"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pprof.StartCPUProfile(cpu); err != nil {
+		t.Fatal(err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		if err := cpu.Close(); err != nil {
+			t.Fatal(err)
+		}
+		runtime.GC() // the allocs profile is as of the last GC
+		writeProfile("allocs.pprof")
+	}
 }
 
 // resetPeakRSS sets VmHWM back to the current resident set (Linux 4.0+).
