@@ -157,8 +157,8 @@ type Platform struct {
 	OnRemove func(id int64)
 	// OnList runs at the start of every Runners call, under no lock; it
 	// may block, as a slow GitHub does.
-	OnList func()
-	Removes  int
+	OnList  func()
+	Removes int
 	// RemovedBusy counts removals that succeeded on a busy runner: GitHub
 	// never allows one, so a test may require it to stay 0.
 	RemovedBusy int
