@@ -29,6 +29,13 @@ func startServer(t *testing.T, target int) (*api.Client, *managertest.Platform, 
 		Engine:   manager.New(cloud, platform, manager.Settings{Identity: managertest.Identity, Scope: managertest.Scope, Target: target}, log),
 		Expected: target, Interval: time.Hour, Metrics: metrics.New("github-runner", nil), Log: log,
 	}
+	client, socket := serve(t, srv)
+	return client, platform, socket
+}
+
+// serve answers the socket API of srv until the test ends.
+func serve(t *testing.T, srv *service.Server) (*api.Client, string) {
+	t.Helper()
 	socket := filepath.Join(t.TempDir(), api.SocketName)
 	l, err := service.Listen(socket)
 	if err != nil {
@@ -37,7 +44,7 @@ func startServer(t *testing.T, target int) (*api.Client, *managertest.Platform, 
 	hs := &http.Server{Handler: srv.Handler()}
 	go hs.Serve(l)
 	t.Cleanup(func() { hs.Close() })
-	return api.NewClient(socket, 10*time.Second), platform, socket
+	return api.NewClient(socket, 10*time.Second), socket
 }
 
 func TestAPI(t *testing.T) {
@@ -138,19 +145,11 @@ func TestNoPeriodicCreateAfterADrain(t *testing.T) {
 		Engine:   manager.New(cloud, platform, manager.Settings{Identity: managertest.Identity, Scope: managertest.Scope, Target: 2}, log),
 		Expected: 2, Interval: 10 * time.Millisecond, Log: log,
 	}
-	socket := filepath.Join(t.TempDir(), api.SocketName)
-	l, err := service.Listen(socket)
-	if err != nil {
-		t.Fatal(err)
-	}
-	hs := &http.Server{Handler: srv.Handler()}
-	go hs.Serve(l)
-	t.Cleanup(func() { hs.Close() })
+	client, _ := serve(t, srv)
 	ctx, cancel := context.WithCancel(context.Background())
 	loopDone := make(chan struct{})
 	go func() { srv.Run(ctx); close(loopDone) }()
 	t.Cleanup(func() { cancel(); <-loopDone })
-	client := api.NewClient(socket, 10*time.Second)
 
 	for deadline := time.Now().Add(5 * time.Second); len(cloud.Names()) < 2; time.Sleep(5 * time.Millisecond) {
 		if time.Now().After(deadline) {
@@ -184,15 +183,7 @@ func TestPrepareFailureCreatesNothing(t *testing.T) {
 			return false, errors.New(`OpenStack image not found: no image named "noble"`)
 		},
 	}
-	socket := filepath.Join(t.TempDir(), api.SocketName)
-	l, err := service.Listen(socket)
-	if err != nil {
-		t.Fatal(err)
-	}
-	hs := &http.Server{Handler: srv.Handler()}
-	go hs.Serve(l)
-	t.Cleanup(func() { hs.Close() })
-	client := api.NewClient(socket, 10*time.Second)
+	client, _ := serve(t, srv)
 
 	orphan := platform.Add(managertest.Identity.NewName(), false, false)
 	result, err := client.Reconcile(context.Background())
@@ -219,15 +210,7 @@ func TestFailedSnapshotReportsNothing(t *testing.T) {
 		Engine:   manager.New(cloud, platform, manager.Settings{Identity: managertest.Identity, Scope: managertest.Scope, Target: 2}, log),
 		Expected: 2, Interval: time.Hour, Metrics: m, Log: log,
 	}
-	socket := filepath.Join(t.TempDir(), api.SocketName)
-	l, err := service.Listen(socket)
-	if err != nil {
-		t.Fatal(err)
-	}
-	hs := &http.Server{Handler: srv.Handler()}
-	go hs.Serve(l)
-	t.Cleanup(func() { hs.Close() })
-	client := api.NewClient(socket, 10*time.Second)
+	client, socket := serve(t, srv)
 	ctx := context.Background()
 
 	client.Reconcile(ctx)
