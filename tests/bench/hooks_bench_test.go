@@ -44,23 +44,7 @@ const (
 // binaries' digests come from a cache keyed by file identity, so nothing is
 // hashed), and the service runs.
 func BenchmarkHookLatency(b *testing.B) {
-	lxd := lxdtest.Connect(b)
-	// Registered before the unit's own clean-up (stop, remove), so it runs
-	// after it.
-	b.Cleanup(func() {
-		if err := lxdtest.DeleteAll(lxd, app+"-0-"); err != nil {
-			b.Error(err)
-		}
-	})
-	github := fakegithub.NewTest(b, fakegithub.Options{})
-	github.AddToken(fakegithub.Token{Value: token})
-	u := harness.New(b, harness.Options{App: app, Leader: true})
-	u.SetConfig(map[string]any{
-		"path": "canonical/runners", "token": token, "github-api-url": github.URL(),
-		"runner-type": "container", "base-image": lxdtest.BaseImageAlias, "virtual-machines": 0,
-	})
-	u.Deploy()
-	waitActive(b, u)
+	u, _ := deploy(b)
 
 	for _, hook := range []struct{ name, label string }{
 		{"update-status", "update-status"},
@@ -98,21 +82,7 @@ func BenchmarkHookLatency(b *testing.B) {
 //
 //	BENCH hook-latency-cycle-stuck <ms> ms hook=update-status p50=<ms> p99=<ms>
 func BenchmarkHookLatencyCycleStuck(b *testing.B) {
-	lxd := lxdtest.Connect(b)
-	b.Cleanup(func() {
-		if err := lxdtest.DeleteAll(lxd, app+"-"); err != nil {
-			b.Error(err)
-		}
-	})
-	github := fakegithub.NewTest(b, fakegithub.Options{})
-	github.AddToken(fakegithub.Token{Value: token})
-	u := harness.New(b, harness.Options{App: app, Leader: true})
-	u.SetConfig(map[string]any{
-		"path": "canonical/runners", "token": token, "github-api-url": github.URL(),
-		"runner-type": "container", "base-image": lxdtest.BaseImageAlias, "virtual-machines": 0,
-	})
-	u.Deploy()
-	waitActive(b, u)
+	u, github := deploy(b)
 	if err := github.InjectFault(fakegithub.Fault{Endpoint: fakegithub.ListRepoRunners, Kind: fakegithub.Latency, Delay: 20 * time.Second}); err != nil {
 		b.Fatal(err)
 	}
@@ -138,6 +108,29 @@ func BenchmarkHookLatencyCycleStuck(b *testing.B) {
 	p50, p99 := samples[len(samples)/2], samples[len(samples)-1]
 	b.ReportMetric(ms(p99), "ms-p99/update-status")
 	fmt.Printf("BENCH hook-latency-cycle-stuck %.1f ms hook=update-status p50=%.1f p99=%.1f\n", ms(p99), ms(p50), ms(p99))
+}
+
+// deploy deploys the unit the benchmarks measure, with no runners, and
+// waits until it is active.
+func deploy(b *testing.B) (*harness.Unit, *fakegithub.Server) {
+	lxd := lxdtest.Connect(b)
+	// Registered before the unit's own clean-up (stop, remove), so it runs
+	// after it.
+	b.Cleanup(func() {
+		if err := lxdtest.DeleteAll(lxd, app+"-"); err != nil {
+			b.Error(err)
+		}
+	})
+	github := fakegithub.NewTest(b, fakegithub.Options{})
+	github.AddToken(fakegithub.Token{Value: token})
+	u := harness.New(b, harness.Options{App: app, Leader: true})
+	u.SetConfig(map[string]any{
+		"path": "canonical/runners", "token": token, "github-api-url": github.URL(),
+		"runner-type": "container", "base-image": lxdtest.BaseImageAlias, "virtual-machines": 0,
+	})
+	u.Deploy()
+	waitActive(b, u)
+	return u, github
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
