@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"net/url"
+	"regexp"
 	"strings"
 	"time"
 
@@ -120,6 +121,7 @@ func ParseSettings(raw map[string]any) (Settings, error) {
 	r.readRunners(&s)
 	r.readNetwork(&s)
 	r.readOpenStack(&s)
+	r.problems = append(r.problems, fileProblems(s, r.problems)...)
 	if len(r.problems) > 0 {
 		return Settings{}, &InvalidConfigError{Problems: r.problems}
 	}
@@ -182,26 +184,13 @@ func (r *configReader) readRunners(s *Settings) {
 		r.problem("labels: %v", err)
 	}
 	s.Labels = labels
-	if n, ok := r.integer("virtual-machines"); ok && n < 0 {
-		r.problem("virtual-machines must be 0 or more, not %d", n)
-	} else {
-		s.Runners = int(n)
+	if n, ok := r.integer("virtual-machines"); ok {
+		s.Runners = int(n) // its rule is src/config's
 	}
-	if s.RunnerType != RunnerTypeVM && s.RunnerType != RunnerTypeContainer {
-		r.problem("runner-type must be %q or %q, not %q", RunnerTypeVM, RunnerTypeContainer, s.RunnerType)
-	}
-	if s.BaseImage == "" || strings.ContainsAny(s.BaseImage, " \t\n") {
-		r.problem("base-image must be an image alias such as noble or ubuntu:24.04")
-	}
-	if n, ok := r.integer("vm-cpu"); ok && n < 1 {
-		r.problem("vm-cpu must be at least 1, not %d", n)
-	} else {
+	// runner-type, base-image, vm-cpu, vm-memory and vm-disk have their
+	// rules in src/config: fileProblems applies them.
+	if n, ok := r.integer("vm-cpu"); ok {
 		s.CPU = int(n)
-	}
-	for _, size := range []struct{ key, value string }{{"vm-memory", s.Memory}, {"vm-disk", s.Disk}} {
-		if _, err := config.ParseSize(size.value); err != nil {
-			r.problem("%s: %v", size.key, err)
-		}
 	}
 	minutes, ok := r.integer("reconcile-interval")
 	if ok && minutes < 1 {
@@ -283,6 +272,45 @@ var optionOf = map[string]string{
 	"openstack.flavor":           "openstack-flavor",
 	"openstack.network":          "openstack-network",
 	"openstack.image":            "openstack-image",
+}
+
+// fileProblems are the problems src/config finds in the manager's config
+// file these settings make, in option names: src/config holds the value
+// rules, the charm only reads Juju's types. An option that already has a
+// problem (a string where a number goes, a missing path) is not reported
+// twice; the fields the charm fills in itself are checked in hostProblems,
+// with the unit's real identity.
+func fileProblems(s Settings, already []string) []string {
+	f, err := managerConfig(s, placeholderModel, placeholderUnit, "/state-dir", Proxy{})
+	if err != nil {
+		return []string{err.Error()}
+	}
+	var problems []string
+	for _, p := range optionProblems(f.Problems()) {
+		option, _, _ := strings.Cut(p, " ")
+		option = strings.TrimSuffix(option, ":")
+		if !mentions(already, option) {
+			problems = append(problems, p)
+		}
+	}
+	return problems
+}
+
+// The identity fileProblems checks values with; hostProblems checks the
+// real one.
+const (
+	placeholderModel = "00000000-0000-4000-8000-000000000000"
+	placeholderUnit  = "github-runner/0"
+)
+
+func mentions(problems []string, option string) bool {
+	word := regexp.MustCompile(`(^|[^a-z-])` + regexp.QuoteMeta(option) + `($|[^a-z-])`)
+	for _, p := range problems {
+		if word.MatchString(p) {
+			return true
+		}
+	}
+	return false
 }
 
 // optionProblems restates the config file's problems in option names.

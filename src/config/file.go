@@ -184,7 +184,7 @@ func (f *File) Problems() []Problem {
 		add("state-dir", "is required")
 	}
 	if f.Runners < 0 {
-		add("runners", "must be 0 or more")
+		add("runners", "must be 0 or more, not %d", f.Runners)
 	}
 	if f.ReconcileInterval < time.Minute {
 		add("reconcile-interval", "must be at least 1m")
@@ -244,13 +244,13 @@ func (r RunnerImage) Problems() []Problem {
 func (l *LXD) Problems() []Problem {
 	var problems []Problem
 	if l.Type != "container" && l.Type != "virtual-machine" {
-		problems = append(problems, Problem{"lxd.type", fmt.Sprintf("must be container or virtual-machine, not %q", l.Type)})
+		problems = append(problems, Problem{"lxd.type", fmt.Sprintf(`must be "virtual-machine" or "container", not %q`, l.Type)})
 	}
-	if l.BaseImage == "" {
-		problems = append(problems, Problem{"lxd.base-image", "is required"})
+	if l.BaseImage == "" || strings.ContainsAny(l.BaseImage, " \t\r\n") {
+		problems = append(problems, Problem{"lxd.base-image", "must be an image alias such as noble or ubuntu:24.04"})
 	}
 	if l.CPU < 1 {
-		problems = append(problems, Problem{"lxd.cpu", "must be at least 1"})
+		problems = append(problems, Problem{"lxd.cpu", fmt.Sprintf("must be at least 1, not %d", l.CPU)})
 	}
 	for _, size := range []struct{ key, value string }{{"lxd.memory", l.Memory}, {"lxd.disk", l.Disk}} {
 		if _, err := ParseSize(size.value); err != nil {

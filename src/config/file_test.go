@@ -83,6 +83,39 @@ func TestValuesParsers(t *testing.T) {
 	}
 }
 
+// The charm refuses what these refuse, in option names: each rule is here
+// once (the charm's tests check the option names).
+func TestProblemsKeyedByField(t *testing.T) {
+	tests := []struct {
+		name   string
+		change func(*File)
+		want   Problem
+	}{
+		{"base image with a space", func(f *File) { f.LXD.BaseImage = "noble x" }, Problem{"lxd.base-image", "must be an image alias such as noble or ubuntu:24.04"}},
+		{"runner type", func(f *File) { f.LXD.Type = "pod" }, Problem{"lxd.type", `must be "virtual-machine" or "container", not "pod"`}},
+		{"cpu", func(f *File) { f.LXD.CPU = 0 }, Problem{"lxd.cpu", "must be at least 1, not 0"}},
+		{"runners", func(f *File) { f.Runners = -2 }, Problem{"runners", "must be 0 or more, not -2"}},
+		{"memory", func(f *File) { f.LXD.Memory = "8G" }, Problem{"lxd.memory", `"8G" is not a size like 512MiB or 10GiB (units KiB, MiB, GiB, TiB)`}},
+		{"api url", func(f *File) { f.GitHub.APIURL = "http://192.0.2.1/" }, Problem{"github.api-url", `"http://192.0.2.1/" must use https (http only on a loopback host)`}},
+		{"token", func(f *File) { f.GitHub.Token = "ghp_SECRET x" }, Problem{"github.token", "must hold only visible ASCII characters, no spaces"}},
+		{"app key", func(f *File) {
+			f.GitHub.Token, f.GitHub.App = "", &GitHubApp{ID: 1, InstallationID: 2, PrivateKey: "SECRET"}
+		}, Problem{"github.app.private-key", "must be the App's RSA private key in PEM (PKCS#1 or PKCS#8)"}},
+		{"clouds yaml", func(f *File) {
+			f.LXD, f.OpenStack = nil, &OpenStack{CloudsYAML: "clouds: {}", Flavor: "f", Network: "n", Image: "i"}
+		}, Problem{"openstack.clouds-yaml", "is not valid clouds.yaml: it has no clouds"}},
+	}
+	for _, test := range tests {
+		t.Run(test.name, func(t *testing.T) {
+			f := validFile()
+			test.change(f)
+			if got := f.Problems(); len(got) != 1 || got[0] != test.want {
+				t.Errorf("Problems() = %q, want [%q]", got, test.want)
+			}
+		})
+	}
+}
+
 // The README's example config is what operators copy: it must parse.
 func TestREADMEExampleParses(t *testing.T) {
 	readme, err := os.ReadFile("../../README.md")
