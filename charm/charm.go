@@ -252,7 +252,7 @@ func (c *Charm) stop(ctx context.Context) error {
 
 // drainAllLimit bounds how long the unit's teardown retries removing its
 // runners while the cloud or GitHub fails.
-const drainAllLimit = 5 * time.Minute
+const drainAllLimit = time.Minute
 
 // drainAll removes every runner of the unit, busy ones too, pass after
 // pass until a pass succeeds and the manager shows no instance left, or
@@ -264,13 +264,17 @@ func (c *Charm) drainAll(ctx context.Context) error {
 	deadline := time.Now().Add(drainAllLimit)
 	for {
 		_, err := c.Manager.Drain(ctx, true)
-		left := -1
-		if report, rerr := c.Manager.Runners(ctx); rerr == nil {
-			left = 0
-			for _, r := range report.Runners {
-				if r.State != string(runner.NoInstance) {
-					left++
-				}
+		if errors.Is(err, api.ErrNotRunning) {
+			return err // nothing to retry with
+		}
+		report, rerr := c.Manager.Runners(ctx)
+		if rerr != nil && err == nil {
+			return nil // the drain went through; its result cannot be read back
+		}
+		left := 0
+		for _, r := range report.Runners {
+			if r.State != string(runner.NoInstance) {
+				left++
 			}
 		}
 		if err == nil && left == 0 {
@@ -282,7 +286,7 @@ func (c *Charm) drainAll(ctx context.Context) error {
 			}
 			return fmt.Errorf("cannot remove every runner within %s: %w", drainAllLimit, err)
 		}
-		c.Tools.StatusSet(ctx, Maintenance, fmt.Sprintf("removing this unit's runners: %d left", max(left, 0)))
+		c.Tools.StatusSet(ctx, Maintenance, fmt.Sprintf("removing this unit's runners: %d left", left))
 		select {
 		case <-ctx.Done():
 			return ctx.Err()

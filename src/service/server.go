@@ -40,10 +40,11 @@ type Server struct {
 	// a change (a new runner version), idle runners are replaced.
 	Prepare func(context.Context) (changed bool, err error)
 
-	mu      sync.Mutex
-	problem problem
+	mu       sync.Mutex
+	problem  problem
+	stopping context.Context // Run's: ends when the service is asked to stop
 
-	// loop orders the periodic cycles with drains: see periodic.
+	// loop orders the periodic cycles with drains: see cycle.
 	loop sync.Mutex
 	// drained: a drain was asked for. The charm drains just before it stops
 	// this process (settings change, or the unit goes away), so from then
@@ -62,8 +63,13 @@ type problem struct {
 }
 
 // Run runs a reconcile at once and then every Interval until ctx ends. A
-// cycle in progress when ctx ends is finished first, within its own bounds.
+// cycle in progress when ctx ends is finished first, within its own bounds,
+// but for its image preparation, which is cut short: a build can be redone,
+// and the stop that ended ctx must not wait minutes for one.
 func (s *Server) Run(ctx context.Context) {
+	s.mu.Lock()
+	s.stopping = ctx
+	s.mu.Unlock()
 	for {
 		s.periodic()
 		select {
@@ -74,16 +80,21 @@ func (s *Server) Run(ctx context.Context) {
 	}
 }
 
-// periodic runs the loop's cycle: a reconcile, or a cleanup once drained.
-// It holds loop so that a drain cannot slip between its check and its cycle.
-func (s *Server) periodic() {
-	s.loop.Lock()
-	defer s.loop.Unlock()
-	mode := manager.Reconcile
-	if s.drained {
-		mode = manager.Cleanup
+// periodic runs the loop's cycle: a reconcile, or a cleanup once drained
+// (see cycle).
+func (s *Server) periodic() { s.cycle(manager.Reconcile) }
+
+// withoutCreates is the mode that does mode's removals but creates nothing.
+func withoutCreates(mode manager.Mode) manager.Mode {
+	switch mode {
+	case manager.Reconcile:
+		return manager.Cleanup
+	case manager.FlushIdle:
+		return manager.DrainIdle
+	case manager.FlushAll:
+		return manager.DrainAll
 	}
-	s.cycle(mode)
+	return mode
 }
 
 // cycleTimeout bounds a whole cycle, so a wedged call can never hold up
@@ -97,24 +108,37 @@ func (s *Server) cycle(mode manager.Mode) (manager.Outcome, error) {
 	defer cancel()
 	start := time.Now()
 	var prepareErr error
-	if s.Prepare != nil {
+	// A drain creates nothing, so it needs no image: it never waits for a
+	// build (which can take many minutes) before removing runners.
+	if s.Prepare != nil && withoutCreates(mode) != mode {
 		var changed bool
-		changed, prepareErr = s.Prepare(ctx)
+		prepareCtx, cancelPrepare := context.WithCancel(ctx)
+		s.mu.Lock()
+		if s.stopping != nil {
+			defer context.AfterFunc(s.stopping, cancelPrepare)()
+		}
+		s.mu.Unlock()
+		changed, prepareErr = s.Prepare(prepareCtx)
+		cancelPrepare()
 		switch {
 		case prepareErr != nil:
 			// Creates would fail one by one (and register GitHub runners
 			// only to remove them); clean up, create nothing.
-			if withoutCreates, ok := map[manager.Mode]manager.Mode{
-				manager.Reconcile: manager.Cleanup, manager.FlushIdle: manager.DrainIdle, manager.FlushAll: manager.DrainAll,
-			}[mode]; ok {
-				mode = withoutCreates
-			}
+			mode = withoutCreates(mode)
 		case changed && mode == manager.Reconcile:
 			s.Log.Info("the runner image changed; replacing idle runners")
 			mode = manager.FlushIdle
 		}
 	}
+	// loop is held from the drained check to the cycle's end, so a drain
+	// (which sets drained under loop) runs after any cycle that may still
+	// create, and every cycle after it creates nothing.
+	s.loop.Lock()
+	if s.drained {
+		mode = withoutCreates(mode)
+	}
 	out, err := s.Engine.Run(ctx, mode)
+	s.loop.Unlock()
 	if err != nil {
 		// A cycle that could not read its snapshot saw nothing: the gauges
 		// and the events log keep the last cycle's truth.

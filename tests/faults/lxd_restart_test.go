@@ -70,6 +70,7 @@ func TestLXDRestartedMidCycle(t *testing.T) {
 	if got := b.ManagerPID(); got != pid {
 		t.Errorf("the manager was restarted (pid %d, was %d)", got, pid)
 	}
+	b.Reconcile() // status is the last completed cycle's view
 	b.Unit.Hook("update-status")
 	if s := b.Unit.Status(); s != (harness.Status{Status: "active", Message: "3 runners: 2 idle, 1 busy"}) {
 		t.Errorf("status after recovery = %+v", s)

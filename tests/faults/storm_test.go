@@ -99,6 +99,9 @@ func TestGitHubStorms(t *testing.T) {
 		if got := b.ManagerPID(); got != pid {
 			t.Fatalf("%s: the manager was restarted (pid %d, was %d)", s.name, got, pid)
 		}
+		// Status is the last completed cycle's view: one that has seen
+		// the replacements online.
+		b.Reconcile()
 		b.Unit.Hook("update-status")
 		if status := b.Unit.Status(); status != (harness.Status{Status: "active", Message: "3 runners: 2 idle, 1 busy"}) {
 			t.Errorf("%s: status after recovery = %+v", s.name, status)

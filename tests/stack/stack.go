@@ -180,6 +180,9 @@ func (b *Bed) Converge(n int) {
 		b.Reconcile()
 		online, instances, runners := b.State()
 		if online == n && slices.Equal(instances, runners) && len(runners) == n {
+			// One more cycle, with nothing to do, so that the manager's
+			// last view (what status and check-runners report) is this one.
+			b.Reconcile()
 			return
 		}
 		if time.Now().After(deadline) {
