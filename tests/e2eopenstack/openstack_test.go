@@ -126,8 +126,12 @@ func TestOpenStackRunnersThroughTheCharm(t *testing.T) {
 
 	t.Log("the manager killed while creating servers: Pebble restarts it, nothing leaks")
 	flushed := make(chan harness.ActionResult, 1)
+	registered := fake.Count(fakegithub.RepoJITConfig)
 	go func() { flushed <- u.Action("flush-runners", nil) }()
-	waitFor(t, time.Minute, "the flush to start creating", func() bool { return len(runnersOf(fake, prefix)) > 2 || len(allServers(t, compute, prefix)) != 2 })
+	// A create registers its runner first, then waits seconds for Nova: a
+	// new JIT config is the sign, where the server counts change only for
+	// a moment (GitHub-first removal, then creates right after).
+	waitFor(t, time.Minute, "the flush to start creating", func() bool { return fake.Count(fakegithub.RepoJITConfig) > registered })
 	if pid := u.ManagerPID(); pid == 0 {
 		t.Fatal("cannot find the manager process")
 	} else if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
