@@ -3,7 +3,9 @@ package github
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"io"
+	"slices"
 	"strings"
 	"unicode/utf8"
 
@@ -22,7 +24,8 @@ import (
 // differs from a known one only in case, a duplicate, invalid JSON, a read
 // error) sends the whole page through go-github's own decoding of the same
 // bytes, so any page decodes to what go-github would have made of it and
-// fails with the same error.
+// fails with the same error, but for an answer that is no page of runners
+// at all (see errNotAPage), which fails the list.
 
 // runnerPage decodes pages of the runners list, keeping what ListRunners
 // returns of the runners whose name starts with prefix.
@@ -70,12 +73,31 @@ func (p *runnerPage) read(body io.Reader, out []Runner) ([]Runner, error) {
 	if err := json.NewDecoder(src).Decode(&page); err != nil && err != io.EOF {
 		return out, err
 	}
+	if err := checkPage(page); err != nil {
+		return out, err
+	}
 	for _, r := range page.Runners {
 		if strings.HasPrefix(r.GetName(), p.prefix) {
 			out = append(out, runnerFromAPI(r))
 		}
 	}
 	return out, nil
+}
+
+// errNotAPage is a 200 answer that is no page of runners: an empty body,
+// null, no "runners" list, or a null in it. go-github would read the first
+// three as no runners at all (and panic on the others); a cycle must not
+// take a proxy's empty answer for "this unit has no runners".
+var errNotAPage = errors.New("GitHub's answer is not a page of runners")
+
+func checkPage(page *gh.Runners) error {
+	if page == nil || page.Runners == nil {
+		return errNotAPage
+	}
+	if slices.Contains(page.Runners, nil) {
+		return errNotAPage
+	}
+	return nil
 }
 
 // errReader ends the body as reading it ended: at EOF, or with its error.
@@ -127,6 +149,9 @@ func (p *runnerPage) page() {
 		default:
 			p.skip(0)
 		}
+	}
+	if !seenRunners {
+		p.fail() // go-github's decoding tells which error
 	}
 }
 

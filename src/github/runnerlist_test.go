@@ -12,6 +12,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"reflect"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -28,6 +29,11 @@ func goGitHubPage(body io.Reader, prefix string) (runners []Runner, err error) {
 	page := &gh.Runners{}
 	if err := json.NewDecoder(body).Decode(&page); err != nil && err != io.EOF {
 		return nil, err
+	}
+	// Beyond go-github: what is no page of runners is an error, not an
+	// empty list (or a nil dereference).
+	if page == nil || page.Runners == nil || slices.Contains(page.Runners, nil) {
+		return nil, errNotAPage
 	}
 	for _, r := range page.Runners {
 		if strings.HasPrefix(r.GetName(), prefix) {
@@ -188,6 +194,26 @@ func TestRunnerPageReadError(t *testing.T) {
 // connection (go-github's decoding stopped at the end of the value and
 // closed the body before the end of a chunked answer, which cost a new
 // connection, and over TLS a handshake, per page).
+// A 200 answer that is no page of runners (a proxy's empty body, null)
+// fails the list, so a cycle never takes it for "no runners", and never
+// panics the manager.
+func TestListRunnersRefusesWhatIsNoPage(t *testing.T) {
+	for _, body := range []string{`null`, ``, `{}`, `{"total_count":1}`, `{"runners":null}`, `{"runners":[null]}`} {
+		t.Run(body, func(t *testing.T) {
+			srv := newCountingServer(t, func(w http.ResponseWriter, r *http.Request) {
+				writeJSON(w, http.StatusOK, body)
+			})
+			c := mustNew(t, testConfig("canonical", srv.apiURL(), &syncBuffer{}))
+			for _, prefix := range []string{"", "unit-0-"} {
+				runners, err := c.ListRunners(context.Background(), prefix)
+				if err == nil {
+					t.Errorf("prefix %q: %d runners and no error", prefix, len(runners))
+				}
+			}
+		})
+	}
+}
+
 func TestListRunnersReusesTheConnection(t *testing.T) {
 	fake, err := fakegithub.New(fakegithub.Options{Tokens: []fakegithub.Token{{Value: testToken}}})
 	if err != nil {
