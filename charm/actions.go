@@ -2,7 +2,6 @@ package charm
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -26,12 +25,11 @@ func (c *Charm) handleAction(ctx context.Context, name string) error {
 	if err != nil {
 		return err
 	}
-	if _, err := c.readSettings(ctx); err != nil {
-		var invalid *InvalidConfigError
-		if errors.As(err, &invalid) {
-			return c.Tools.ActionFail(ctx, invalid.Error())
-		}
+	// Whatever makes the unit Blocked fails the action with its message.
+	if status, message, err := c.currentStatus(ctx); err != nil {
 		return err
+	} else if status == Blocked {
+		return c.Tools.ActionFail(ctx, message)
 	}
 	results, err := run(ctx, params)
 	if err != nil {

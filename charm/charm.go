@@ -125,6 +125,11 @@ func (c *Charm) Handle(ctx context.Context, event Event) error {
 			if err := c.Supervisor.EnsureRunning(ctx); err != nil {
 				return c.Tools.StatusSet(ctx, Maintenance, err.Error())
 			}
+			// A manager that could not start is tried again: the
+			// operator may have fixed what stopped it.
+			if !c.Supervisor.Running(ctx) {
+				return c.configure(ctx)
+			}
 		}
 		return c.refreshStatus(ctx)
 	case "stop":
@@ -224,10 +229,18 @@ func (c *Charm) configure(ctx context.Context) error {
 		return fmt.Errorf("cannot read back the manager config: %w", err)
 	}
 	if err := c.Supervisor.Apply(ctx, data); err != nil {
-		return err
+		// Juju would only retry the hook to the same end: the status says
+		// why, and update-status tries again.
+		if why := c.Supervisor.StartFailure(ctx); why != "" {
+			return c.Tools.StatusSet(ctx, Blocked, cannotStart+why)
+		}
+		return c.Tools.StatusSet(ctx, Maintenance, strings.Join(strings.Fields(err.Error()), " "))
 	}
 	return c.refreshStatus(ctx)
 }
+
+// cannotStart begins the status of a manager that exits at start.
+const cannotStart = "the runner manager cannot start: "
 
 // sameConfig tells whether two configs are the same to the manager, which
 // reads them as YAML: an empty list there is no list (reflect.DeepEqual
@@ -306,25 +319,42 @@ func (c *Charm) remove(ctx context.Context) error {
 	return nil
 }
 
-// refreshStatus sets the unit's status from the configuration and the
-// manager's report.
+// refreshStatus sets the unit's status to currentStatus.
 func (c *Charm) refreshStatus(ctx context.Context) error {
-	if _, err := c.readSettings(ctx); err != nil {
+	status, message, err := c.currentStatus(ctx)
+	if err != nil {
+		return err
+	}
+	return c.Tools.StatusSet(ctx, status, message)
+}
+
+// currentStatus is the unit's status from the configuration, the machine
+// and the manager's report; whatever makes the unit Blocked is here, so
+// actions refuse to run for the same reasons (see handleAction).
+func (c *Charm) currentStatus(ctx context.Context) (Status, string, error) {
+	s, err := c.readSettings(ctx)
+	if err != nil {
 		var invalid *InvalidConfigError
 		if errors.As(err, &invalid) {
-			return c.Tools.StatusSet(ctx, Blocked, invalid.Error())
+			return Blocked, invalid.Error(), nil
 		}
-		return err
+		return "", "", err
+	}
+	if s.OpenStack == nil && c.LXD != nil && c.LXD.find() != nil {
+		return Blocked, noLXD, nil
 	}
 	report, err := c.Manager.Runners(ctx)
 	if err != nil {
 		if errors.Is(err, api.ErrNotRunning) {
-			return c.Tools.StatusSet(ctx, Waiting, "waiting for the runner manager service to start")
+			if why := c.Supervisor.StartFailure(ctx); why != "" {
+				return Blocked, cannotStart + why, nil
+			}
+			return Waiting, "waiting for the runner manager service to start", nil
 		}
-		return c.Tools.StatusSet(ctx, Waiting, "cannot read runners from the runner manager: "+err.Error())
+		return Waiting, "cannot read runners from the runner manager: " + err.Error(), nil
 	}
 	status, message := statusFromReport(report)
-	return c.Tools.StatusSet(ctx, status, message)
+	return status, message, nil
 }
 
 // statusFromReport turns the manager's view into what `juju status` shows.

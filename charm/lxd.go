@@ -60,3 +60,7 @@ func (i *lxdInstaller) ensure(ctx context.Context) error {
 	}
 	return nil
 }
+
+// noLXD is the status of a unit whose LXD daemon has gone since it was
+// ensured.
+const noLXD = "no LXD daemon answers on this machine: install LXD (the lxd snap or package), or set openstack-clouds-yaml"

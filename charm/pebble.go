@@ -578,3 +578,89 @@ func (s *Supervisor) remember(path string, e digestEntry) {
 	}
 	s.digests[path] = e
 }
+
+// StartFailure is why the manager service is not running, in the manager's
+// own words: the error it exited with, read back from Pebble's log of the
+// service ("" when it is running, or its last words were no error). The
+// manager's errors carry no secret, and only that sentence is kept.
+func (s *Supervisor) StartFailure(ctx context.Context) string {
+	c, err := s.client()
+	if err != nil {
+		return ""
+	}
+	services, err := bounded(ctx, func() ([]*pebble.ServiceInfo, error) {
+		return c.Services(&pebble.ServicesOptions{Names: []string{serviceName}})
+	})
+	if err != nil || len(services) != 1 {
+		return ""
+	}
+	if services[0].Current == pebble.StatusActive {
+		return ""
+	}
+	var lines []string
+	if _, err := bounded(ctx, func() (struct{}, error) {
+		return struct{}{}, c.Logs(&pebble.LogsOptions{Services: []string{serviceName}, N: exitLogLines,
+			WriteLog: func(e pebble.LogEntry) error { lines = append(lines, e.Message); return nil }})
+	}); err != nil {
+		return ""
+	}
+	return exitError(lines)
+}
+
+// exitLogLines is how many of the service's last log lines are searched for
+// the error it exited with (a panic's trace runs to tens of lines).
+const exitLogLines = 60
+
+// exitError finds the error the manager exited with in its last log lines:
+// its slog record of level ERROR (the error attribute, else the message),
+// "error: …" (a config it cannot read), or a Go panic. Its last words
+// decide: a record of another level after them (a later run that stopped
+// normally) means there is none.
+func exitError(lines []string) string {
+	for i := len(lines) - 1; i >= 0; i-- {
+		line := strings.TrimSpace(lines[i])
+		switch {
+		case strings.Contains(line, " level=") && !strings.Contains(line, " level=ERROR"):
+			return ""
+		case strings.HasPrefix(line, "error: "):
+			return strings.TrimPrefix(line, "error: ")
+		case strings.HasPrefix(line, "panic: "):
+			return "it crashed: " + strings.TrimPrefix(line, "panic: ")
+		case strings.Contains(line, "level=ERROR"):
+			if v := slogAttr(line, "error"); v != "" {
+				return v
+			}
+			if v := slogAttr(line, "msg"); v != "" {
+				return v
+			}
+		}
+	}
+	return ""
+}
+
+// slogAttr is the value of key in a line of log/slog's text format, which
+// quotes a value with strconv.Quote when it must.
+func slogAttr(line, key string) string {
+	for rest := line; rest != ""; {
+		i := strings.Index(rest, key+"=")
+		if i < 0 {
+			return ""
+		}
+		if i > 0 && rest[i-1] != ' ' {
+			rest = rest[i+len(key)+1:]
+			continue
+		}
+		value := rest[i+len(key)+1:]
+		if strings.HasPrefix(value, `"`) {
+			quoted, err := strconv.QuotedPrefix(value)
+			if err != nil {
+				return ""
+			}
+			unquoted, _ := strconv.Unquote(quoted)
+			return unquoted
+		}
+		value, _, _ = strings.Cut(value, " ")
+		return value
+	}
+	return ""
+}

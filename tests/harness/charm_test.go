@@ -260,6 +260,15 @@ func TestActionsFailWhenBlockedOrManagerDown(t *testing.T) {
 	if r.Status != "failed" || r.Message != "cannot flush runners: the runner manager service is not running" {
 		t.Errorf("flush with no manager: %+v", r)
 	}
+	// Blocked by the manager (a rejected token) fails every action too.
+	problem := "the GitHub token is invalid or expired: set a new one with juju config github-runner token=…"
+	startFakeManager(t, u, api.RunnersReport{Expected: 3, Blocking: true, Problem: problem})
+	for _, action := range []string{"check-runners", "reconcile-runners", "flush-runners", "update-dependencies"} {
+		r := u.Action(action, nil)
+		if r.Status != "failed" || r.Message != problem || r.Code != 0 {
+			t.Errorf("%s while the manager is blocked: %+v, want failed with %q", action, r, problem)
+		}
+	}
 }
 
 func TestStatusFollowsTheManager(t *testing.T) {

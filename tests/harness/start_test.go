@@ -1,0 +1,56 @@
+package harness_test
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/canonical/github-runner-charm/tests/harness"
+)
+
+// A manager that exits at start for a cause no config check foresees (its
+// events log is a directory) fails no hook: the unit is Blocked with the
+// manager's own error, every action fails with it, and once the cause is
+// gone update-status starts the manager.
+func TestManagerThatCannotStartBlocksTheUnit(t *testing.T) {
+	tests := []struct {
+		name  string
+		cause func(t *testing.T, stateDir string) (undo func())
+		want  string
+	}{
+		{"events log is a directory", func(t *testing.T, stateDir string) func() {
+			path := filepath.Join(stateDir, "events.log")
+			if err := os.MkdirAll(path, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			return func() { os.Remove(path) }
+		}, "cannot open events log"},
+	}
+	for _, test := range tests {
+		t.Run(test.name, func(t *testing.T) {
+			config, _ := withFakeGitHub(t)
+			u := harness.New(t, harness.Options{Leader: true})
+			u.SetConfig(config)
+			undo := test.cause(t, u.StateDir())
+			u.Deploy() // fails the test if any hook exits non-zero
+			s := u.Status()
+			if s.Status != "blocked" || !strings.HasPrefix(s.Message, "the runner manager cannot start: ") || !strings.Contains(s.Message, test.want) {
+				t.Fatalf("status = %+v, want blocked saying %q\n%s", s, test.want, u.ServiceLogs())
+			}
+			for _, action := range []string{"check-runners", "reconcile-runners", "flush-runners", "update-dependencies"} {
+				if r := u.Action(action, nil); r.Status != "failed" || r.Message != s.Message || r.Code != 0 {
+					t.Errorf("%s while the manager cannot start: %+v, want failed with %q", action, r, s.Message)
+				}
+			}
+			undo()
+			if r := u.Hook("update-status"); r.Code != 0 {
+				t.Fatalf("update-status exit %d: %s", r.Code, r.Stderr)
+			}
+			if s := u.Status(); s.Status == "blocked" || u.ManagerPID() == 0 {
+				t.Errorf("after the cause is gone: status %+v, manager pid %d", s, u.ManagerPID())
+			}
+			assertNoSecret(t, u)
+		})
+	}
+}
