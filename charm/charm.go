@@ -363,6 +363,12 @@ func statusFromReport(r api.RunnersReport) (Status, string) {
 	switch {
 	case r.Problem != "" && r.Blocking:
 		return Blocked, r.Problem
+	case !r.PreparingSince.IsZero():
+		message := "preparing the runner image (" + soFar(time.Since(r.PreparingSince)) + " so far)"
+		if r.Problem != "" {
+			message += "; the cycle before: " + r.Problem
+		}
+		return Maintenance, message
 	case r.Problem != "":
 		return Maintenance, r.Problem
 	case r.AsOf.IsZero():
@@ -372,4 +378,13 @@ func statusFromReport(r api.RunnersReport) (Status, string) {
 	default:
 		return Active, fmt.Sprintf("%d runners: %d idle, %d busy", r.Online, idle, r.Busy)
 	}
+}
+
+// soFar is a duration as a status says it: seconds under a minute, then
+// whole minutes.
+func soFar(d time.Duration) string {
+	if d < time.Minute {
+		return fmt.Sprintf("%ds", int(d.Seconds()))
+	}
+	return fmt.Sprintf("%dm", int(d.Minutes()))
 }

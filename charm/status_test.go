@@ -6,6 +6,9 @@ import (
 	"log/slog"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/canonical/github-runner-charm/src/service/api"
 )
 
 // The manager's last words, as its slog text handler and main write them,
@@ -34,6 +37,33 @@ func TestExitError(t *testing.T) {
 	for _, test := range tests {
 		if got := exitError(test.lines); got != test.want {
 			t.Errorf("%s: %q, want %q", test.name, got, test.want)
+		}
+	}
+}
+
+// The status names what the manager's report puts first: a problem for the
+// operator, then an image build in progress (how long so far), then any
+// other problem, then the runners.
+func TestStatusFromReport(t *testing.T) {
+	now := time.Now()
+	tests := []struct {
+		name    string
+		report  api.RunnersReport
+		status  Status
+		message string
+	}{
+		{"blocking problem", api.RunnersReport{Problem: "the GitHub token is invalid", Blocking: true, PreparingSince: now.Add(-time.Minute)}, Blocked, "the GitHub token is invalid"},
+		{"build in progress", api.RunnersReport{Expected: 2, AsOf: now, PreparingSince: now.Add(-3*time.Minute - 10*time.Second)}, Maintenance, "preparing the runner image (3m so far)"},
+		{"build retried", api.RunnersReport{Expected: 2, AsOf: now, PreparingSince: now.Add(-12 * time.Second), Problem: "cannot build the runner image: cloud-init failed"},
+			Maintenance, "preparing the runner image (12s so far); the cycle before: cannot build the runner image: cloud-init failed"},
+		{"build failed", api.RunnersReport{Expected: 2, AsOf: now, Problem: "cannot build the runner image: cloud-init failed"}, Maintenance, "cannot build the runner image: cloud-init failed"},
+		{"first cycle", api.RunnersReport{Expected: 2}, Waiting, "waiting for the runner manager's first reconcile cycle"},
+		{"runners coming", api.RunnersReport{Expected: 2, Online: 1, AsOf: now}, Waiting, "1 of 2 runners online: 1 idle, 0 busy"},
+		{"all online", api.RunnersReport{Expected: 2, Online: 2, Busy: 1, AsOf: now}, Active, "2 runners: 1 idle, 1 busy"},
+	}
+	for _, test := range tests {
+		if status, message := statusFromReport(test.report); status != test.status || message != test.message {
+			t.Errorf("%s: %s %q, want %s %q", test.name, status, message, test.status, test.message)
 		}
 	}
 }

@@ -35,14 +35,30 @@ type Server struct {
 	RateLimit func() (remaining, limit int, ok bool)
 	// UpdateDependencies checks for a newer runner application.
 	UpdateDependencies func(context.Context) (api.UpdateResult, error)
-	// Prepare, if set, runs before every cycle (the runner image); its
-	// failure is reported, and the cycle still cleans up. When it reports
-	// a change (a new runner version), idle runners are replaced.
+	// Prepare, if set, runs before every cycle that may create (the runner
+	// image), within imageBuildTimeout of its own; its failure is
+	// reported, and the cycle still cleans up. When it reports a change (a
+	// new runner version), idle runners are replaced.
 	Prepare func(context.Context) (changed bool, err error)
+	// Teardown, if set, removes what the cloud holds for the deployment
+	// besides its runners (image, profile, ACL, security group): the unit
+	// is going away. POST /teardown runs it once no instance is left.
+	Teardown func(context.Context) error
 
 	mu       sync.Mutex
 	problem  problem
 	stopping context.Context // Run's: ends when the service is asked to stop
+	// preparingSince is when the Prepare in progress started; zero when
+	// none is.
+	preparingSince time.Time
+	// drainSignal ends at the first drain: it cuts an image build short,
+	// and no build starts after it.
+	drainSignal context.Context
+	signalDrain context.CancelFunc
+
+	// build is held by the Prepare in progress, so a teardown waits for a
+	// build cut short to end before it removes the image.
+	build sync.Mutex
 
 	// loop orders the periodic cycles with drains: see cycle.
 	loop sync.Mutex
@@ -52,7 +68,12 @@ type Server struct {
 	// and the stop would make runners, with the old settings, that the
 	// stop then leaves behind.
 	drained bool
+	// tornDown: the cloud's teardown ran; no cycle runs after it.
+	tornDown bool
 }
+
+// errTornDown answers a cycle asked for after the teardown.
+var errTornDown = errors.New("cannot run a cycle: this unit's cloud resources were torn down (the unit is being removed)")
 
 // problem is what stops the manager from doing its work, in words.
 type problem struct {
@@ -98,28 +119,34 @@ func withoutCreates(mode manager.Mode) manager.Mode {
 }
 
 // cycleTimeout bounds a whole cycle, so a wedged call can never hold up
-// the next one (the engine also bounds every single call).
+// the next one (the engine also bounds every single call). The image
+// preparation before it has its own bound, imageBuildTimeout.
 const cycleTimeout = 15 * time.Minute
+
+// imageBuildTimeout bounds preparing the runner image: building a virtual
+// machine image can take 30 minutes.
+const imageBuildTimeout = 45 * time.Minute
+
+// prepareNotice is how long a Prepare runs before the report shows it:
+// one that finds nothing changed takes well under it.
+const prepareNotice = 2 * time.Second
+
+// errPrepareCutShort: a drain or the service's stop ended the Prepare.
+var errPrepareCutShort = errors.New("the runner image preparation was cut short")
 
 // cycle runs one cycle under its own context: a caller that stops waiting
 // (an action timing out, SIGTERM) does not cut a create in half.
 func (s *Server) cycle(mode manager.Mode) (manager.Outcome, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), cycleTimeout)
-	defer cancel()
 	start := time.Now()
 	var prepareErr error
+	if s.drainSignalled() {
+		mode = withoutCreates(mode) // and so no image is prepared
+	}
 	// A drain creates nothing, so it needs no image: it never waits for a
 	// build (which can take many minutes) before removing runners.
 	if s.Prepare != nil && withoutCreates(mode) != mode {
 		var changed bool
-		prepareCtx, cancelPrepare := context.WithCancel(ctx)
-		s.mu.Lock()
-		if s.stopping != nil {
-			defer context.AfterFunc(s.stopping, cancelPrepare)()
-		}
-		s.mu.Unlock()
-		changed, prepareErr = s.Prepare(prepareCtx)
-		cancelPrepare()
+		changed, prepareErr = s.prepare()
 		switch {
 		case prepareErr != nil:
 			// Creates would fail one by one (and register GitHub runners
@@ -130,10 +157,16 @@ func (s *Server) cycle(mode manager.Mode) (manager.Outcome, error) {
 			mode = manager.FlushIdle
 		}
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), cycleTimeout)
+	defer cancel()
 	// loop is held from the drained check to the cycle's end, so a drain
 	// (which sets drained under loop) runs after any cycle that may still
 	// create, and every cycle after it creates nothing.
 	s.loop.Lock()
+	if s.tornDown {
+		s.loop.Unlock()
+		return manager.Outcome{}, errTornDown
+	}
 	if s.drained {
 		mode = withoutCreates(mode)
 	}
@@ -147,6 +180,8 @@ func (s *Server) cycle(mode manager.Mode) (manager.Outcome, error) {
 		s.observe(start, out)
 	}
 	switch {
+	case errors.Is(prepareErr, errPrepareCutShort):
+		// The unit is draining or stopping: no image is wanted.
 	case prepareErr != nil:
 		s.setProblem(prepareErr)
 		s.Log.Warn("cannot prepare the runner image", "error", s.explain(prepareErr))
@@ -161,6 +196,63 @@ func (s *Server) cycle(mode manager.Mode) (manager.Outcome, error) {
 	s.Log.Info("reconcile cycle done", "mode", mode, "created", out.Created, "removed", out.RemovedTotal(),
 		"failures", len(out.Errors), "duration", time.Since(start).Round(time.Millisecond))
 	return out, err
+}
+
+// prepare runs Prepare within imageBuildTimeout, apart from the cycle's
+// bound, cut short by a drain or the service's stop. The report shows it
+// while it runs (see runners).
+func (s *Server) prepare() (bool, error) {
+	s.build.Lock()
+	defer s.build.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), imageBuildTimeout)
+	defer cancel()
+	s.mu.Lock()
+	if s.stopping != nil {
+		defer context.AfterFunc(s.stopping, cancel)()
+	}
+	defer context.AfterFunc(s.drainSignalLocked(), cancel)()
+	s.preparingSince = time.Now()
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		s.preparingSince = time.Time{}
+		s.mu.Unlock()
+	}()
+	if ctx.Err() != nil {
+		return false, errPrepareCutShort
+	}
+	changed, err := s.Prepare(ctx)
+	if err != nil && errors.Is(ctx.Err(), context.Canceled) {
+		return false, errPrepareCutShort
+	}
+	return changed, err
+}
+
+// drainSignalLocked is drainSignal, made on first use; s.mu is held.
+func (s *Server) drainSignalLocked() context.Context {
+	if s.drainSignal == nil {
+		s.drainSignal, s.signalDrain = context.WithCancel(context.Background())
+	}
+	return s.drainSignal
+}
+
+func (s *Server) drainSignalled() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.drainSignalLocked().Err() != nil
+}
+
+// markDrained stops creation for good: an image build in progress is cut
+// short at once, and every cycle from the one in progress on creates
+// nothing.
+func (s *Server) markDrained() {
+	s.mu.Lock()
+	s.drainSignalLocked()
+	s.signalDrain()
+	s.mu.Unlock()
+	s.loop.Lock()
+	s.drained = true
+	s.loop.Unlock()
 }
 
 func (s *Server) observe(start time.Time, out manager.Outcome) {
@@ -231,6 +323,7 @@ func (s *Server) Handler() http.Handler {
 		writeJSON(w, http.StatusOK, api.ReconcileResult{Delta: out.Created - out.RemovedTotal()})
 	})
 	mux.HandleFunc("POST "+api.PathFlush, s.flush)
+	mux.HandleFunc("POST "+api.PathTeardown, s.teardown)
 	mux.HandleFunc("POST "+api.PathUpdateDependencies, func(w http.ResponseWriter, r *http.Request) {
 		if s.UpdateDependencies == nil {
 			writeError(w, errors.New("this cloud's runner image is not managed by the charm"), nil)
@@ -276,6 +369,11 @@ func (s *Server) runners(w http.ResponseWriter, r *http.Request) {
 	report.AsOf = at
 	p := s.currentProblem()
 	report.Problem, report.Blocking = p.text, p.blocks
+	s.mu.Lock()
+	if since := s.preparingSince; !since.IsZero() && time.Since(since) >= prepareNotice {
+		report.PreparingSince = since
+	}
+	s.mu.Unlock()
 	writeJSON(w, http.StatusOK, report)
 }
 
@@ -289,9 +387,7 @@ func (s *Server) flush(w http.ResponseWriter, r *http.Request) {
 				{false, false}: manager.DrainIdle, {true, false}: manager.DrainAll,
 			}[[2]bool{busy, replace}]
 			if !replace {
-				s.loop.Lock()
-				s.drained = true // even if the drain fails: the stop comes anyway
-				s.loop.Unlock()
+				s.markDrained() // even if the drain fails: the stop comes anyway
 			}
 			out, err := s.cycle(mode)
 			if err != nil {
@@ -303,6 +399,47 @@ func (s *Server) flush(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	writeJSON(w, http.StatusBadRequest, api.ErrorBody{Error: err.Error()})
+}
+
+// teardownTimeout bounds the teardown: the look for instances left (after
+// any cycle in progress) and the cloud's own teardown.
+const teardownTimeout = 5 * time.Minute
+
+// teardown runs the cloud's Teardown for a unit going away, once no
+// instance of the unit is left (the charm drains first): it refuses while
+// any is, since they may still use the image or the rules. Creation stops
+// for good first, and an image build cut short ends before the teardown.
+func (s *Server) teardown(w http.ResponseWriter, r *http.Request) {
+	s.markDrained()
+	s.build.Lock()
+	defer s.build.Unlock()
+	ctx, cancel := context.WithTimeout(r.Context(), teardownTimeout)
+	defer cancel()
+	views, err := s.Engine.Views(ctx)
+	if err != nil {
+		writeError(w, err, s.explain)
+		return
+	}
+	left := 0
+	for _, v := range views {
+		if v.Instance != nil {
+			left++
+		}
+	}
+	if left > 0 {
+		writeJSON(w, http.StatusConflict, api.ErrorBody{Error: fmt.Sprintf("cannot tear down the cloud's resources: %d instances of this unit are left", left)})
+		return
+	}
+	s.loop.Lock()
+	s.tornDown = true
+	s.loop.Unlock()
+	if s.Teardown != nil {
+		if err := s.Teardown(ctx); err != nil {
+			writeError(w, err, s.explain)
+			return
+		}
+	}
+	writeJSON(w, http.StatusOK, api.TeardownResult{})
 }
 
 func boolQuery(r *http.Request, key string, fallback bool) (bool, error) {

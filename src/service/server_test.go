@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -300,5 +301,100 @@ func TestRunnersNeverWaitForACycle(t *testing.T) {
 	}
 	if n := lists.Load(); n != 1 {
 		t.Errorf("GitHub listed %d times, want only the stuck cycle's", n)
+	}
+}
+
+// An image build has a budget of its own, well past the cycle's 15 minutes
+// (a virtual machine image can take 30), and while it runs the report says
+// so at once, never waiting for it; its failure is then the report's problem.
+func TestImageBuildHasItsOwnBudgetAndShowsProgress(t *testing.T) {
+	cloud, platform := managertest.NewCloud(), managertest.NewPlatform()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	started, release := make(chan time.Duration, 1), make(chan error)
+	srv := &service.Server{
+		Engine:   manager.New(cloud, platform, manager.Settings{Identity: managertest.Identity, Scope: managertest.Scope, Target: 2}, log),
+		Expected: 2, Interval: time.Hour, Log: log,
+		Prepare: func(ctx context.Context) (bool, error) {
+			deadline, _ := ctx.Deadline()
+			started <- time.Until(deadline)
+			return false, <-release
+		},
+	}
+	client, _ := serve(t, srv)
+	ctx := context.Background()
+	reconciled := make(chan error, 1)
+	go func() { _, err := client.Reconcile(ctx); reconciled <- err }()
+	if budget := <-started; budget < 30*time.Minute {
+		t.Errorf("the image build's budget is %v, want at least the 30 minutes a VM image can take", budget.Round(time.Minute))
+	}
+	time.Sleep(2500 * time.Millisecond)
+	start := time.Now()
+	report, err := client.Runners(ctx)
+	if elapsed := time.Since(start); err != nil || elapsed > time.Second {
+		t.Fatalf("runners took %v during a build: %+v, %v", elapsed, report, err)
+	}
+	if since := time.Since(report.PreparingSince); report.PreparingSince.IsZero() || since < 2*time.Second || since > time.Minute {
+		t.Errorf("report during a build of 2.5s: preparing since %v (%v ago)", report.PreparingSince, since)
+	}
+	release <- errors.New("cannot build the runner image: cloud-init failed")
+	if err := <-reconciled; err != nil {
+		t.Fatal(err)
+	}
+	report, err = client.Runners(ctx)
+	if err != nil || !report.PreparingSince.IsZero() || !strings.Contains(report.Problem, "cloud-init failed") || cloud.Creates != 0 {
+		t.Errorf("after the failed build: %+v, %v, %d creates", report, err, cloud.Creates)
+	}
+}
+
+// The cloud's teardown runs only once no instance of the unit is left,
+// after a build in progress has ended (the drain cuts it short), and no
+// cycle runs after it: nothing would be made again.
+func TestTeardownOnlyOnceNoInstanceIsLeft(t *testing.T) {
+	cloud, platform := managertest.NewCloud(), managertest.NewPlatform()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	var events []string
+	var mu sync.Mutex
+	note := func(e string) { mu.Lock(); events = append(events, e); mu.Unlock() }
+	building := make(chan struct{}, 1)
+	var builds atomic.Int32
+	srv := &service.Server{
+		Engine:   manager.New(cloud, platform, manager.Settings{Identity: managertest.Identity, Scope: managertest.Scope, Target: 2}, log),
+		Expected: 2, Interval: time.Hour, Log: log,
+		Prepare: func(ctx context.Context) (bool, error) {
+			if builds.Add(1) == 1 {
+				return false, nil // the first cycle's image is there
+			}
+			building <- struct{}{}
+			<-ctx.Done()
+			time.Sleep(100 * time.Millisecond) // a build takes a moment to stop
+			note("build ended")
+			return false, ctx.Err()
+		},
+		Teardown: func(context.Context) error { note("teardown"); return nil },
+	}
+	client, _ := serve(t, srv)
+	ctx := context.Background()
+	if _, err := client.Reconcile(ctx); err != nil || len(cloud.Names()) != 2 {
+		t.Fatalf("reconcile: %v, instances %v", err, cloud.Names())
+	}
+	go client.Reconcile(ctx) // a second cycle, building an image
+	<-building
+	err := client.Teardown(ctx)
+	if err == nil || !strings.Contains(err.Error(), "2 instances of this unit are left") {
+		t.Errorf("teardown with 2 instances: %v", err)
+	}
+	if _, err := client.Drain(ctx, true); err != nil || len(cloud.Names()) != 0 {
+		t.Fatalf("drain: %v, instances %v", err, cloud.Names())
+	}
+	if err := client.Teardown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	if strings.Join(events, ", ") != "build ended, teardown" {
+		t.Errorf("events %v, want the build ended before the one teardown", events)
+	}
+	mu.Unlock()
+	if _, err := client.Reconcile(ctx); err == nil || len(cloud.Names()) != 0 {
+		t.Errorf("a reconcile after the teardown: %v, instances %v", err, cloud.Names())
 	}
 }

@@ -14,6 +14,9 @@ const (
 	PathReconcile          = "/reconcile"
 	PathFlush              = "/flush" // ?busy=true|false&replace=true|false
 	PathUpdateDependencies = "/update-dependencies"
+	// PathTeardown removes what the cloud holds for the unit besides its
+	// runners, once none is left: the unit is going away.
+	PathTeardown = "/teardown"
 	PathMetrics            = "/metrics"
 )
 
@@ -43,6 +46,10 @@ type RunnersReport struct {
 	// AsOf is when the view was read: the last completed cycle's snapshot.
 	// Zero while the first cycle runs.
 	AsOf time.Time `json:"as-of,omitzero"`
+	// PreparingSince is when the runner image preparation in progress (a
+	// build can take half an hour) started; zero when none has run for
+	// long.
+	PreparingSince time.Time `json:"preparing-since,omitzero"`
 }
 
 // ReconcileResult is the outcome of one reconcile cycle.
@@ -60,6 +67,9 @@ type UpdateResult struct {
 	Updated       bool   `json:"updated"`
 	RunnerVersion string `json:"runner-version"`
 }
+
+// TeardownResult is the outcome of a teardown.
+type TeardownResult struct{}
 
 // ErrorBody is what the API answers with any non-2xx status.
 type ErrorBody struct {

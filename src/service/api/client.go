@@ -61,6 +61,13 @@ func (c *Client) Drain(ctx context.Context, busy bool) (FlushResult, error) {
 	return result, c.do(ctx, http.MethodPost, path, &result)
 }
 
+// Teardown removes what the cloud holds for the unit besides its runners;
+// the manager refuses while any instance of the unit is left.
+func (c *Client) Teardown(ctx context.Context) error {
+	var result TeardownResult
+	return c.do(ctx, http.MethodPost, PathTeardown, &result)
+}
+
 // Health tells whether the manager answers.
 func (c *Client) Health(ctx context.Context) error {
 	var body map[string]string
