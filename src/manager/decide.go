@@ -30,6 +30,35 @@ type Snapshot struct {
 	// restarted manager starts empty, and every clock then starts at its
 	// first sighting: it waits at least as long as one that never stopped.
 	Seen map[string]Sighting
+	// Tombstones are GitHub records whose instances went before GitHub
+	// said the records were gone (Platform.Tombstones): no list shows one
+	// registered in a scope the unit has left.
+	Tombstones []Tombstone
+}
+
+// Tombstone is a GitHub record to remove whose instance is gone, or going:
+// kept durably by the platform from just before its instance is deleted
+// until GitHub says the record is gone, or TombstoneLimit passes.
+type Tombstone struct {
+	Scope    runner.Scope
+	RunnerID int64
+	Name     string
+	Since    time.Time // when it was kept
+}
+
+// TombstoneLimit is how long a tombstone is asked about before it is
+// forgotten: twice the day after which GitHub itself drops an ephemeral
+// runner that has not connected, so only a record GitHub never answers
+// about (credentials revoked, the API gone) is left to GitHub.
+const TombstoneLimit = 48 * time.Hour
+
+// tombstoneBackoff is how long after asking about a tombstone it is asked
+// again: every cycle while young (a killed job's record is busy only until
+// GitHub fails the job), then less often, at most every 15 minutes, so a
+// flush of many busy runners in another scope does not spend the rate
+// limit on them.
+func tombstoneBackoff(age time.Duration) time.Duration {
+	return min(max(age/8, 0), 15*time.Minute)
 }
 
 // Sighting is what this process has seen of one runner.
@@ -39,6 +68,8 @@ type Sighting struct {
 	// Troubled: since when its instance has been unresponsive, or its
 	// runner registered where it cannot be listed; zero while neither.
 	Troubled time.Time
+	// Asked: when this process last asked GitHub about its tombstone.
+	Asked time.Time
 }
 
 // View is one runner: its instance and its GitHub record joined by name.
@@ -47,6 +78,9 @@ type View struct {
 	State    runner.State
 	Instance *cloud.Instance // nil for NoInstance
 	Runner   *Runner         // nil while GitHub does not list it
+	// Tombstone is set for a record known only from its tombstone: no
+	// instance, not listed (Retiring).
+	Tombstone *Tombstone
 	// Scope is where its runner is registered: where to ask about it.
 	Scope runner.Scope
 	// Expired: the runner stayed in its state past its timeout and goes.
@@ -64,6 +98,9 @@ func (v View) runnerID() int64 {
 	}
 	if v.Instance != nil {
 		return v.Instance.RunnerID
+	}
+	if v.Tombstone != nil {
+		return v.Tombstone.RunnerID
 	}
 	return 0
 }
@@ -105,7 +142,10 @@ var DefaultTimeouts = Timeouts{Creation: 20 * time.Minute, Offline: 23 * time.Mi
 
 // Join turns a snapshot into one view per runner, sorted by name. Runners
 // named before model tags are joined to their instances but never stand
-// alone: such a name could be another model's.
+// alone: such a name could be another model's. A tombstone stands alone
+// (Retiring) once neither an instance nor the list shows its runner, and
+// expires when it is due to be asked about again; past TombstoneLimit it
+// is Forced: asked once more, then forgotten.
 func Join(s Snapshot, id runner.Identity, t Timeouts) []View {
 	runners := make(map[string]*Runner, len(s.Runners))
 	for i := range s.Runners {
@@ -126,8 +166,32 @@ func Join(s Snapshot, id runner.Identity, t Timeouts) []View {
 			views = append(views, View{Name: r.Name, State: runner.NoInstance, Runner: r, Scope: s.Scope, Expired: true})
 		}
 	}
+	if len(s.Tombstones) > 0 {
+		instances := make(map[string]bool, len(s.Instances))
+		for i := range s.Instances {
+			instances[s.Instances[i].Name] = true
+		}
+		for i := range s.Tombstones {
+			ts := &s.Tombstones[i]
+			_, listed := runners[ts.Name]
+			// Its instance's view, or its listed runner's, removes it.
+			if !instances[ts.Name] && !(listed && ts.Scope == s.Scope) {
+				views = append(views, joinTombstone(ts, s))
+			}
+		}
+	}
 	slices.SortFunc(views, func(a, b View) int { return strings.Compare(a.Name, b.Name) })
 	return views
+}
+
+// joinTombstone is the view of a tombstone that stands alone.
+func joinTombstone(ts *Tombstone, s Snapshot) View {
+	age := s.Now.Sub(ts.Since)
+	asked := s.Seen[ts.Name].Asked
+	v := View{Name: ts.Name, State: runner.Retiring, Scope: ts.Scope, Tombstone: ts}
+	v.Forced = age >= TombstoneLimit
+	v.Expired = v.Forced || asked.IsZero() || s.Now.Sub(asked) >= tombstoneBackoff(age)
+	return v
 }
 
 // Registered elsewhere: in a scope this cycle did not list.

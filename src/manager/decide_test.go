@@ -171,3 +171,56 @@ func TestDecide(t *testing.T) {
 		})
 	}
 }
+
+// A tombstone stands alone only while neither its instance nor GitHub's
+// list does; it is asked about every cycle while young, then less often,
+// and past TombstoneLimit once more before it is forgotten (Forced).
+func TestJoinTombstones(t *testing.T) {
+	name := testID.NewName()
+	oldScope := runner.NewScope("https://ghe.example.com/api/v3", "canonical/old-runners")
+	at := func(ago time.Duration) time.Time { return t0.Add(-ago) }
+	tests := []struct {
+		name      string
+		tombstone Tombstone
+		instance  bool
+		listed    bool
+		asked     time.Time
+		views     int
+		expired   bool
+		forced    bool
+	}{
+		{"never asked", Tombstone{Scope: oldScope, RunnerID: 1, Name: name, Since: at(time.Minute)}, false, false, time.Time{}, 1, true, false},
+		{"young, asked a cycle ago", Tombstone{Scope: oldScope, RunnerID: 1, Name: name, Since: at(4 * time.Minute)}, false, false, at(time.Minute), 1, true, false},
+		{"old, asked a minute ago", Tombstone{Scope: oldScope, RunnerID: 1, Name: name, Since: at(4 * time.Hour)}, false, false, at(time.Minute), 1, false, false},
+		{"old, asked 15 minutes ago", Tombstone{Scope: oldScope, RunnerID: 1, Name: name, Since: at(4 * time.Hour)}, false, false, at(15 * time.Minute), 1, true, false},
+		{"past the limit", Tombstone{Scope: oldScope, RunnerID: 1, Name: name, Since: at(TombstoneLimit)}, false, false, at(time.Minute), 1, true, true},
+		{"its instance is still there", Tombstone{Scope: oldScope, RunnerID: 1, Name: name, Since: at(time.Minute)}, true, false, time.Time{}, 1, true, false},
+		{"listed in today's scope", Tombstone{Scope: testScope, RunnerID: 1, Name: name, Since: at(time.Minute)}, false, true, time.Time{}, 1, true, false},
+	}
+	for _, test := range tests {
+		t.Run(test.name, func(t *testing.T) {
+			snap := Snapshot{Now: t0, Scope: testScope, Seen: map[string]Sighting{name: {First: t0, Asked: test.asked}},
+				Tombstones: []Tombstone{test.tombstone}}
+			if test.instance {
+				snap.Instances = []cloud.Instance{inst(name, time.Hour, cloud.Stopped)}
+			}
+			if test.listed {
+				snap.Runners = []Runner{{ID: 1, Name: name}}
+			}
+			views := Join(snap, testID, DefaultTimeouts)
+			if len(views) != test.views {
+				t.Fatalf("views %+v", views)
+			}
+			v := views[0]
+			if (v.Tombstone != nil) == (test.instance || test.listed) {
+				t.Errorf("view %+v: want the tombstone's own view only when nothing else stands for it", v)
+			}
+			if v.Expired != test.expired || v.Forced != test.forced {
+				t.Errorf("expired %v forced %v, want %v %v", v.Expired, v.Forced, test.expired, test.forced)
+			}
+			if v.Tombstone != nil && (v.State != runner.Retiring || v.healthy() || v.runnerID() != 1 || v.Scope != test.tombstone.Scope) {
+				t.Errorf("tombstone view %+v: want retiring, not counted, asked about runner 1 in its own scope", v)
+			}
+		})
+	}
+}

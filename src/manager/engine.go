@@ -37,8 +37,21 @@ type Platform interface {
 	Register(ctx context.Context, name string) (Registration, error)
 	// Remove deletes runner id, registered in scope: nil when GitHub says
 	// it is gone (also if it already was), ErrBusy when it runs a job. Any
-	// other error means GitHub could not say, and the runner is kept.
+	// other error means GitHub could not say, and the runner is kept. Its
+	// nil also forgets the runner's tombstone, if it has one.
 	Remove(ctx context.Context, scope runner.Scope, id int64) error
+	// Tombstones lists the tombstones kept and not yet forgotten; they
+	// survive a restart.
+	Tombstones(ctx context.Context) ([]Tombstone, error)
+	// Bury keeps a tombstone, durably, before the engine deletes the
+	// instance of a runner whose record GitHub has not said is gone.
+	Bury(ctx context.Context, t Tombstone) error
+	// Forget drops a tombstone without GitHub's word (past TombstoneLimit).
+	Forget(ctx context.Context, scope runner.Scope, id int64) error
+	// InUse tells, after each snapshot, every scope the unit's instances
+	// and tombstones are in: what the platform keeps for any other scope
+	// (its credentials) may go.
+	InUse(ctx context.Context, scopes []runner.Scope) error
 }
 
 // Settings are the engine's knobs.
@@ -212,6 +225,10 @@ func (e *Engine) runLocked(ctx context.Context, mode Mode) (Outcome, error) {
 		out.Failures["list"]++
 		return out, err
 	}
+	if err := e.call(ctx, func(ctx context.Context) error { return e.platform.InUse(ctx, scopesInUse(snap)) }); err != nil {
+		out.Failures["remember"]++
+		out.Errors = append(out.Errors, err)
+	}
 	out.Views = Join(snap, e.settings.Identity, e.settings.Timeouts)
 	plan := Decide(out.Views, e.settings.Target, mode)
 	e.log.Info("reconcile plan", "mode", mode, "runners", len(out.Views), "create", plan.Create, "remove", len(plan.Remove))
@@ -250,6 +267,13 @@ func (e *Engine) runLocked(ctx context.Context, mode Mode) (Outcome, error) {
 		})
 	}
 	parallel(work, e.settings.Parallelism)
+	for _, r := range plan.Remove {
+		if r.Tombstone != nil {
+			seen := e.seen[r.Name]
+			seen.Asked = snap.Now
+			e.seen[r.Name] = seen
+		}
+	}
 	e.setLast(after(out.Views, removed, created), snap.Now)
 	return out, nil
 }
@@ -292,13 +316,17 @@ func (e *Engine) snapshot(ctx context.Context) (Snapshot, error) {
 	if err != nil {
 		return Snapshot{}, fmt.Errorf("cannot list GitHub runners: %w", err)
 	}
+	var tombstones []Tombstone
+	if err := e.call(ctx, func(ctx context.Context) (err error) { tombstones, err = e.platform.Tombstones(ctx); return err }); err != nil {
+		return Snapshot{}, fmt.Errorf("cannot read the runners left to remove from GitHub: %w", err)
+	}
 	// The clouds and GitHub filter too; checking names and owners here as
 	// well means no bug there can make this unit remove another unit's,
 	// or another model's, runners.
 	id := e.settings.Identity
 	instances = slices.DeleteFunc(instances, func(i cloud.Instance) bool { return !id.OwnsInstance(i.Name, i.Owner) })
 	runners = slices.DeleteFunc(runners, func(r Runner) bool { return id.Generation(r.Name) == runner.NotOurs })
-	s := Snapshot{Instances: instances, Runners: runners, Now: e.now(), Scope: e.settings.Scope, Seen: e.seen}
+	s := Snapshot{Instances: instances, Runners: runners, Now: e.now(), Scope: e.settings.Scope, Seen: e.seen, Tombstones: tombstones}
 	e.sight(s)
 	return s, nil
 }
@@ -323,6 +351,9 @@ func (e *Engine) sight(s Snapshot) {
 		}
 		e.seen[inst.Name] = seen
 	}
+	for i := range s.Tombstones {
+		present[s.Tombstones[i].Name] = struct{}{} // its Asked
+	}
 	for i := range s.Runners {
 		r := &s.Runners[i]
 		present[r.Name] = struct{}{}
@@ -342,6 +373,24 @@ func (e *Engine) sight(s Snapshot) {
 			}
 		}
 	}
+}
+
+// scopesInUse is every scope a snapshot's instances and tombstones are
+// in, today's first.
+func scopesInUse(s Snapshot) []runner.Scope {
+	scopes := []runner.Scope{s.Scope}
+	add := func(scope runner.Scope) {
+		if !scope.IsZero() && !slices.Contains(scopes, scope) {
+			scopes = append(scopes, scope)
+		}
+	}
+	for i := range s.Instances {
+		add(s.Instances[i].Scope)
+	}
+	for i := range s.Tombstones {
+		add(s.Tombstones[i].Scope)
+	}
+	return scopes
 }
 
 func (e *Engine) call(ctx context.Context, f func(context.Context) error) error {
@@ -385,38 +434,52 @@ func (e *Engine) create(ctx context.Context) (name, failedOp string, err error) 
 // when GitHub cannot say, it is kept for the next cycle. Only an instance
 // that never registered has no one to ask. Stopped instances, busy runners
 // being flushed and ones past the long limit go the other way: the job is
-// over or meant to end.
+// over or meant to end. An instance that goes before GitHub said its record
+// is gone leaves a tombstone, kept just before it is deleted, so the record
+// is asked about every cycle, whatever scope the unit moves to, until
+// GitHub says it is gone (see removeTombstone).
 // op is "" when the runner was removed or deliberately kept.
 func (e *Engine) remove(ctx context.Context, r Removal) (failedOp string, err error) {
+	if r.Tombstone != nil {
+		return e.removeTombstone(ctx, r)
+	}
 	instanceFirst := r.State == runner.Stopped || r.Forced || (r.BusyToo && (r.State == runner.Busy || r.listedBusy()))
+	id := r.runnerID()
 	var githubErr error
 	if instanceFirst && r.Instance != nil {
-		if err := e.deleteInstance(ctx, r.Name); err != nil {
-			return "remove", err
+		if op, err := e.deleteInstance(ctx, r, id); err != nil {
+			return op, err
 		}
 	}
-	if id := r.runnerID(); id != 0 {
+	confirmed := id == 0
+	if id != 0 {
 		err := e.call(ctx, func(ctx context.Context) error { return e.platform.Remove(ctx, r.Scope, id) })
 		switch {
+		case err == nil:
+			confirmed = true
 		case errors.Is(err, ErrBusy) && !instanceFirst && !r.BusyToo:
 			e.log.Info("runner is running a job; keeping it", "runner", r.Name, "reason", r.Reason)
 			return "kept", nil
 		case errors.Is(err, ErrBusy):
 			// Its instance is gone or going; GitHub lets go once the job
-			// fails, and a later cycle removes the record.
+			// fails, and a later cycle removes the record (its tombstone).
 			e.log.Info("runner record still busy at GitHub; removing it later", "runner", r.Name)
 		case err != nil && !instanceFirst && r.Instance != nil && !r.BusyToo:
 			return "remove", fmt.Errorf("cannot remove runner %s from GitHub, so its instance is kept: %w", r.Name, err)
 		case err != nil:
 			// Asked to remove busy runners too (flush-busy, the unit going
-			// away), the instance goes whatever GitHub said; a record left
-			// in this scope is cleaned up by a later cycle.
+			// away), the instance goes whatever GitHub said; its tombstone
+			// has a later cycle remove the record.
 			githubErr = fmt.Errorf("cannot remove runner %s from GitHub: %w", r.Name, err)
 		}
 	}
 	if !instanceFirst && r.Instance != nil {
-		if err := e.deleteInstance(ctx, r.Name); err != nil {
-			return "remove", err
+		unconfirmed := id
+		if confirmed {
+			unconfirmed = 0
+		}
+		if op, err := e.deleteInstance(ctx, r, unconfirmed); err != nil {
+			return op, err
 		}
 	}
 	if githubErr != nil {
@@ -426,11 +489,50 @@ func (e *Engine) remove(ctx context.Context, r Removal) (failedOp string, err er
 	return "", nil
 }
 
-func (e *Engine) deleteInstance(ctx context.Context, name string) error {
-	if err := e.call(ctx, func(ctx context.Context) error { return e.cloud.Delete(ctx, name) }); err != nil {
-		return fmt.Errorf("cannot delete instance %s: %w", name, err)
+// removeTombstone asks GitHub once more about a record whose instance is
+// gone: nil (gone, or removed now) forgets the tombstone, busy keeps it,
+// and past TombstoneLimit (Forced) it is forgotten whatever GitHub said.
+func (e *Engine) removeTombstone(ctx context.Context, r Removal) (failedOp string, err error) {
+	ts := r.Tombstone
+	err = e.call(ctx, func(ctx context.Context) error { return e.platform.Remove(ctx, ts.Scope, ts.RunnerID) })
+	switch {
+	case err == nil:
+		e.log.Info("runner removed", "runner", r.Name, "reason", r.Reason, "scope", ts.Scope.String())
+		return "", nil
+	case r.Forced:
+		e.log.Warn("forgetting the GitHub record of a runner whose instance is gone: GitHub did not say it is gone within the limit",
+			"runner", r.Name, "runner-id", ts.RunnerID, "scope", ts.Scope.String(), "limit", TombstoneLimit, "error", err)
+		if err := e.call(ctx, func(ctx context.Context) error { return e.platform.Forget(ctx, ts.Scope, ts.RunnerID) }); err != nil {
+			return "remember", fmt.Errorf("cannot forget runner %s's tombstone: %w", r.Name, err)
+		}
+		return "forgotten", nil
+	case errors.Is(err, ErrBusy):
+		e.log.Info("runner record still busy at GitHub; removing it later", "runner", r.Name, "scope", ts.Scope.String())
+		return "kept", nil
+	default:
+		return "remove", fmt.Errorf("cannot remove runner %s from GitHub (its instance is gone; asked again later): %w", r.Name, err)
 	}
-	return nil
+}
+
+// deleteInstance deletes a runner's instance. When unconfirmed is the id
+// of a GitHub record not known to be gone, a tombstone is kept first: if
+// it cannot be, the instance is kept (a later cycle tries again), unless
+// busy runners go too (nothing outlives the unit).
+func (e *Engine) deleteInstance(ctx context.Context, r Removal, unconfirmed int64) (failedOp string, err error) {
+	if unconfirmed != 0 {
+		ts := Tombstone{Scope: r.Scope, RunnerID: unconfirmed, Name: r.Name, Since: e.now()}
+		err := e.call(ctx, func(ctx context.Context) error { return e.platform.Bury(ctx, ts) })
+		switch {
+		case err != nil && !r.BusyToo:
+			return "remember", fmt.Errorf("cannot keep the tombstone of runner %s, so its instance is kept: %w", r.Name, err)
+		case err != nil:
+			e.log.Warn("cannot keep the tombstone of a runner whose instance goes now", "runner", r.Name, "error", err)
+		}
+	}
+	if err := e.call(ctx, func(ctx context.Context) error { return e.cloud.Delete(ctx, r.Name) }); err != nil {
+		return "remove", fmt.Errorf("cannot delete instance %s: %w", r.Name, err)
+	}
+	return "", nil
 }
 
 // parallel runs work with at most n at a time.

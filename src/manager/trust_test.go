@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"slices"
 	"testing"
 	"time"
 
@@ -334,5 +335,87 @@ func TestDrainAllRemovesWhatGitHubCannotConfirm(t *testing.T) {
 	}
 	if n := len(b.cloud.Names()); n != 0 || out.Failures["remove"] != 2 {
 		t.Errorf("%d instances left, outcome %+v", n, out)
+	}
+}
+
+// §4 (issue 11): a busy runner in a path the unit has left, killed by a
+// flush-busy, loses its instance at once; its record, busy until GitHub
+// fails the job, is removed once GitHub lets it go, by a restarted manager
+// too: the tombstone kept before the instance went is the platform's.
+func TestFlushBusyInAnOldPathRemovesItsRecordLater(t *testing.T) {
+	b := newBed(t, 1)
+	b.run(t, manager.Reconcile)
+	b.onlineAll()
+	busy := b.cloud.Names()[0]
+	b.platform.Set(busy, true, true)
+	newScope := runner.NewScope(scope.APIURL, "canonical/other-runners")
+	b.platform.SetScope(newScope)
+	s := settings(1)
+	s.Scope = newScope
+	b.engine.SetSettings(s)
+	b.run(t, manager.Reconcile) // the old busy runner finishes its job, a new one starts
+	b.assertKept(t, busy)
+	if out := b.run(t, manager.FlushAll); out.RemovedTotal() != 2 {
+		t.Fatalf("outcome %+v: want both runners flushed", out)
+	}
+	if _, ok := b.cloud.Get(busy); ok {
+		t.Fatal("flush-busy kept the busy runner's instance")
+	}
+	if _, ok := b.platform.Get(busy); !ok {
+		t.Fatal("GitHub removed a busy runner's record")
+	}
+	restarted := manager.New(b.cloud, b.platform, s, slog.New(slog.NewTextHandler(io.Discard, nil))).WithClock(b.clock)
+	run := func() manager.Outcome {
+		t.Helper()
+		out, err := restarted.Run(context.Background(), manager.Reconcile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	b.advance(time.Minute)
+	run() // still busy at GitHub: kept
+	if _, ok := b.platform.Get(busy); !ok || b.platform.RemovedBusy != 0 {
+		t.Fatal("a busy record was removed")
+	}
+	b.platform.Set(busy, false, false) // GitHub fails the lost job
+	b.advance(time.Minute)
+	b.onlineAll()
+	if out := run(); out.Removed[string(runner.Retiring)] != 1 {
+		t.Errorf("outcome %+v: want the old record removed", out)
+	}
+	if _, ok := b.platform.Get(busy); ok {
+		t.Error("the flushed runner's record in the old path leaked")
+	}
+	b.assertConsistent(t, 1)
+	if ts, _ := b.platform.Tombstones(context.Background()); len(ts) != 0 {
+		t.Errorf("tombstones left: %+v", ts)
+	}
+	run() // the next snapshot has nothing left in the old path
+	if !slices.Equal(b.platform.InUseScopes, []runner.Scope{newScope}) {
+		t.Errorf("scopes in use %v, want only today's", b.platform.InUseScopes)
+	}
+}
+
+// §4: an instance whose record GitHub has not let go is deleted only once
+// its tombstone is kept; a stopped instance is its own record until then.
+func TestInstanceIsKeptWhileItsTombstoneCannotBe(t *testing.T) {
+	b := newBed(t, 1)
+	b.run(t, manager.Reconcile)
+	name := b.cloud.Names()[0]
+	b.platform.Set(name, true, true)
+	b.cloud.SetStatus(name, cloud.Stopped) // killed mid-job: its record stays busy
+	b.platform.FailBury = errors.New("no space left on device")
+	out := b.run(t, manager.Reconcile)
+	if _, ok := b.cloud.Get(name); !ok || out.Failures["remember"] != 1 {
+		t.Fatalf("instance deleted without its tombstone, or no failure counted: %+v", out)
+	}
+	b.platform.FailBury = nil
+	b.run(t, manager.Reconcile)
+	if _, ok := b.cloud.Get(name); ok {
+		t.Error("the stopped instance outlived its tombstone's keeping")
+	}
+	if ts, _ := b.platform.Tombstones(context.Background()); len(ts) != 1 || ts[0].Name != name {
+		t.Errorf("tombstones %+v, want %s's", ts, name)
 	}
 }

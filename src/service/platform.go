@@ -17,23 +17,41 @@ import (
 // workflows ask for them ("runs-on: [self-hosted, linux]").
 var defaultLabels = []string{"self-hosted", "linux"}
 
-// platform is the engine's view of GitHub, over the go-github client.
+// platform is the engine's view of GitHub, over the go-github client. It
+// is the one place that knows credentials: today's, and those remembered
+// of the scopes the service ran in before.
 type platform struct {
 	client *github.Client
 	id     runner.Identity
 	scope  runner.Scope
 	labels []string
-	// elsewhere opens a client for another path on the same API, to ask
-	// about runners registered before the path changed; nil: none.
-	elsewhere func(path string) (*github.Client, error)
+	// current is today's client configuration. Another path on today's API
+	// URL whose own credentials are not remembered is asked with it; zero:
+	// never.
+	current github.Config
+	// remembered holds the credentials of the scopes the service ran in,
+	// and the tombstones.
+	remembered *scopes
+	// newClient opens a client (github.New).
+	newClient func(github.Config) (*github.Client, error)
 
 	mu     sync.Mutex
-	others map[runner.Scope]*github.Client
+	others map[otherClient]*github.Client
 }
 
+// otherClient is a client for another scope: with its own credentials, or
+// with today's.
+type otherClient struct {
+	scope runner.Scope
+	own   bool
+}
+
+// newPlatform returns a platform for today's scope that remembers in
+// memory only; Run gives it the state directory's scopes.
 func newPlatform(client *github.Client, id runner.Identity, scope runner.Scope, labels []string) *platform {
 	all := append(append([]string(nil), defaultLabels...), labels...)
-	return &platform{client: client, id: id, scope: scope, labels: all, others: map[runner.Scope]*github.Client{}}
+	return &platform{client: client, id: id, scope: scope, labels: all, remembered: &scopes{}, newClient: github.New,
+		others: map[otherClient]*github.Client{}}
 }
 
 // Runners lists the unit's runners, of both namings; the application's
@@ -59,43 +77,107 @@ func (p *platform) Register(ctx context.Context, name string) (manager.Registrat
 	return manager.Registration{RunnerID: reg.RunnerID, JITConfig: reg.EncodedJITConfig}, nil
 }
 
-// Remove deletes runner id in the scope it was registered in. In another
-// scope than today's, GitHub's 404 proves the runner gone only once the
-// credentials are known to reach that scope at all; and credentials are
-// never sent to an API other than the configured one.
+// Remove deletes runner id in the scope it was registered in, with that
+// scope's remembered credentials, or on today's API URL with today's if
+// those cannot read it (a token rotated since). In another scope than
+// today's, GitHub's 404 proves the runner gone only once the credentials
+// are known to reach that scope at all; and credentials are only ever sent
+// to their own API. GitHub's word that the runner is gone forgets its
+// tombstone.
 func (p *platform) Remove(ctx context.Context, scope runner.Scope, id int64) error {
 	client := p.client
-	if !scope.IsZero() && scope != p.scope {
+	if scope.IsZero() {
+		scope = p.scope
+	}
+	if scope != p.scope {
 		var err error
-		if client, err = p.clientFor(scope); err != nil {
-			return err
-		}
-		if err := client.CheckRunnersAccess(ctx); err != nil {
-			return fmt.Errorf("cannot ask GitHub about runner %d of %s, where it was registered: %w", id, scope.Path, err)
+		if client, err = p.clientFor(ctx, scope); err != nil {
+			return fmt.Errorf("cannot ask GitHub about runner %d of %s, where it was registered: %w", id, scope, err)
 		}
 	}
 	err := client.DeleteRunner(ctx, id)
 	if errors.Is(err, github.ErrRunnerBusy) {
 		return fmt.Errorf("%w: %w", manager.ErrBusy, err)
 	}
-	return err
+	if err != nil {
+		return err
+	}
+	return p.remembered.forget(scope, id)
 }
 
-func (p *platform) clientFor(scope runner.Scope) (*github.Client, error) {
-	if scope.APIURL != p.scope.APIURL || p.elsewhere == nil {
-		return nil, fmt.Errorf("cannot ask about a runner registered at %s: the charm's credentials go to %s only; it is deleted when it stops, or after a day", scope.APIURL, p.scope.APIURL)
+// clientFor returns a client for another scope that can read its runners:
+// with the scope's own remembered credentials, else, on today's API URL,
+// with today's.
+func (p *platform) clientFor(ctx context.Context, scope runner.Scope) (*github.Client, error) {
+	var errs []error
+	for _, own := range []bool{true, false} {
+		c, err := p.open(scope, own)
+		if err == nil {
+			if err = c.CheckRunnersAccess(ctx); err == nil {
+				return c, nil
+			}
+		}
+		if err != errNoCredentials {
+			errs = append(errs, err)
+		}
 	}
+	if len(errs) == 0 {
+		return nil, fmt.Errorf("no credentials for it are remembered, and the charm's go to %s only; it is deleted when it stops, or after a day", p.scope.APIURL)
+	}
+	return nil, errors.Join(errs...)
+}
+
+var errNoCredentials = errors.New("no credentials")
+
+// open opens, once, a client for scope: with its own remembered
+// credentials, or with today's on today's API URL.
+func (p *platform) open(scope runner.Scope, own bool) (*github.Client, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if c, ok := p.others[scope]; ok {
+	key := otherClient{scope, own}
+	if c, ok := p.others[key]; ok {
 		return c, nil
 	}
-	c, err := p.elsewhere(scope.Path)
+	var cfg github.Config
+	switch remembered, ok := p.remembered.credentials(scope, p.current); {
+	case own && ok:
+		cfg = remembered
+	case !own && scope.APIURL == p.scope.APIURL && p.current.Path != "":
+		cfg = p.current
+		cfg.Path = scope.Path
+	default:
+		return nil, errNoCredentials
+	}
+	c, err := p.newClient(cfg)
 	if err != nil {
 		return nil, err
 	}
-	p.others[scope] = c
+	p.others[key] = c
 	return c, nil
+}
+
+func (p *platform) Tombstones(context.Context) ([]manager.Tombstone, error) {
+	return p.remembered.tombstones(), nil
+}
+
+func (p *platform) Bury(_ context.Context, t manager.Tombstone) error {
+	if t.Scope.IsZero() {
+		t.Scope = p.scope
+	}
+	return p.remembered.bury(t)
+}
+
+func (p *platform) Forget(_ context.Context, scope runner.Scope, id int64) error {
+	if scope.IsZero() {
+		scope = p.scope
+	}
+	return p.remembered.forget(scope, id)
+}
+
+// InUse forgets the credentials of the scopes no instance or tombstone is
+// in any more; today's are always kept.
+func (p *platform) InUse(_ context.Context, scopes []runner.Scope) error {
+	return p.remembered.retain(append(scopes, p.scope))
 }
 
 // needsOperator are the problems only the operator can fix (Blocked);

@@ -60,10 +60,12 @@ func Run(ctx context.Context, f *config.File, newCloud CloudFactory, log *slog.L
 	lazy := &lazyCloud{open: func(ctx context.Context) (Cloud, error) { return newCloud(ctx, f, log) }}
 	scope := runner.NewScope(f.GitHub.APIURL, f.GitHub.Path)
 	platform := newPlatform(gh, id, scope, f.GitHub.Labels)
-	platform.elsewhere = func(path string) (*github.Client, error) {
-		c := GitHubConfig(f, log)
-		c.Path = path
-		return github.New(c)
+	if platform.remembered, err = openScopes(filepath.Join(f.StateDir, scopesFile), log); err != nil {
+		return err
+	}
+	platform.current = GitHubConfig(f, log)
+	if err := platform.remembered.remember(scope, platform.current); err != nil {
+		return err
 	}
 	engine := manager.New(lazy, platform, manager.Settings{
 		Identity: id, Scope: scope, Target: f.Runners,

@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -162,6 +163,18 @@ type Platform struct {
 	// RemovedBusy counts removals that succeeded on a busy runner: GitHub
 	// never allows one, so a test may require it to stay 0.
 	RemovedBusy int
+	// FailBury, when set, fails Bury.
+	FailBury error
+	// tombstones stand for the platform's durable ones: they outlive any
+	// engine (a restarted manager) given the same Platform.
+	tombstones map[tombstoneKey]manager.Tombstone
+	// InUseScopes is what the engine last said InUse.
+	InUseScopes []runner.Scope
+}
+
+type tombstoneKey struct {
+	scope runner.Scope
+	id    int64
 }
 
 type record struct {
@@ -171,7 +184,7 @@ type record struct {
 
 // NewPlatform returns a GitHub with no runners, listing Scope.
 func NewPlatform() *Platform {
-	return &Platform{runners: map[int64]*record{}, scope: Scope}
+	return &Platform{runners: map[int64]*record{}, scope: Scope, tombstones: map[tombstoneKey]manager.Tombstone{}}
 }
 
 // SetScope changes the scope Runners lists and Register registers in, as a
@@ -230,12 +243,50 @@ func (p *Platform) Remove(_ context.Context, scope runner.Scope, id int64) error
 	}
 	r, ok := p.runners[id]
 	if !ok || r.scope != scope {
+		delete(p.tombstones, tombstoneKey{scope, id})
 		return nil // 404: gone, or never in that scope
 	}
 	if r.Busy {
 		return manager.ErrBusy
 	}
 	delete(p.runners, id)
+	delete(p.tombstones, tombstoneKey{scope, id})
+	return nil
+}
+
+// Tombstones lists the tombstones kept, oldest first.
+func (p *Platform) Tombstones(context.Context) ([]manager.Tombstone, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make([]manager.Tombstone, 0, len(p.tombstones))
+	for _, t := range p.tombstones {
+		out = append(out, t)
+	}
+	slices.SortFunc(out, func(a, b manager.Tombstone) int { return a.Since.Compare(b.Since) })
+	return out, nil
+}
+
+func (p *Platform) Bury(_ context.Context, t manager.Tombstone) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.FailBury != nil {
+		return p.FailBury
+	}
+	p.tombstones[tombstoneKey{t.Scope, t.RunnerID}] = t
+	return nil
+}
+
+func (p *Platform) Forget(_ context.Context, scope runner.Scope, id int64) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	delete(p.tombstones, tombstoneKey{scope, id})
+	return nil
+}
+
+func (p *Platform) InUse(_ context.Context, scopes []runner.Scope) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.InUseScopes = slices.Clone(scopes)
 	return nil
 }
 
