@@ -130,6 +130,7 @@ func TestDecide(t *testing.T) {
 	offline := view("offline", runner.Offline, time.Hour)
 	stopped := expired(view("stopped", runner.Stopped, time.Hour))
 	orphan := View{Name: "orphan", State: runner.NoInstance, Runner: &Runner{ID: 9, Name: "orphan"}, Expired: true}
+	tomb := View{Name: "tomb", State: runner.Retiring, Tombstone: &Tombstone{RunnerID: 8, Name: "tomb"}} // asked about recently
 	tests := []struct {
 		name   string
 		views  []View
@@ -149,6 +150,9 @@ func TestDecide(t *testing.T) {
 		{"flush all", []View{idleOld, busy}, 2, FlushAll, 0, []string{"idle-old", "busy"}},
 		{"cleanup creates nothing", []View{idleOld, stopped, orphan}, 3, Cleanup, 0, []string{"stopped", "orphan"}},
 		{"cleanup still scales down", []View{idleOld, idleNew}, 1, Cleanup, 0, []string{"idle-new"}},
+		{"a tombstone neither counts nor is asked before it is due", []View{idleOld, tomb}, 2, Reconcile, 1, nil},
+		{"a tombstone due is asked about", []View{idleOld, expired(tomb)}, 1, Reconcile, 0, []string{"tomb"}},
+		{"a drain asks about every tombstone", []View{tomb}, 0, DrainAll, 0, []string{"tomb"}},
 	}
 	for _, test := range tests {
 		t.Run(test.name, func(t *testing.T) {
