@@ -159,7 +159,7 @@ func (c *Charm) readSettings(ctx context.Context) (Settings, error) {
 		invalid = &InvalidConfigError{}
 	}
 	if err == nil {
-		invalid.Problems = append(invalid.Problems, hostProblems(s, c.Getenv("JUJU_MODEL_UUID"), c.Unit, c.HasKVM)...)
+		invalid.Problems = append(invalid.Problems, c.hostProblems(s)...)
 	}
 	if len(invalid.Problems) > 0 {
 		return Settings{}, invalid

@@ -2,8 +2,6 @@ package charm
 
 import (
 	"fmt"
-	"net/netip"
-	"os"
 	"strings"
 
 	"github.com/canonical/github-runner-charm/src/config"
@@ -21,38 +19,60 @@ func identity(model, unit string) (runner.Identity, error) {
 
 // hostProblems are what the configuration asks that this machine cannot
 // give, and whatever else the manager would refuse in the config file these
-// settings make; like config problems, they block the unit rather than fail
-// a hook (a manager that refuses its file exits, and the hook replanning it
-// fails).
-func hostProblems(s Settings, model, unit string, kvm func() bool) []string {
-	var problems []string
-	if id, err := identity(model, unit); err != nil {
-		problems = append(problems, err.Error())
-	} else if err := id.Check(); err != nil {
-		problems = append(problems, err.Error())
-	} else if f, err := managerConfig(s, model, unit, "/state-dir", Proxy{}); err != nil {
-		problems = append(problems, err.Error())
-	} else {
-		problems = append(problems, optionProblems(f.Problems())...)
+// settings make here (the unit's identity, its state directory, the model's
+// proxy); like config problems, they block the unit rather than fail a hook
+// (a manager that refuses its file exits at start). The rules are
+// src/config's, the facts (KVM) the charm's.
+func (c *Charm) hostProblems(s Settings) []string {
+	model := c.Getenv("JUJU_MODEL_UUID")
+	id, err := identity(model, c.Unit)
+	if err == nil {
+		err = id.Check()
 	}
-	if s.OpenStack == nil && s.RunnerType == RunnerTypeVM && !kvm() {
-		problems = append(problems, "virtual machines need KVM on this host; set runner-type=container")
+	if err != nil {
+		return []string{err.Error()}
 	}
-	return problems
+	proxy := modelProxy(c.Getenv)
+	f, err := managerConfig(s, model, c.Unit, c.StateDir, proxy)
+	if err != nil {
+		return []string{err.Error()}
+	}
+	problems := f.ProblemsOn(config.Host{KVM: c.HasKVM()})
+	for i, p := range problems {
+		// What the model set is named by the model's option.
+		if from, ok := modelProxyOption[p.Field]; ok && (s.RunnerHTTPProxy == "" || p.Field == "runner.no-proxy") {
+			problems[i].Field = from
+		}
+	}
+	return optionProblems(problems)
 }
 
-func hostHasKVM() bool {
-	_, err := os.Stat("/dev/kvm")
-	return err == nil
+// modelProxyOption names the model's config behind the runners' proxy
+// fields, when runner-http-proxy does not set them.
+var modelProxyOption = map[string]string{
+	"runner.http-proxy":  "the model's juju-http-proxy",
+	"runner.https-proxy": "the model's juju-https-proxy",
+	"runner.no-proxy":    "the model's juju-no-proxy",
 }
+
+func hostHasKVM() bool { return config.ThisHost().KVM }
 
 // Proxy is the proxy environment for runners.
 type Proxy struct{ HTTP, HTTPS, NoProxy string }
 
 // modelProxy is the Juju model's proxy settings, which Juju exports to
 // every hook as JUJU_CHARM_*_PROXY.
+// Juju takes a proxy without a scheme (squid.internal:3128), which tools
+// read as http://; the runners get the URL.
 func modelProxy(getenv func(string) string) Proxy {
-	return Proxy{HTTP: getenv("JUJU_CHARM_HTTP_PROXY"), HTTPS: getenv("JUJU_CHARM_HTTPS_PROXY"), NoProxy: getenv("JUJU_CHARM_NO_PROXY")}
+	return Proxy{HTTP: proxyURL(getenv("JUJU_CHARM_HTTP_PROXY")), HTTPS: proxyURL(getenv("JUJU_CHARM_HTTPS_PROXY")), NoProxy: getenv("JUJU_CHARM_NO_PROXY")}
+}
+
+func proxyURL(proxy string) string {
+	if proxy = strings.TrimSpace(proxy); proxy != "" && !strings.Contains(proxy, "://") {
+		return "http://" + proxy
+	}
+	return proxy
 }
 
 // managerConfig is the manager's config file for these settings.
@@ -69,7 +89,7 @@ func managerConfig(s Settings, modelUUID, unit, stateDir string, model Proxy) (*
 		GitHub: config.GitHub{
 			Path: s.Path.String(), APIURL: s.GitHubAPIURL, Token: s.Token, Group: s.Group, Labels: s.Labels,
 		},
-		Runner: config.RunnerImage{DockerhubMirror: s.DockerhubMirror, Denylist: prefixStrings(s.Denylist)},
+		Runner: config.RunnerImage{DockerhubMirror: s.DockerhubMirror, Denylist: s.Denylist},
 	}
 	if s.App != nil {
 		f.GitHub.App = &config.GitHubApp{ID: s.App.AppID, InstallationID: s.App.InstallationID, PrivateKey: s.App.PrivateKey}
@@ -86,14 +106,6 @@ func managerConfig(s Settings, modelUUID, unit, stateDir string, model Proxy) (*
 		f.LXD = &config.LXD{Type: s.RunnerType, BaseImage: s.BaseImage, CPU: s.CPU, Memory: s.Memory, Disk: s.Disk}
 	}
 	return f, nil
-}
-
-func prefixStrings(prefixes []netip.Prefix) []string {
-	out := make([]string, 0, len(prefixes))
-	for _, p := range prefixes {
-		out = append(out, p.String())
-	}
-	return out
 }
 
 // drainBefore says which runners must go before moving from old to new

@@ -88,6 +88,20 @@ func TestOptionProblems(t *testing.T) {
 	}
 }
 
+// testCharm is a charm of unit github-runner/0 in testModel, on a host with
+// KVM, in a model with the given environment.
+func testCharm(t *testing.T, env map[string]string) *Charm {
+	return &Charm{
+		Unit: "github-runner/0", StateDir: t.TempDir(), HasKVM: func() bool { return true },
+		Getenv: func(key string) string {
+			if key == "JUJU_MODEL_UUID" {
+				return testModel
+			}
+			return env[key]
+		},
+	}
+}
+
 // Every problem the config file's validation finds in settings the charm
 // accepted blocks the unit, named by its option.
 func TestHostProblemsHoldTheManagersValidation(t *testing.T) {
@@ -96,8 +110,58 @@ func TestHostProblemsHoldTheManagersValidation(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.GitHubAPIURL = "http://192.0.2.1/" // as a charm without the URL rule let through
-	problems := strings.Join(hostProblems(s, testModel, "github-runner/0", func() bool { return true }), "; ")
+	problems := strings.Join(testCharm(t, nil).hostProblems(s), "; ")
 	if !strings.Contains(problems, `github-api-url: "http://192.0.2.1/" must use https`) {
 		t.Errorf("host problems %q do not name github-api-url", problems)
+	}
+}
+
+// What the host or the model gives is checked by src/config's rules too:
+// KVM for virtual machines, the state directory's length for the
+// manager's socket, the model's proxies (named as the model's options).
+func TestHostProblems(t *testing.T) {
+	vm, err := ParseSettings(with(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	container := vm
+	container.RunnerType = RunnerTypeContainer
+	tests := []struct {
+		name string
+		s    Settings
+		edit func(*Charm)
+		want string
+	}{
+		{"no KVM", vm, func(c *Charm) { c.HasKVM = func() bool { return false } },
+			`runner-type must be "container" on this host: virtual machines need KVM (/dev/kvm)`},
+		{"containers without KVM", container, func(c *Charm) { c.HasKVM = func() bool { return false } }, ""},
+		{"state directory too long", container, func(c *Charm) { c.StateDir = "/" + strings.Repeat("x", 100) },
+			`state-dir: "/` + strings.Repeat("x", 100) + `" is too long for the manager's socket`},
+		{"model proxy not a URL", container, func(c *Charm) {
+			c.Getenv = envWith(c.Getenv, "JUJU_CHARM_HTTPS_PROXY", "http://proxy.example.com:3128/ x")
+		},
+			"the model's juju-https-proxy must be an http(s) URL"},
+		{"model proxy without a scheme", container, func(c *Charm) { c.Getenv = envWith(c.Getenv, "JUJU_CHARM_HTTP_PROXY", "squid.internal:3128") }, ""},
+		{"model's no-proxy on two lines", container, func(c *Charm) { c.Getenv = envWith(c.Getenv, "JUJU_CHARM_NO_PROXY", "a\nb") },
+			"the model's juju-no-proxy must be one line"},
+	}
+	for _, test := range tests {
+		t.Run(test.name, func(t *testing.T) {
+			c := testCharm(t, nil)
+			test.edit(c)
+			problems := c.hostProblems(test.s)
+			if test.want == "" && len(problems) > 0 || test.want != "" && (len(problems) != 1 || !strings.Contains(problems[0], test.want)) {
+				t.Errorf("host problems = %q, want %q", problems, test.want)
+			}
+		})
+	}
+}
+
+func envWith(getenv func(string) string, key, value string) func(string) string {
+	return func(k string) string {
+		if k == key {
+			return value
+		}
+		return getenv(k)
 	}
 }

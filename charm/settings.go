@@ -3,9 +3,9 @@ package charm
 import (
 	"encoding/json"
 	"fmt"
-	"net/netip"
-	"net/url"
+	"math"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -24,10 +24,10 @@ type Settings struct {
 	RunnerType        string
 	BaseImage         string
 	CPU               int
-	Memory            string // as configured, e.g. "7GiB"; validated by config.ParseSize
-	Disk              string
+	Memory            config.Size
+	Disk              config.Size
 	ReconcileInterval time.Duration
-	Denylist          []netip.Prefix
+	Denylist          config.Denylist
 	DockerhubMirror   string
 	RunnerHTTPProxy   string
 	OpenStack         *OpenStack // nil: runners are LXD instances on this machine
@@ -75,6 +75,11 @@ func (r *configReader) problem(format string, args ...any) {
 	r.problems = append(r.problems, fmt.Sprintf(format, args...))
 }
 
+// invalid reports a value a src/config rule refused, in the option's name.
+func (r *configReader) invalid(option string, err error) {
+	r.problem("%s", config.Problem{Field: option, Problem: err.Error()})
+}
+
 func (r *configReader) str(key string) string {
 	switch v := r.raw[key].(type) {
 	case nil:
@@ -111,8 +116,6 @@ func ParseSettings(raw map[string]any) (Settings, error) {
 		Group:           r.str("group"),
 		RunnerType:      r.str("runner-type"),
 		BaseImage:       r.str("base-image"),
-		Memory:          r.str("vm-memory"),
-		Disk:            r.str("vm-disk"),
 		DockerhubMirror: r.str("dockerhub-mirror"),
 		RunnerHTTPProxy: r.str("runner-http-proxy"),
 	}
@@ -133,24 +136,23 @@ func (r *configReader) readPath(s *Settings) {
 	if path == "" {
 		r.problem("path is required (an organisation, or owner/repo)")
 	} else if p, err := config.ParsePath(path); err != nil {
-		r.problem("path: %v", err)
+		r.invalid("path", err)
 	} else {
 		s.Path = p
 	}
-	if s.Group == "" {
-		r.problem("group must name a runner group (the default group is \"default\")")
-	}
 	if s.GitHubAPIURL == "" {
 		r.problem("github-api-url is required (https://api.github.com, or https://HOST/api/v3 for GitHub Enterprise Server)")
-	} else if _, err := config.ParseAPIURL(s.GitHubAPIURL); err != nil {
-		r.problem("%s", config.Problem{Field: "github-api-url", Problem: err.Error()})
 	}
+	// The group and the API URL have their rules in src/config:
+	// fileProblems applies them.
 }
 
 func (r *configReader) readAuth(s *Settings) {
 	s.Token = r.str("token")
-	appID, appIDOK := r.integer("github-app-id")
-	installationID, installationIDOK := r.integer("github-app-installation-id")
+	// An ID that is no whole number is reported here, and 0 stands in
+	// for it; the App's rules are src/config's.
+	appID, _ := r.integer("github-app-id")
+	installationID, _ := r.integer("github-app-installation-id")
 	key := r.str("github-app-private-key")
 	appWanted := appID != 0 || installationID != 0 || key != ""
 	switch {
@@ -161,19 +163,7 @@ func (r *configReader) readAuth(s *Settings) {
 		r.problem("token is required (a GitHub personal access token), or configure a GitHub App with github-app-id, github-app-installation-id and github-app-private-key")
 		return
 	case !appWanted:
-		if _, err := config.ParseToken(s.Token); err != nil {
-			r.problem("%s", config.Problem{Field: "token", Problem: err.Error()})
-		}
-		return
-	}
-	if appIDOK && appID <= 0 {
-		r.problem("github-app-id must be the App's numeric ID")
-	}
-	if installationIDOK && installationID <= 0 {
-		r.problem("github-app-installation-id must be the installation's numeric ID")
-	}
-	if _, err := config.ParseAppKey(key); err != nil {
-		r.problem("%s", config.Problem{Field: "github-app-private-key", Problem: err.Error()})
+		return // the token's rule is src/config's
 	}
 	s.App = &GitHubApp{AppID: appID, InstallationID: installationID, PrivateKey: key}
 }
@@ -181,37 +171,55 @@ func (r *configReader) readAuth(s *Settings) {
 func (r *configReader) readRunners(s *Settings) {
 	labels, err := config.ParseLabels(r.str("labels"))
 	if err != nil {
-		r.problem("labels: %v", err)
+		r.invalid("labels", err)
 	}
 	s.Labels = labels
+	// runner-type, base-image, vm-cpu, virtual-machines and
+	// reconcile-interval have their rules in src/config: fileProblems
+	// applies them. The sizes are read by config's reader.
 	if n, ok := r.integer("virtual-machines"); ok {
-		s.Runners = int(n) // its rule is src/config's
+		s.Runners = int(n)
 	}
-	// runner-type, base-image, vm-cpu, vm-memory and vm-disk have their
-	// rules in src/config: fileProblems applies them.
 	if n, ok := r.integer("vm-cpu"); ok {
 		s.CPU = int(n)
 	}
-	minutes, ok := r.integer("reconcile-interval")
-	if ok && minutes < 1 {
-		r.problem("reconcile-interval must be at least 1 (minutes), not %d", minutes)
+	for _, size := range []struct {
+		option string
+		to     *config.Size
+	}{{"vm-memory", &s.Memory}, {"vm-disk", &s.Disk}} {
+		n, err := config.ParseSize(r.str(size.option))
+		if err != nil && r.str("openstack-clouds-yaml") == "" { // LXD's only
+			r.invalid(size.option, err)
+		}
+		*size.to = n
 	}
-	s.ReconcileInterval = time.Duration(minutes) * time.Minute
+	if minutes, ok := r.integer("reconcile-interval"); ok {
+		s.ReconcileInterval = minutesDuration(minutes)
+	}
+}
+
+// minutesDuration is a number of minutes as a duration, saturated rather
+// than wrapped when it is out of a duration's range, so that the rule on
+// the interval sees how far out it is.
+func minutesDuration(minutes int64) time.Duration {
+	const most = math.MaxInt64 / int64(time.Minute)
+	switch {
+	case minutes > most:
+		return math.MaxInt64
+	case minutes < -most:
+		return math.MinInt64
+	}
+	return time.Duration(minutes) * time.Minute
 }
 
 func (r *configReader) readNetwork(s *Settings) {
 	denylist, err := config.ParseDenylist(r.str("denylist"))
 	if err != nil {
-		r.problem("denylist: %v", err)
+		r.invalid("denylist", err)
 	}
 	s.Denylist = denylist
-	// URL values are not quoted back: a proxy URL may carry a password.
-	if s.DockerhubMirror != "" && !isHTTPURL(s.DockerhubMirror, "https") {
-		r.problem("dockerhub-mirror must be an https:// URL of a registry")
-	}
-	if s.RunnerHTTPProxy != "" && !isHTTPURL(s.RunnerHTTPProxy, "http", "https") {
-		r.problem("runner-http-proxy must be an http(s) URL such as http://proxy.example.com:3128")
-	}
+	// dockerhub-mirror and runner-http-proxy have their rules in
+	// src/config: fileProblems applies them.
 }
 
 func (r *configReader) readOpenStack(s *Settings) {
@@ -224,20 +232,10 @@ func (r *configReader) readOpenStack(s *Settings) {
 	if o.CloudsYAML == "" {
 		return
 	}
-	if _, err := config.ParseCloudsYAML(o.CloudsYAML, ""); err != nil {
-		r.problem("%s", config.Problem{Field: "openstack-clouds-yaml", Problem: err.Error()})
-	}
-	if o.Flavor == "" {
-		r.problem("openstack-flavor is required when openstack-clouds-yaml is set")
-	}
-	if o.Network == "" {
-		r.problem("openstack-network is required when openstack-clouds-yaml is set")
-	}
-	if o.Image == "" {
-		// The image integration (github-runner-image-builder) is not read
-		// yet; until it is, the image is named here.
-		r.problem("openstack-image is required when openstack-clouds-yaml is set (an image with the GitHub runner installed)")
-	}
+	// The clouds.yaml, flavor, network and image have their rules in
+	// src/config: fileProblems applies them. (The image integration,
+	// github-runner-image-builder, is not read yet; until it is, the image
+	// is named by openstack-image.)
 	s.OpenStack = o
 }
 
@@ -313,27 +311,17 @@ func mentions(problems []string, option string) bool {
 	return false
 }
 
-// optionProblems restates the config file's problems in option names.
+// optionProblems restates the config file's problems in option names,
+// each once (runner-http-proxy is both of the file's proxies).
 func optionProblems(problems []config.Problem) []string {
 	var texts []string
 	for _, p := range problems {
 		if option, ok := optionOf[p.Field]; ok {
 			p.Field = option
 		}
-		texts = append(texts, p.String())
-	}
-	return texts
-}
-
-func isHTTPURL(s string, schemes ...string) bool {
-	u, err := url.Parse(s)
-	if err != nil || u.Host == "" {
-		return false
-	}
-	for _, scheme := range schemes {
-		if u.Scheme == scheme {
-			return true
+		if text := p.String(); !slices.Contains(texts, text) {
+			texts = append(texts, text)
 		}
 	}
-	return false
+	return texts
 }

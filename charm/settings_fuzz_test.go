@@ -66,7 +66,7 @@ func FuzzParseSettings(f *testing.F) {
 func checkManagerAccepts(t *testing.T, data []byte, s Settings) {
 	t.Helper()
 	const unit = "github-runner/0"
-	if problems := hostProblems(s, testModel, unit, func() bool { return true }); len(problems) > 0 {
+	if problems := testCharm(t, nil).hostProblems(s); len(problems) > 0 {
 		for _, p := range problems {
 			if !namesOption(p) {
 				t.Fatalf("ParseSettings(%s): problem %q names no option", data, p)
@@ -123,10 +123,8 @@ func checkSettings(t *testing.T, data []byte, s Settings) {
 	if s.App != nil && (s.App.AppID <= 0 || s.App.InstallationID <= 0 || !validAppKey(s.App.PrivateKey)) {
 		fail("an incomplete GitHub App")
 	}
-	for _, size := range []string{s.Memory, s.Disk} {
-		if n, err := config.ParseSize(size); err != nil || n <= 0 {
-			fail("a size that is not a positive number of bytes")
-		}
+	if s.OpenStack == nil && (s.Memory <= 0 || s.Disk <= 0) {
+		fail("a size that is not a positive number of bytes")
 	}
 	if labels, err := config.ParseLabels(strings.Join(s.Labels, ",")); err != nil || len(labels) != len(s.Labels) {
 		fail("labels that do not read back")

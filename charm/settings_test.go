@@ -57,7 +57,7 @@ func TestParseSettingsValid(t *testing.T) {
 	if strings.Join(s.Labels, "|") != "gpu|large" || len(s.Denylist) != 2 || s.ReconcileInterval != 2*time.Minute {
 		t.Errorf("labels %v denylist %v interval %v", s.Labels, s.Denylist, s.ReconcileInterval)
 	}
-	if s.Runners != 1 || s.CPU != 2 || s.Memory != "7GiB" || s.RunnerType != RunnerTypeContainer || s.OpenStack != nil {
+	if s.Runners != 1 || s.CPU != 2 || s.Memory != 7<<30 || s.RunnerType != RunnerTypeContainer || s.OpenStack != nil {
 		t.Errorf("runner settings = %+v", s)
 	}
 }
@@ -106,8 +106,13 @@ func TestParseSettingsProblems(t *testing.T) {
 		{"no cpu", map[string]any{"vm-cpu": json.Number("0")}, []string{"vm-cpu must be at least 1"}},
 		{"memory unit", map[string]any{"vm-memory": "7GB"}, []string{`vm-memory: "7GB" is not a size`}},
 		{"disk zero", map[string]any{"vm-disk": "0GiB"}, []string{`vm-disk: "0GiB" must be more than zero`}},
-		{"interval", map[string]any{"reconcile-interval": json.Number("0")}, []string{"reconcile-interval must be at least 1"}},
+		{"interval", map[string]any{"reconcile-interval": json.Number("0")}, []string{"reconcile-interval must be at least 1 minute and at most 1 day"}},
+		{"interval over a day", map[string]any{"reconcile-interval": json.Number("1441")}, []string{"reconcile-interval must be at least 1 minute and at most 1 day"}},
+		// 307445736 minutes wraps a duration around to 86 s.
+		{"interval past a duration", map[string]any{"reconcile-interval": json.Number("307445736")}, []string{"reconcile-interval must be at least 1 minute and at most 1 day"}},
+		{"negative interval past a duration", map[string]any{"reconcile-interval": json.Number("-307445736")}, []string{"reconcile-interval must be at least 1 minute and at most 1 day"}},
 		{"mirror http", map[string]any{"dockerhub-mirror": "http://mirror"}, []string{"dockerhub-mirror must be an https:// URL"}},
+		{"mirror with a quote", map[string]any{"dockerhub-mirror": "https://mirror.example.com/'x"}, []string{"dockerhub-mirror must be an https:// URL"}},
 		{"denylist", map[string]any{"denylist": "10.0.0.0/8,fe80::/10,10.1.1.1"}, []string{`denylist: "fe80::/10", "10.1.1.1" are not an IPv4 CIDR`}},
 		{"runner type", map[string]any{"runner-type": "pod"}, []string{`runner-type must be "virtual-machine" or "container", not "pod"`}},
 		{"api url scheme", map[string]any{"github-api-url": "ftp://x"}, []string{`github-api-url: "ftp://x" must use https`}},
@@ -115,6 +120,9 @@ func TestParseSettingsProblems(t *testing.T) {
 		{"api url path", map[string]any{"github-api-url": "https://ghes.example.com/x"}, []string{"github-api-url: \"https://ghes.example.com/x\" is not a URL like"}},
 		{"api url password", map[string]any{"github-api-url": "https://u:hunter2@ghes.example.com"}, []string{"github-api-url must not contain credentials"}},
 		{"proxy", map[string]any{"runner-http-proxy": "proxy:3128"}, []string{"runner-http-proxy must be an http(s) URL"}},
+		{"proxy with a space", map[string]any{"runner-http-proxy": "http://u:hunter2 x@proxy:3128"}, []string{"runner-http-proxy must be an http(s) URL"}},
+		{"sizes on OpenStack are not read", map[string]any{"vm-memory": "lots", "openstack-clouds-yaml": testCloudsYAML, "openstack-flavor": "f", "openstack-network": "n"},
+			[]string{"openstack-image is required"}},
 		{"clouds not yaml", map[string]any{"openstack-clouds-yaml": "clouds: [password: hunter2", "openstack-flavor": "f", "openstack-network": "n", "openstack-image": "i"},
 			[]string{"openstack-clouds-yaml is not valid clouds.yaml: cannot parse it as YAML (line"}},
 		{"clouds wrong type", map[string]any{"openstack-clouds-yaml": "clouds: hunter2", "openstack-flavor": "f", "openstack-network": "n", "openstack-image": "i"},

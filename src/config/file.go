@@ -5,11 +5,17 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"time"
+	"unicode"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/canonical/github-runner-charm/src/service/api"
 )
 
 // File is the manager's configuration file: written by the charm (mode
@@ -52,7 +58,7 @@ type RunnerImage struct {
 	HTTPSProxy      string   `yaml:"https-proxy,omitempty"`
 	NoProxy         string   `yaml:"no-proxy,omitempty"`
 	DockerhubMirror string   `yaml:"dockerhub-mirror,omitempty"`
-	Denylist        []string `yaml:"denylist,omitempty"`
+	Denylist        Denylist `yaml:"denylist,omitempty"`
 }
 
 // LXD runners run on this machine.
@@ -60,8 +66,8 @@ type LXD struct {
 	Type      string `yaml:"type"` // container or virtual-machine
 	BaseImage string `yaml:"base-image"`
 	CPU       int    `yaml:"cpu"`
-	Memory    string `yaml:"memory"`
-	Disk      string `yaml:"disk"`
+	Memory    Size   `yaml:"memory"`
+	Disk      Size   `yaml:"disk"`
 }
 
 // OpenStack runners are servers in a cloud.
@@ -168,7 +174,11 @@ func (f *File) Validate() error {
 	return nil
 }
 
-// Problems is every problem with the file's values, keyed by field.
+// Problems is every problem with the file's values, keyed by field. The
+// values' rules are here once: the charm reports these in option names,
+// the service refuses a file with any, and the clouds and the GitHub
+// client take the values as checked here. What depends on the machine is
+// in ProblemsOn.
 func (f *File) Problems() []Problem {
 	var problems []Problem
 	add := func(field, format string, args ...any) {
@@ -182,12 +192,14 @@ func (f *File) Problems() []Problem {
 	}
 	if f.StateDir == "" {
 		add("state-dir", "is required")
+	} else if socket := f.SocketPath(); len(socket) > maxSocketPath {
+		add("state-dir", "%q is too long for the manager's socket: %s in it must be at most %d bytes", f.StateDir, api.SocketName, maxSocketPath)
 	}
 	if f.Runners < 0 {
 		add("runners", "must be 0 or more, not %d", f.Runners)
 	}
-	if f.ReconcileInterval < time.Minute {
-		add("reconcile-interval", "must be at least 1m")
+	if f.ReconcileInterval < MinReconcileInterval || f.ReconcileInterval > MaxReconcileInterval {
+		add("reconcile-interval", "must be at least 1 minute and at most 1 day")
 	}
 	if _, err := ParsePath(f.GitHub.Path); err != nil {
 		add("github.path", "%v", err)
@@ -216,7 +228,10 @@ func (f *File) Problems() []Problem {
 			add("github.app.private-key", "%v", err)
 		}
 	}
-	if _, err := ParseLabels(strings.Join(f.GitHub.Labels, ",")); err != nil {
+	if g := f.GitHub.Group; g == "" || strings.TrimSpace(g) != g || strings.ContainsFunc(g, unicode.IsControl) {
+		add("github.group", `must name a runner group (the default group is "default")`)
+	}
+	if err := labelsProblem(f.GitHub.Labels); err != nil {
 		add("github.labels", "%v", err)
 	}
 	problems = append(problems, f.Runner.Problems()...)
@@ -231,16 +246,91 @@ func (f *File) Problems() []Problem {
 	return problems
 }
 
-// Problems is every problem with what goes inside every runner.
-func (r RunnerImage) Problems() []Problem {
-	if _, err := ParseDenylist(strings.Join(r.Denylist, ",")); err != nil {
-		return []Problem{{"runner.denylist", err.Error()}}
+// Bounds of the reconcile interval: a cycle a minute is GitHub's rate
+// limit's worth; one a day still replaces finished runners daily.
+const (
+	MinReconcileInterval = time.Minute
+	MaxReconcileInterval = 24 * time.Hour
+)
+
+// maxSocketPath is the longest path of a unix socket on Linux (108 bytes
+// with the NUL): the manager's socket is in its state directory.
+const maxSocketPath = 107
+
+// SocketPath is where the manager listens, in its state directory.
+func (f *File) SocketPath() string { return filepath.Join(f.StateDir, api.SocketName) }
+
+// ProblemsOn is every problem with the file on a host with the given
+// facts: Problems, and what the host cannot give.
+func (f *File) ProblemsOn(h Host) []Problem {
+	problems := f.Problems()
+	if f.LXD != nil {
+		problems = append(problems, f.LXD.HostProblems(h)...)
+	}
+	return problems
+}
+
+// Host is what the machine offers that some values need.
+type Host struct {
+	KVM bool // /dev/kvm is there: LXD virtual machines can run
+}
+
+// KVMDevice is where KVM is, when the host has it.
+const KVMDevice = "/dev/kvm"
+
+// ThisHost is the facts of the machine this runs on.
+func ThisHost() Host { return Host{KVM: HasKVM(KVMDevice)} }
+
+// HasKVM tells whether the KVM device at path is there.
+func HasKVM(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
+}
+
+// HostProblems is what the LXD runners need that the host cannot give;
+// src/lxd refuses to start with any.
+func (l *LXD) HostProblems(h Host) []Problem {
+	if l.Type == "virtual-machine" && !h.KVM {
+		return []Problem{{"lxd.type", `must be "container" on this host: virtual machines need KVM (` + KVMDevice + `)`}}
 	}
 	return nil
 }
 
-// Problems is every problem with the LXD runners' values; src/lxd refuses
-// a config with any, and checks nothing of them itself.
+// Problems is every problem with what goes inside every runner. Proxy
+// and mirror values are not quoted back: a proxy URL may carry a password.
+func (r RunnerImage) Problems() []Problem {
+	var problems []Problem
+	if err := r.Denylist.problem(); err != nil {
+		problems = append(problems, Problem{"runner.denylist", err.Error()})
+	}
+	for _, proxy := range []struct{ field, value string }{{"runner.http-proxy", r.HTTPProxy}, {"runner.https-proxy", r.HTTPSProxy}} {
+		if proxy.value != "" && !isURL(proxy.value, "http", "https") {
+			problems = append(problems, Problem{proxy.field, "must be an http(s) URL such as http://proxy.example.com:3128"})
+		}
+	}
+	if strings.ContainsFunc(r.NoProxy, unicode.IsControl) {
+		problems = append(problems, Problem{"runner.no-proxy", "must be one line of hosts and networks, comma-separated"})
+	}
+	if r.DockerhubMirror != "" && !isURL(r.DockerhubMirror, "https") {
+		problems = append(problems, Problem{"runner.dockerhub-mirror", "must be an https:// URL of a registry"})
+	}
+	return problems
+}
+
+// isURL tells whether s is an absolute URL of one of the schemes, with a
+// host, and nothing a shell or a config file would read differently
+// (url.Parse refuses control characters; spaces and quotes are refused
+// here).
+func isURL(s string, schemes ...string) bool {
+	u, err := url.Parse(s)
+	if err != nil || u.Host == "" || strings.ContainsAny(s, " \t\"'`") {
+		return false
+	}
+	return slices.Contains(schemes, u.Scheme)
+}
+
+// Problems is every problem with the LXD runners' values; src/lxd takes
+// them as checked here.
 func (l *LXD) Problems() []Problem {
 	var problems []Problem
 	if l.Type != "container" && l.Type != "virtual-machine" {
@@ -252,16 +342,19 @@ func (l *LXD) Problems() []Problem {
 	if l.CPU < 1 {
 		problems = append(problems, Problem{"lxd.cpu", fmt.Sprintf("must be at least 1, not %d", l.CPU)})
 	}
-	for _, size := range []struct{ key, value string }{{"lxd.memory", l.Memory}, {"lxd.disk", l.Disk}} {
-		if _, err := ParseSize(size.value); err != nil {
-			problems = append(problems, Problem{size.key, err.Error()})
+	for _, size := range []struct {
+		key   string
+		value Size
+	}{{"lxd.memory", l.Memory}, {"lxd.disk", l.Disk}} {
+		if size.value <= 0 {
+			problems = append(problems, Problem{size.key, "is required (a size like 512MiB or 10GiB)"})
 		}
 	}
 	return problems
 }
 
 // Problems is every problem with the OpenStack values; src/openstack
-// refuses a config with any.
+// takes them as checked here.
 func (o *OpenStack) Problems() []Problem {
 	var problems []Problem
 	for _, field := range []struct{ key, value string }{

@@ -1,11 +1,15 @@
 package config
 
 import (
+	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"gopkg.in/yaml.v3"
 )
 
 func validFile() *File {
@@ -13,7 +17,7 @@ func validFile() *File {
 		Unit: "github-runner/0", Model: "3c5b1f5c-8a51-4d5e-8e4b-6a0c2a9b7f10", StateDir: "/var/lib/github-runner/github-runner-0",
 		Runners: 3, ReconcileInterval: 5 * time.Minute,
 		GitHub: GitHub{Path: "org/repo", APIURL: "https://api.github.com", Token: "ghp_SECRET", Group: "default", Labels: []string{"large"}},
-		LXD:    &LXD{Type: "container", BaseImage: "noble", CPU: 2, Memory: "7GiB", Disk: "10GiB"},
+		LXD:    &LXD{Type: "container", BaseImage: "noble", CPU: 2, Memory: 7 << 30, Disk: 10 << 30},
 	}
 }
 
@@ -31,7 +35,7 @@ func TestWriteReadRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got.GitHub.Token != "ghp_SECRET" || got.LXD.Memory != "7GiB" || got.ReconcileInterval != 5*time.Minute || got.Runners != 3 {
+	if got.GitHub.Token != "ghp_SECRET" || got.LXD.Memory != 7<<30 || got.ReconcileInterval != 5*time.Minute || got.Runners != 3 {
 		t.Errorf("round trip = %+v", got)
 	}
 }
@@ -43,7 +47,10 @@ func TestParseRejects(t *testing.T) {
 		{"unknown key", "unit: a\ntokn: x\n", "field tokn not found"},
 		{"empty", "", "the file is empty"},
 		{"bad type hides value", "unit: a\nrunners: ghp_SECRET\n", "cannot unmarshal !!str <value> into int"},
-		{"every problem", "unit: a\n", "model is required; state-dir is required; reconcile-interval must be at least 1m; github.path:"},
+		{"every problem", "unit: a\n", "model is required; state-dir is required; reconcile-interval must be at least 1 minute and at most 1 day; github.path:"},
+		{"size not a size", "unit: a\nlxd: {memory: 8G, disk: [1]}\n", `line 2: "8G" is not a size like 512MiB or 10GiB (units KiB, MiB, GiB, TiB); line 2: is not a size like 512MiB or 10GiB`},
+		{"denylist entries", "unit: a\nrunner:\n  denylist:\n  - 10.0.0.0/8\n  - fe80::/10\n  - 10.0.0.0/33\n",
+			`line 5: "fe80::/10" is not an IPv4 CIDR like 10.0.0.0/8; line 6: "10.0.0.0/33" is not an IPv4 CIDR like 10.0.0.0/8`},
 		{"both clouds", "unit: a\nlxd: {type: container}\nopenstack: {flavor: f}\n", "lxd must be set, or openstack, not both"},
 	}
 	for _, test := range tests {
@@ -62,7 +69,7 @@ func TestParseRejects(t *testing.T) {
 func TestValuesParsers(t *testing.T) {
 	sizes := map[string]int64{"1KiB": 1024, "7GiB": 7 << 30, "2TiB": 2 << 40}
 	for in, want := range sizes {
-		if got, err := ParseSize(in); err != nil || got != want {
+		if got, err := ParseSize(in); err != nil || got.Bytes() != want || got.String() != in {
 			t.Errorf("ParseSize(%q) = %d, %v", in, got, err)
 		}
 	}
@@ -95,7 +102,20 @@ func TestProblemsKeyedByField(t *testing.T) {
 		{"runner type", func(f *File) { f.LXD.Type = "pod" }, Problem{"lxd.type", `must be "virtual-machine" or "container", not "pod"`}},
 		{"cpu", func(f *File) { f.LXD.CPU = 0 }, Problem{"lxd.cpu", "must be at least 1, not 0"}},
 		{"runners", func(f *File) { f.Runners = -2 }, Problem{"runners", "must be 0 or more, not -2"}},
-		{"memory", func(f *File) { f.LXD.Memory = "8G" }, Problem{"lxd.memory", `"8G" is not a size like 512MiB or 10GiB (units KiB, MiB, GiB, TiB)`}},
+		{"no memory", func(f *File) { f.LXD.Memory = 0 }, Problem{"lxd.memory", "is required (a size like 512MiB or 10GiB)"}},
+		{"interval too short", func(f *File) { f.ReconcileInterval = 59 * time.Second }, Problem{"reconcile-interval", "must be at least 1 minute and at most 1 day"}},
+		{"interval too long", func(f *File) { f.ReconcileInterval = 24*time.Hour + time.Minute }, Problem{"reconcile-interval", "must be at least 1 minute and at most 1 day"}},
+		{"no group", func(f *File) { f.GitHub.Group = "" }, Problem{"github.group", `must name a runner group (the default group is "default")`}},
+		{"group with a space at the end", func(f *File) { f.GitHub.Group = "default " }, Problem{"github.group", `must name a runner group (the default group is "default")`}},
+		{"a label holding a comma", func(f *File) { f.GitHub.Labels = []string{"a,b"} }, Problem{"github.labels", `"a,b" may only contain letters, digits, '_' and '-'`}},
+		{"proxy without a scheme", func(f *File) { f.Runner.HTTPProxy = "proxy:3128" }, Problem{"runner.http-proxy", "must be an http(s) URL such as http://proxy.example.com:3128"}},
+		{"https proxy not a URL", func(f *File) { f.Runner.HTTPSProxy = "http://u:SECRET@ proxy" }, Problem{"runner.https-proxy", "must be an http(s) URL such as http://proxy.example.com:3128"}},
+		{"no-proxy on two lines", func(f *File) { f.Runner.NoProxy = "a\nb" }, Problem{"runner.no-proxy", "must be one line of hosts and networks, comma-separated"}},
+		{"mirror over http", func(f *File) { f.Runner.DockerhubMirror = "http://mirror.example.com" }, Problem{"runner.dockerhub-mirror", "must be an https:// URL of a registry"}},
+		{"mirror without a host", func(f *File) { f.Runner.DockerhubMirror = "https:///x" }, Problem{"runner.dockerhub-mirror", "must be an https:// URL of a registry"}},
+		{"denylist of IPv6", func(f *File) { f.Runner.Denylist = Denylist{netip.MustParsePrefix("fe80::/10")} }, Problem{"runner.denylist", `"fe80::/10" is not an IPv4 CIDR like 10.0.0.0/8`}},
+		{"state dir too long for the socket", func(f *File) { f.StateDir = "/" + strings.Repeat("d", 92) }, Problem{"state-dir",
+			`"/` + strings.Repeat("d", 92) + `" is too long for the manager's socket: manager.socket in it must be at most 107 bytes`}},
 		{"api url", func(f *File) { f.GitHub.APIURL = "http://192.0.2.1/" }, Problem{"github.api-url", `"http://192.0.2.1/" must use https (http only on a loopback host)`}},
 		{"token", func(f *File) { f.GitHub.Token = "ghp_SECRET x" }, Problem{"github.token", "must hold only visible ASCII characters, no spaces"}},
 		{"app key", func(f *File) {
@@ -131,7 +151,56 @@ func TestREADMEExampleParses(t *testing.T) {
 	if err != nil {
 		t.Fatalf("the README's example is refused: %v", err)
 	}
-	if f.ReconcileInterval != 5*time.Minute || f.LXD == nil || f.Runner.Denylist[0] != "10.0.0.0/8" {
+	if f.ReconcileInterval != 5*time.Minute || f.LXD == nil || f.Runner.Denylist[0] != netip.MustParsePrefix("10.0.0.0/8") {
 		t.Errorf("parsed = %+v", f)
+	}
+}
+
+// Sizes and denylists are written as the options spell them, and read
+// back the same; a denylist's host bits are cleared as the option's are.
+func TestTypedValuesRoundTrip(t *testing.T) {
+	f := validFile()
+	f.LXD.Memory, f.LXD.Disk = 1536<<20, 1<<40
+	f.Runner.Denylist = Denylist{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("192.168.1.7/32")}
+	data, err := yaml.Marshal(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"memory: 1536MiB\n", "disk: 1TiB\n", "- 10.0.0.0/8\n", "- 192.168.1.7/32\n"} {
+		if !strings.Contains(string(data), want) {
+			t.Errorf("the file does not say %q:\n%s", want, data)
+		}
+	}
+	got, err := Parse(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.LXD.Memory != f.LXD.Memory || got.LXD.Disk != f.LXD.Disk || !slices.Equal(got.Runner.Denylist, f.Runner.Denylist) {
+		t.Errorf("read back %+v %v, want %+v %v", got.LXD, got.Runner.Denylist, f.LXD, f.Runner.Denylist)
+	}
+	masked, err := Parse([]byte(strings.Replace(string(data), "- 10.0.0.0/8", "- 10.1.2.3/8", 1)))
+	if err != nil || masked.Runner.Denylist[0] != netip.MustParsePrefix("10.0.0.0/8") {
+		t.Errorf("10.1.2.3/8 reads as %v, %v; want 10.0.0.0/8", masked.Runner.Denylist, err)
+	}
+}
+
+// Virtual machines need KVM: the rule is here, the host's fact is the
+// caller's (the charm's and src/lxd's).
+func TestProblemsOnHost(t *testing.T) {
+	f := validFile()
+	f.LXD.Type = "virtual-machine"
+	want := []Problem{{"lxd.type", `must be "container" on this host: virtual machines need KVM (/dev/kvm)`}}
+	if got := f.ProblemsOn(Host{KVM: false}); !slices.Equal(got, want) {
+		t.Errorf("ProblemsOn(no KVM) = %q, want %q", got, want)
+	}
+	if got := f.ProblemsOn(Host{KVM: true}); len(got) != 0 {
+		t.Errorf("ProblemsOn(KVM) = %q, want none", got)
+	}
+	f.LXD.Type = "container"
+	if got := f.ProblemsOn(Host{}); len(got) != 0 {
+		t.Errorf("ProblemsOn(containers, no KVM) = %q, want none", got)
+	}
+	if HasKVM(filepath.Join(t.TempDir(), "kvm")) {
+		t.Error("HasKVM of a missing device")
 	}
 }

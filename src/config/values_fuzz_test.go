@@ -23,7 +23,7 @@ func FuzzParseSize(f *testing.F) {
 			t.Fatalf("ParseSize(%q) = %d bytes, want more than zero", s, n)
 		}
 		unit, ok := sizeUnits[s[len(s)-3:]]
-		if !ok || n%unit != 0 {
+		if !ok || int64(n)%unit != 0 {
 			t.Fatalf("ParseSize(%q) = %d: not a whole number of its unit", s, n)
 		}
 		if again, err := ParseSize(strings.TrimLeft(s[:len(s)-3], "0") + s[len(s)-3:]); err != nil || again != n {

@@ -77,7 +77,7 @@ func startService(t *testing.T) *managerService {
 	f := &config.File{
 		Unit: id.UnitName(), Model: id.Model, StateDir: stateDir, Runners: 2, ReconcileInterval: time.Hour,
 		GitHub:   config.GitHub{Path: stack.Repo, APIURL: fake.URL(), Token: token, Group: "default", Labels: []string{label}},
-		LXD:      &config.LXD{Type: "container", BaseImage: lxdtest.BaseImageAlias, CPU: 1, Memory: "256MiB", Disk: "1GiB"},
+		LXD:      &config.LXD{Type: "container", BaseImage: lxdtest.BaseImageAlias, CPU: 1, Memory: 256 << 20, Disk: 1 << 30},
 		Timeouts: config.Timeouts{Creation: creationTimeout, Offline: offlineTimeout},
 	}
 	configPath := filepath.Join(stateDir, "config.yaml")
