@@ -1,9 +1,12 @@
-// Package cloud is the small interface every cloud (LXD, OpenStack)
-// implements for the runner manager, and the instance it reports.
+// Package cloud is the contract every cloud (LXD, OpenStack) keeps with
+// the runner manager: the engine's runners (Cloud), the whole cloud the
+// service runs (Provider), the instance it reports, and the mark of an error
+// only the operator can fix (OperatorError).
 package cloud
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/canonical/github-runner-charm/src/runner"
@@ -62,3 +65,43 @@ type Cloud interface {
 	// that is already gone is not an error.
 	Delete(ctx context.Context, name string) error
 }
+
+// FetchRunner returns the verified runner application tarball and its
+// version (downloaded, or from cache when unchanged).
+type FetchRunner func(ctx context.Context) (tarballPath, version string, err error)
+
+// Provider is a whole cloud as the service runs it: the engine's runners,
+// the runner image they start from, and what the deployment made there
+// besides them. A Provider connects itself, on first use and again after a
+// failed connection, so an unreachable daemon or API at start is a problem
+// its calls report, not a process that cannot start.
+type Provider interface {
+	Cloud
+	// Prepare gets the cloud ready to start runners: LXD initialises the
+	// daemon if nobody did, applies the denylist and builds the runner
+	// image from the runner application (fetch); OpenStack checks that its
+	// image, flavor and network exist (the runner is in the image; fetch is
+	// not called). It is cheap when nothing changed, and reports whether
+	// the runner image changed since the Prepare before (idle runners are
+	// then replaced).
+	Prepare(ctx context.Context, fetch FetchRunner) (changed bool, err error)
+}
+
+// OperatorError marks a problem only the operator can fix (an image,
+// flavor or network that does not exist, refused credentials, a clouds.yaml
+// that cannot be read, an untrusted certificate): the unit is Blocked, not
+// waiting for a retry to clear it. Clouds make their sentinel errors of it,
+// so errors.Is still finds the sentinel and NeedsOperator the mark.
+type OperatorError struct{ Err error }
+
+func (e *OperatorError) Error() string { return e.Err.Error() }
+func (e *OperatorError) Unwrap() error { return e.Err }
+
+// NeedsOperator tells whether err, or an error it wraps, is an OperatorError.
+func NeedsOperator(err error) bool {
+	var marked *OperatorError
+	return errors.As(err, &marked)
+}
+
+// NewOperatorError is a sentinel error of text that needs the operator.
+func NewOperatorError(text string) error { return &OperatorError{Err: errors.New(text)} }

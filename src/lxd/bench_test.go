@@ -26,7 +26,7 @@ func BenchmarkRunnerOnline(b *testing.B) {
 	c := newCloud(b, testConfig(testPrefix(b)))
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
-	alias, err := c.EnsureImage(ctx, runnerTarball(b, srv), srv.RunnerVersion())
+	alias, err := c.ensureImage(ctx, runnerTarball(b, srv), srv.RunnerVersion())
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -71,10 +72,10 @@ type Config struct {
 	// Network is the bridge runners attach to and the denylist applies
 	// to; "" is the network of the default profile's NIC.
 	Network string
-	// Pool is the storage pool Initialise creates if the default profile
+	// Pool is the storage pool Prepare creates if the default profile
 	// has no root disk; "" is "default".
 	Pool string
-	// BridgeCIDR is the address of the bridge Initialise creates if the
+	// BridgeCIDR is the address of the bridge Prepare creates if the
 	// default profile has no NIC, like 10.99.0.1/24; "" picks a free /24.
 	BridgeCIDR string
 	// ImageServers maps the remote of a "remote:alias" base image to its
@@ -85,15 +86,23 @@ type Config struct {
 	KVMDevice string
 }
 
-// Cloud runs runners as LXD instances. It implements cloud.Cloud.
+// Cloud runs runners as LXD instances. It implements cloud.Provider.
 type Cloud struct {
 	cfg      Config
-	d        daemon
-	setup    *lxdDaemon // Initialise and ApplyDenylist: not on the hot path
 	log      *slog.Logger
 	memory   int64
 	disk     int64
 	denylist []string
+
+	// connMu guards the connection: d and setup are nil until a call
+	// connects (see connected), and are never changed after.
+	connMu sync.Mutex
+	d      daemon
+	setup  *lxdDaemon // initialise, applyDenylist, Teardown: not on the hot path
+	// initialised: initialise and applyDenylist succeeded, which they
+	// must before the first runner starts (under initMu).
+	initMu      sync.Mutex
+	initialised bool
 
 	imageMu sync.Mutex // one image build at a time
 	// legacyDone and legacyNext pace sweepLegacy (under imageMu).
@@ -102,6 +111,9 @@ type Cloud struct {
 
 	mu    sync.Mutex
 	image string // fingerprint of the runner image Create uses
+	// alias is the runner image alias of the last Prepare, to tell a
+	// change.
+	alias string
 	// creating names the instances this process is creating now: a
 	// never-started instance not among them was left half-made by a
 	// manager that died (see Instances).
@@ -112,42 +124,110 @@ type Cloud struct {
 	profileNetwork string
 }
 
-var _ cloud.Cloud = (*Cloud)(nil)
+var _ cloud.Provider = (*Cloud)(nil)
 
-// New checks cfg and connects to LXD. It does not need an initialised
-// daemon: Initialise completes one.
-func New(ctx context.Context, cfg Config, log *slog.Logger) (*Cloud, error) {
+// New checks cfg. It does not connect: every call connects first if no
+// call has yet (see connected), so a daemon that is down at start is the
+// problem the calls report until it answers. Nor does it need an
+// initialised daemon: Prepare completes one.
+func New(cfg Config, log *slog.Logger) (*Cloud, error) {
 	if err := cfg.Identity.Check(); err != nil {
 		return nil, fmt.Errorf("cannot use LXD: %w", err)
 	}
-	// The values are as src/config checked them; only the host is
-	// checked here, by config's rule.
-	kvm := cfg.KVMDevice
-	if kvm == "" {
-		kvm = config.KVMDevice
-	}
-	if problems := cfg.LXD.HostProblems(config.Host{KVM: config.HasKVM(kvm)}); len(problems) > 0 {
+	// The values' rules are src/config's; only the host is checked here.
+	if problems := append(cfg.LXD.Problems(), cfg.Runner.Problems()...); len(problems) > 0 {
 		return nil, fmt.Errorf("cannot use LXD: %w", &config.InvalidError{Problems: problems})
 	}
+	if cfg.LXD.Type == VirtualMachine {
+		kvm := cfg.KVMDevice
+		if kvm == "" {
+			kvm = "/dev/kvm"
+		}
+		if _, err := os.Stat(kvm); err != nil {
+			return nil, errors.New("virtual machines need KVM on this host; set runner-type=container")
+		}
+	}
+	// Checked above: these parse.
+	memory, _ := config.ParseSize(cfg.LXD.Memory)
+	disk, _ := config.ParseSize(cfg.LXD.Disk)
+	denylist, _ := config.ParseDenylist(strings.Join(cfg.Runner.Denylist, ","))
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	d, err := connect(ctx, cfg.Socket, cfg.Project)
-	if err != nil {
-		return nil, err
-	}
-	c := &Cloud{cfg: cfg, d: d, setup: d, log: log.With("cloud", "lxd"), memory: cfg.LXD.Memory.Bytes(), disk: cfg.LXD.Disk.Bytes()}
-	for _, p := range cfg.Runner.Denylist {
+	c := &Cloud{cfg: cfg, log: log.With("cloud", "lxd"), memory: int64(memory), disk: int64(disk)}
+	for _, p := range denylist {
 		c.denylist = append(c.denylist, p.String())
 	}
-	c.discover(ctx)
 	return c, nil
+}
+
+// connected connects to LXD unless a call did already; a failed
+// connection is tried again by the next call.
+func (c *Cloud) connected(ctx context.Context) error {
+	c.connMu.Lock()
+	defer c.connMu.Unlock()
+	if c.d != nil {
+		return nil
+	}
+	d, err := connect(ctx, c.cfg.Socket, c.cfg.Project)
+	if err != nil {
+		return err
+	}
+	c.d, c.setup = d, d
+	c.discover(ctx)
+	return nil
+}
+
+// ready connects, and completes the daemon and applies the denylist unless
+// that succeeded before: the denylist holds before the first runner or
+// image builder starts.
+func (c *Cloud) ready(ctx context.Context) error {
+	c.initMu.Lock()
+	defer c.initMu.Unlock()
+	if c.initialised {
+		return nil
+	}
+	// A deb-installed daemon may be uninitialised.
+	if err := c.initialise(ctx); err != nil {
+		return err
+	}
+	if err := c.applyDenylist(ctx); err != nil {
+		return err
+	}
+	c.initialised = true
+	return nil
+}
+
+// Prepare completes the daemon and applies the denylist if that is not
+// done yet, and makes sure of the runner image of the runner application
+// fetch returns (see ensureImage). It reports a change when the image's
+// alias moved to another runner version since the last Prepare.
+func (c *Cloud) Prepare(ctx context.Context, fetch cloud.FetchRunner) (changed bool, err error) {
+	if err := c.ready(ctx); err != nil {
+		return false, err
+	}
+	tarball, version, err := fetch(ctx)
+	if err != nil {
+		return false, err
+	}
+	alias, err := c.ensureImage(ctx, tarball, version)
+	if err != nil {
+		return false, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	changed = c.alias != "" && c.alias != alias
+	c.alias = alias
+	return changed, nil
 }
 
 // Instances lists this deployment's runners, from LXD's config alone: an
 // instance of another model or unit on the same daemon is never listed,
 // even if its name looks like ours.
 func (c *Cloud) Instances(ctx context.Context) ([]cloud.Instance, error) {
+	if err := c.connected(ctx); err != nil {
+		return nil, fmt.Errorf("cannot list LXD instances: %w", err)
+	}
 	all, err := c.d.Instances(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("cannot list LXD instances: %w", err)
@@ -226,6 +306,9 @@ func (c *Cloud) Create(ctx context.Context, req cloud.CreateRequest) error {
 	if req.JITConfig == "" {
 		return fmt.Errorf("cannot create runner %q: no JIT config", req.Name)
 	}
+	if err := c.ready(ctx); err != nil {
+		return fmt.Errorf("cannot create runner %q: %w", req.Name, err)
+	}
 	c.mu.Lock()
 	image := c.image
 	if c.creating == nil {
@@ -239,7 +322,7 @@ func (c *Cloud) Create(ctx context.Context, req cloud.CreateRequest) error {
 		c.mu.Unlock()
 	}()
 	if image == "" {
-		return fmt.Errorf("cannot create runner %q: no runner image yet (EnsureImage has not succeeded)", req.Name)
+		return fmt.Errorf("cannot create runner %q: no runner image yet (Prepare has not succeeded)", req.Name)
 	}
 	log := c.log.With("instance", req.Name, "runner_id", req.RunnerID)
 	start := time.Now()
@@ -321,7 +404,7 @@ func (c *Cloud) instancePost(req cloud.CreateRequest, source api.InstanceSource)
 }
 
 // rootPool is the pool of the default profile's root disk, found by
-// Initialise or the first Create; "" leaves the profile's disk unsized.
+// Prepare or the first Create; "" leaves the profile's disk unsized.
 func (c *Cloud) rootPool() string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -396,6 +479,9 @@ func (c *Cloud) pushWhenAgentUp(ctx context.Context, name string, files []instan
 // alone (the engine deletes only what Instances listed, so this is the last
 // line, for a name reused between the two).
 func (c *Cloud) Delete(ctx context.Context, name string) error {
+	if err := c.connected(ctx); err != nil {
+		return fmt.Errorf("cannot delete runner instance %q: %w", name, err)
+	}
 	inst, err := c.d.Instance(ctx, name)
 	switch {
 	case errors.Is(err, ErrNotFound):

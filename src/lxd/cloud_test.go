@@ -20,7 +20,7 @@ func buildImage(t *testing.T, c *Cloud, srv *fakegithub.Server) string {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	start := time.Now()
-	alias, err := c.EnsureImage(ctx, runnerTarball(t, srv), srv.RunnerVersion())
+	alias, err := c.ensureImage(ctx, runnerTarball(t, srv), srv.RunnerVersion())
 	if err != nil {
 		t.Fatalf("cannot build runner image: %v", err)
 	}
@@ -65,11 +65,11 @@ func TestRunnersLifecycle(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 
-	// A second EnsureImage of the same version reuses the image.
+	// A second ensureImage of the same version reuses the image.
 	fingerprint := c.image
 	start := time.Now()
-	if again, err := c.EnsureImage(ctx, runnerTarball(t, srv), srv.RunnerVersion()); err != nil || again != alias || c.image != fingerprint {
-		t.Fatalf("EnsureImage again = %q, %v (fingerprint %s, was %s); want the same image", again, err, c.image, fingerprint)
+	if again, err := c.ensureImage(ctx, runnerTarball(t, srv), srv.RunnerVersion()); err != nil || again != alias || c.image != fingerprint {
+		t.Fatalf("ensureImage again = %q, %v (fingerprint %s, was %s); want the same image", again, err, c.image, fingerprint)
 	}
 	if d := time.Since(start); d > 5*time.Second {
 		t.Errorf("reusing the image took %v", d)
@@ -307,8 +307,8 @@ func TestCreateFailureLeavesNothing(t *testing.T) {
 	// A bad base image fails the build and leaves no builder.
 	bad := newCloud(t, Config{Identity: c.cfg.Identity, LXD: c.cfg.LXD})
 	bad.cfg.LXD.BaseImage = "no-such-image-" + randomHex(3)
-	if _, err := bad.EnsureImage(ctx, runnerTarball(t, srv), "9.9.9-bad"); !errors.Is(err, ErrImageNotFound) {
-		t.Errorf("EnsureImage from a missing base image: %v, want ErrImageNotFound", err)
+	if _, err := bad.ensureImage(ctx, runnerTarball(t, srv), "9.9.9-bad"); !errors.Is(err, ErrImageNotFound) {
+		t.Errorf("ensureImage from a missing base image: %v, want ErrImageNotFound", err)
 	}
 	assertNothingLeft(t, c, alias)
 }

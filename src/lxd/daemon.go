@@ -15,6 +15,7 @@ import (
 	lxdclient "github.com/canonical/lxd/client"
 	"github.com/canonical/lxd/shared/api"
 
+	"github.com/canonical/github-runner-charm/src/cloud"
 	"github.com/canonical/github-runner-charm/src/lxd/lxdsocket"
 )
 
@@ -82,9 +83,10 @@ const (
 var (
 	ErrUnreachable   = errors.New("cannot reach the LXD daemon (is it installed and running?)")
 	ErrNotFound      = errors.New("not found in LXD")
-	ErrImageNotFound = errors.New("image not found in LXD")
-	ErrNoSpace       = errors.New("LXD is out of disk space")
-	ErrNoMemory      = errors.New("LXD is out of memory")
+	ErrImageNotFound = cloud.NewOperatorError("image not found in LXD") // the operator's base-image
+
+	ErrNoSpace  = errors.New("LXD is out of disk space")
+	ErrNoMemory = errors.New("LXD is out of memory")
 )
 
 // lxdError is an LXD failure with its class: Error reads "<class>: <LXD's
@@ -141,7 +143,7 @@ func findSocket(configured string) (string, error) {
 }
 
 // lxdDaemon is daemon over the real client, plus the set-up calls
-// (profiles, pools, networks, ACLs) that only Initialise and ApplyDenylist
+// (profiles, pools, networks, ACLs) that only initialise and applyDenylist
 // make.
 type lxdDaemon struct {
 	server  lxdclient.InstanceServer

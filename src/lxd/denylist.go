@@ -38,7 +38,7 @@ func (c *Cloud) runnerNetwork() string {
 	return c.profileNetwork
 }
 
-// ApplyDenylist makes the runners' bridge reject traffic from instances to
+// applyDenylist makes the runners' bridge reject traffic from instances to
 // every CIDR of the denylist, with an LXD network ACL on the bridge (so it
 // holds for every instance on it, the image builder too, and changes apply
 // to running instances at once). LXD lets DHCP and DNS to the bridge
@@ -48,7 +48,10 @@ func (c *Cloud) runnerNetwork() string {
 // unit's identity in its user.* config, and an ACL of its name that names
 // another owner is never changed. The previous version's ACL goes once that
 // changes nothing (see retireLegacyACL).
-func (c *Cloud) ApplyDenylist(ctx context.Context) error {
+func (c *Cloud) applyDenylist(ctx context.Context) error {
+	if err := c.connected(ctx); err != nil {
+		return fmt.Errorf("cannot apply the denylist: %w", err)
+	}
 	network := c.runnerNetwork()
 	if network == "" {
 		c.discover(ctx)

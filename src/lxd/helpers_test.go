@@ -82,18 +82,21 @@ const testModel = "3c5b1f5c-8a51-4d5e-8e4b-6a0c2a9b7f10"
 func testConfig(prefix string) Config {
 	return Config{
 		Identity: runner.Identity{Model: testModel, App: prefix, Unit: 0},
-		LXD:      config.LXD{Type: Container, BaseImage: baseImage, CPU: 1, Memory: 256 << 20, Disk: 1 << 30},
+		LXD:      config.LXD{Type: Container, BaseImage: baseImage, CPU: 1, Memory: "256MiB", Disk: "1GiB"},
 	}
 }
 
-// newCloud connects a Cloud and deletes, at the end of the test, every
+// newCloud makes and connects a Cloud and deletes, at the end of the test, every
 // instance and image of its prefix.
 func newCloud(t testing.TB, cfg Config) *Cloud {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	c, err := New(ctx, cfg, testLogger(t))
+	c, err := New(cfg, testLogger(t))
 	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.connected(ctx); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cleanupPrefix(t, c) })

@@ -225,7 +225,7 @@ func TestImagesOfOwnIdentityOnly(t *testing.T) {
 	}
 	for _, u := range units {
 		before := u.image
-		if _, err := u.EnsureImage(ctx, runnerTarball(t, srv), srv.RunnerVersion()); err != nil {
+		if _, err := u.ensureImage(ctx, runnerTarball(t, srv), srv.RunnerVersion()); err != nil {
 			t.Fatal(err)
 		}
 		if u.image != before {
@@ -443,7 +443,7 @@ func TestDenylistACLIdentity(t *testing.T) {
 	defer cancel()
 	unit := func(app string, denylist ...string) *Cloud {
 		cfg := testConfig(app)
-		cfg.Network, cfg.Runner.Denylist = network, mustDenylist(t, denylist...)
+		cfg.Network, cfg.Runner.Denylist = network, denylist
 		return newCloud(t, cfg)
 	}
 	legacyACL := func(c *Cloud, description string, attach bool, reject ...string) string {
@@ -483,7 +483,7 @@ func TestDenylistACLIdentity(t *testing.T) {
 	} {
 		c := unit(fmt.Sprintf("%s-%c", prefix, 'a'+i), tc.denylist...)
 		name := legacyACL(c, tc.description, tc.attached, tc.rejects...)
-		if err := c.ApplyDenylist(ctx); err != nil {
+		if err := c.applyDenylist(ctx); err != nil {
 			t.Fatalf("%s: %v", tc.what, err)
 		}
 		acl := aclNamed(t, c, name)
@@ -501,10 +501,10 @@ func TestDenylistACLIdentity(t *testing.T) {
 	// Two models' units of one application, each with its own ACL.
 	ours := unit(prefix, "192.0.2.0/24")
 	theirsCfg := ours.cfg
-	theirsCfg.Identity.Model, theirsCfg.Runner.Denylist = otherModel, mustDenylist(t, "203.0.113.0/24")
+	theirsCfg.Identity.Model, theirsCfg.Runner.Denylist = otherModel, []string{"203.0.113.0/24"}
 	theirs := newCloud(t, theirsCfg)
 	for _, c := range []*Cloud{theirs, ours} {
-		if err := c.ApplyDenylist(ctx); err != nil {
+		if err := c.applyDenylist(ctx); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -514,12 +514,12 @@ func TestDenylistACLIdentity(t *testing.T) {
 	for _, c := range []*Cloud{ours, theirs} {
 		acl := aclNamed(t, c, c.denylistACL())
 		if acl == nil || ownerOf(acl.Config) != c.cfg.Identity.Owner() || !strings.Contains(acl.Description, c.cfg.Identity.Model) ||
-			len(acl.Egress) != 1 || acl.Egress[0].Destination != c.cfg.Runner.Denylist[0].String() {
+			len(acl.Egress) != 1 || acl.Egress[0].Destination != c.cfg.Runner.Denylist[0] {
 			t.Errorf("ACL of %s: %+v, want its denylist and identity", c.cfg.Identity.UnitName(), acl)
 		}
 	}
 	ours.denylist = nil
-	if err := ours.ApplyDenylist(ctx); err != nil {
+	if err := ours.applyDenylist(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if got := networkACLs(t, ours, network); slices.Contains(got, ours.denylistACL()) || !slices.Contains(got, theirs.denylistACL()) {
@@ -537,8 +537,8 @@ func TestDenylistACLIdentity(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := clash.ApplyDenylist(ctx); err == nil || !strings.Contains(err.Error(), "belongs to unit x/0") {
-		t.Errorf("ApplyDenylist over another's ACL: %v, want it refused", err)
+	if err := clash.applyDenylist(ctx); err == nil || !strings.Contains(err.Error(), "belongs to unit x/0") {
+		t.Errorf("applyDenylist over another's ACL: %v, want it refused", err)
 	}
 	if acl := aclNamed(t, clash, clash.denylistACL()); acl == nil || len(acl.Egress) != 0 || slices.Contains(networkACLs(t, clash, network), acl.Name) {
 		t.Errorf("another's ACL of the unit's name was changed: %+v", acl)

@@ -23,7 +23,7 @@ var (
 	startScript string
 )
 
-// Image properties the build records, so a later EnsureImage knows what an
+// Image properties the build records, so a later ensureImage knows what an
 // image holds and which unit's images it may prune (with propModel and
 // propUnit).
 const (
@@ -66,7 +66,7 @@ func (c *Cloud) recipe(version string) string {
 	return hex.EncodeToString(h.Sum(nil))[:16]
 }
 
-// EnsureImage makes sure the runner image for version exists and makes it
+// ensureImage makes sure the runner image for version exists and makes it
 // the one Create uses. It reuses an image of the same recipe; otherwise it
 // launches a builder from the base image, installs the runner tarball (as
 // downloaded and verified by the GitHub client) and the start script, and
@@ -76,7 +76,7 @@ func (c *Cloud) recipe(version string) string {
 // its image). An image under the alias that the unit did not build is
 // never used, and never deleted either. What the previous version built
 // goes once nothing can use it (see sweepLegacy).
-func (c *Cloud) EnsureImage(ctx context.Context, tarballPath, version string) (string, error) {
+func (c *Cloud) ensureImage(ctx context.Context, tarballPath, version string) (string, error) {
 	if version == "" || strings.ContainsAny(version, "/ :") {
 		return "", fmt.Errorf("cannot build runner image: invalid runner version %q", version)
 	}

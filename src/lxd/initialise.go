@@ -14,7 +14,7 @@ import (
 	"github.com/canonical/lxd/shared/api"
 )
 
-// Defaults of what Initialise creates.
+// Defaults of what initialise creates.
 const (
 	DefaultPool   = "default"
 	DefaultBridge = "lxdbr0"
@@ -71,13 +71,16 @@ func (c *Cloud) discover(ctx context.Context) {
 	c.mu.Unlock()
 }
 
-// Initialise completes a daemon that nobody set up: when the default
+// initialise completes a daemon that nobody set up: when the default
 // profile has no root disk, it gets one on Config.Pool (created with the
 // dir driver if missing); when it has no NIC, it gets eth0 on
 // Config.Network or lxdbr0 (created as a bridge with an explicit subnet if
 // missing: LXD's own choice, `lxd init --auto`, probes subnets in a way
 // that fails on some networks). What is there is left alone.
-func (c *Cloud) Initialise(ctx context.Context) error {
+func (c *Cloud) initialise(ctx context.Context) error {
+	if err := c.connected(ctx); err != nil {
+		return fmt.Errorf("cannot initialise LXD: %w", err)
+	}
 	found, err := c.setup.defaultProfile(ctx)
 	if err != nil {
 		return fmt.Errorf("cannot initialise LXD: %w", err)

@@ -115,7 +115,7 @@ func TestDenylist(t *testing.T) {
 	allowed := serve(t, bridgeIP(t))
 
 	cfg.Network = network
-	cfg.Runner.Denylist = mustDenylist(t, gateway.String()+"/32", "192.0.2.0/24")
+	cfg.Runner.Denylist = []string{gateway.String() + "/32", "192.0.2.0/24"}
 	c := newCloud(t, cfg)
 	t.Cleanup(func() { lxc(t, "network", "acl", "delete", c.denylistACL()) })
 	before := c.cfg.Identity.Prefix() + "-before"
@@ -128,10 +128,10 @@ func TestDenylist(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	if err := c.ApplyDenylist(ctx); err != nil {
+	if err := c.applyDenylist(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.ApplyDenylist(ctx); err != nil {
+	if err := c.applyDenylist(ctx); err != nil {
 		t.Fatalf("applying the same denylist again: %v", err)
 	}
 	start := time.Now()
@@ -153,7 +153,7 @@ func TestDenylist(t *testing.T) {
 	// An empty denylist removes the ACL, and the service answers again.
 	cfg.Runner.Denylist = nil
 	open := newCloud(t, cfg)
-	if err := open.ApplyDenylist(ctx); err != nil {
+	if err := open.applyDenylist(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if out, err := fetch(t, before, denied); err != nil || out != "ok" {
@@ -167,7 +167,7 @@ func TestDenylist(t *testing.T) {
 	}
 }
 
-// Initialise completes a daemon whose default profile has neither root
+// initialise completes a daemon whose default profile has neither root
 // disk nor NIC: a throwaway project with profiles of its own stands in for
 // a fresh daemon, so the shared one is never torn down.
 func TestInitialise(t *testing.T) {
@@ -196,7 +196,7 @@ func TestInitialise(t *testing.T) {
 	c := newCloud(t, cfg)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	if err := c.Initialise(ctx); err != nil {
+	if err := c.initialise(ctx); err != nil {
 		t.Fatal(err)
 	}
 	profile := mustLXC(t, "profile", "device", "show", "default", "--project", project)
@@ -224,11 +224,11 @@ func TestInitialise(t *testing.T) {
 		t.Errorf("container got %s, want an address in %s", ip, subnet)
 	}
 
-	// Done is done: a second Initialise changes nothing.
-	if err := c.Initialise(ctx); err != nil {
+	// Done is done: a second initialise changes nothing.
+	if err := c.initialise(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if again := mustLXC(t, "profile", "device", "show", "default", "--project", project); again != profile {
-		t.Errorf("second Initialise changed the profile:\n%s\nwas\n%s", again, profile)
+		t.Errorf("second initialise changed the profile:\n%s\nwas\n%s", again, profile)
 	}
 }

@@ -5,24 +5,28 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/canonical/lxd/shared/api"
 
 	"github.com/canonical/github-runner-charm/src/cloud"
 	"github.com/canonical/github-runner-charm/src/config"
+	"github.com/canonical/github-runner-charm/src/lxd/lxdsocket"
 )
 
-// These need no LXD.
+// These need no LXD, but for TestConnectsOnFirstUseAndAfterAFailure.
 
 func TestNewRefusesVMsWithoutKVM(t *testing.T) {
 	cfg := testConfig("github-runner-0")
 	cfg.LXD.Type = VirtualMachine
 	cfg.KVMDevice = "/nonexistent/kvm"
-	_, err := New(context.Background(), cfg, nil)
-	if err == nil || err.Error() != `cannot use LXD: invalid config: lxd.type must be "container" on this host: virtual machines need KVM (/dev/kvm)` {
+	_, err := New(cfg, nil)
+	if err == nil || err.Error() != "virtual machines need KVM on this host; set runner-type=container" {
 		t.Fatalf("New = %v, want the KVM message", err)
 	}
 }
@@ -33,12 +37,36 @@ func TestNewChecksConfig(t *testing.T) {
 		want string
 	}{
 		{func(c *Config) { c.Identity.App = strings.Repeat("a", 60) }, "longer than 63"},
-		{func(c *Config) { c.Socket = "/nonexistent.socket" }, "cannot reach the LXD daemon"},
+		{func(c *Config) { c.LXD.Type = "pod" }, `not "pod"`},
+		{func(c *Config) { c.LXD.Memory = "lots" }, "memory"},
+		{func(c *Config) { c.LXD.Disk = "0GiB" }, "disk"},
+		{func(c *Config) { c.LXD.CPU = 0 }, "lxd.cpu must be at least 1"},
+		{func(c *Config) { c.Runner.Denylist = []string{"10.0.0.0/33"} }, "denylist"},
 	} {
 		cfg := testConfig("github-runner-0")
 		tc.edit(&cfg)
-		if _, err := New(context.Background(), cfg, nil); err == nil || !strings.Contains(err.Error(), tc.want) {
+		if _, err := New(cfg, nil); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("New = %v, want an error with %q", err, tc.want)
+		}
+	}
+}
+
+// The errors only the operator can fix carry the mark src/service reads;
+// those time clears do not.
+func TestOperatorErrors(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want bool
+	}{
+		{ErrImageNotFound, true},
+		{explain(errors.New("Failed getting image: Image not found")), true},
+		{ErrUnreachable, false},
+		{ErrNoSpace, false},
+		{ErrNoMemory, false},
+		{ErrNotFound, false},
+	} {
+		if got := cloud.NeedsOperator(fmt.Errorf("cannot create runner: %w", tc.err)); got != tc.want {
+			t.Errorf("NeedsOperator(%v) = %v, want %v", tc.err, got, tc.want)
 		}
 	}
 }
@@ -123,12 +151,38 @@ func TestStatus(t *testing.T) {
 	}
 }
 
-// mustDenylist is the denylist of the CIDRs, as src/config reads them.
-func mustDenylist(t testing.TB, cidrs ...string) config.Denylist {
-	t.Helper()
-	list, err := config.ParseDenylist(strings.Join(cidrs, ","))
+// New does not connect: a daemon that is not there is each call's error,
+// not New's, and the first call after it appears connects. Prepare fails
+// before it fetches the runner application.
+func TestConnectsOnFirstUseAndAfterAFailure(t *testing.T) {
+	requireLXD(t)
+	socket, err := lxdsocket.Find("")
 	if err != nil {
 		t.Fatal(err)
 	}
-	return list
+	cfg := testConfig(testPrefix(t))
+	cfg.Socket = filepath.Join(t.TempDir(), "unix.socket")
+	c, err := New(cfg, testLogger(t))
+	if err != nil {
+		t.Fatalf("New with no daemon at its socket: %v, want a cloud that connects later", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for i := range 2 {
+		if _, err := c.Instances(ctx); !errors.Is(err, ErrUnreachable) {
+			t.Fatalf("Instances %d with no daemon: %v, want ErrUnreachable", i, err)
+		}
+		fetched := false
+		_, err := c.Prepare(ctx, func(context.Context) (string, string, error) { fetched = true; return "", "", errors.New("no") })
+		if !errors.Is(err, ErrUnreachable) || fetched {
+			t.Fatalf("Prepare %d with no daemon: %v (fetched: %v), want ErrUnreachable before any fetch", i, err, fetched)
+		}
+	}
+	if err := os.Symlink(socket, cfg.Socket); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Instances(ctx); err != nil {
+		t.Fatalf("Instances once the daemon answers: %v", err)
+	}
+	t.Cleanup(func() { cleanupPrefix(t, c) })
 }

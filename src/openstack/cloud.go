@@ -77,22 +77,27 @@ const (
 const pollInterval = 500 * time.Millisecond
 
 // Errors of Prepare (and of Create after a failed Prepare), meant for the
-// unit's status; test them with errors.Is.
+// unit's status; test them with errors.Is. The not-founds need the
+// operator (cloud.NeedsOperator).
 var (
-	ErrImageNotFound   = errors.New("OpenStack image not found")
-	ErrFlavorNotFound  = errors.New("OpenStack flavor not found")
-	ErrNetworkNotFound = errors.New("OpenStack network not found")
+	ErrImageNotFound   = cloud.NewOperatorError("OpenStack image not found")
+	ErrFlavorNotFound  = cloud.NewOperatorError("OpenStack flavor not found")
+	ErrNetworkNotFound = cloud.NewOperatorError("OpenStack network not found")
 	// ErrNotPrepared: Create before any Prepare succeeded.
 	ErrNotPrepared = errors.New("the OpenStack image, flavor and network are not checked yet")
 )
 
-// Cloud runs runners as OpenStack servers. It implements cloud.Cloud and
-// the service's Prepare.
+// Cloud runs runners as OpenStack servers. It implements cloud.Provider.
 type Cloud struct {
 	cfg      Config
-	api      openstackAPI
 	log      *slog.Logger
 	denylist []netip.Prefix
+	parsed   *parsedCloud
+
+	// connMu guards the connection: api is nil until a call connects (see
+	// connected), and is never changed after.
+	connMu sync.Mutex
+	api    openstackAPI
 
 	prepareMu sync.Mutex // one Prepare at a time
 	mu        sync.Mutex
@@ -116,24 +121,34 @@ type resources struct {
 	securityGroupID    string
 }
 
-var _ cloud.Cloud = (*Cloud)(nil)
+var _ cloud.Provider = (*Cloud)(nil)
 
 var (
 	userPattern = regexp.MustCompile(`^[a-z_][a-z0-9_-]*$`)
 	dirPattern  = regexp.MustCompile(`^/[A-Za-z0-9._/-]+$`)
 )
 
-// New checks cfg, reads its clouds.yaml and authenticates. The errors of a
-// bad clouds.yaml, an unreachable Keystone and refused credentials are
-// ErrCloudsYAMLSyntax, ErrCloudsYAMLIncomplete, ErrUnreachable, ErrTLS and
-// ErrUnauthorized; none shows a secret.
-func New(ctx context.Context, cfg Config, log *slog.Logger) (*Cloud, error) {
+// New checks cfg and reads its clouds.yaml, whose errors are
+// ErrCloudsYAMLSyntax and ErrCloudsYAMLIncomplete. It does not connect:
+// every call authenticates first if no call has yet (see connected), so a
+// Keystone that is down at start is the problem the calls report until it
+// answers. None of the errors shows a secret.
+func New(cfg Config, log *slog.Logger) (*Cloud, error) {
 	if err := cfg.Identity.Check(); err != nil {
 		return nil, fmt.Errorf("cannot use OpenStack: %w", err)
 	}
-	// The values are as src/config checked them. A bad clouds.yaml is
-	// refused by parseCloudsYAML, which applies config's rule and gives the
-	// error its class (ErrCloudsYAMLSyntax, ErrCloudsYAMLIncomplete).
+	// The values' rules are src/config's. A bad clouds.yaml is left to
+	// parseCloudsYAML, which applies config's rule and gives the error its
+	// class (ErrCloudsYAMLSyntax, ErrCloudsYAMLIncomplete).
+	var problems []config.Problem
+	for _, p := range append(cfg.OpenStack.Problems(), cfg.Runner.Problems()...) {
+		if p.Field != "openstack.clouds-yaml" || cfg.OpenStack.CloudsYAML == "" {
+			problems = append(problems, p)
+		}
+	}
+	if len(problems) > 0 {
+		return nil, fmt.Errorf("cannot use OpenStack: %w", &config.InvalidError{Problems: problems})
+	}
 	if cfg.SecurityGroup == "" {
 		cfg.SecurityGroup = cfg.Identity.Prefix() + "-runners"
 	}
@@ -149,12 +164,18 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Cloud, error) {
 	if !dirPattern.MatchString(cfg.RunnerDir) {
 		return nil, fmt.Errorf("cannot use OpenStack: runner directory %q is not a plain absolute path", cfg.RunnerDir)
 	}
+	for _, v := range []string{cfg.Runner.HTTPProxy, cfg.Runner.HTTPSProxy, cfg.Runner.NoProxy, cfg.Runner.DockerhubMirror} {
+		if strings.ContainsAny(v, "\r\n") {
+			return nil, errors.New("cannot use OpenStack: a proxy or mirror setting spans lines")
+		}
+	}
 	if cfg.CreateTimeout <= 0 {
 		cfg.CreateTimeout = DefaultCreateTimeout
 	}
 	if cfg.DeleteTimeout <= 0 {
 		cfg.DeleteTimeout = DefaultDeleteTimeout
 	}
+	denylist, _ := config.ParseDenylist(strings.Join(cfg.Runner.Denylist, ",")) // checked above
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -162,24 +183,34 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Cloud, error) {
 	if err != nil {
 		return nil, err
 	}
-	clients, err := connect(ctx, parsed)
+	return &Cloud{cfg: cfg, parsed: parsed, log: log.With("cloud", "openstack", "openstack-cloud", parsed.name), denylist: denylist}, nil
+}
+
+// connected authenticates unless a call did already; a failed connection
+// (Keystone unreachable, credentials refused: ErrUnreachable, ErrTLS,
+// ErrUnauthorized, ErrNoEndpoint) is tried again by the next call.
+// gophercloud renews the token itself once it has one.
+func (c *Cloud) connected(ctx context.Context) error {
+	c.connMu.Lock()
+	defer c.connMu.Unlock()
+	if c.api != nil {
+		return nil
+	}
+	clients, err := connect(ctx, c.parsed)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	c := &Cloud{
-		cfg: cfg, api: &gophercloudAPI{clients: *clients, secrets: parsed.secrets},
-		log: log.With("cloud", "openstack", "openstack_cloud", parsed.name), denylist: cfg.Runner.Denylist,
-	}
-	c.log.Info("connected to OpenStack", "auth_url", parsed.auth.IdentityEndpoint, "region", parsed.endpoint.Region)
-	return c, nil
+	c.api = &gophercloudAPI{clients: *clients, secrets: c.parsed.secrets}
+	c.log.Info("connected to OpenStack", "auth-url", c.parsed.auth.IdentityEndpoint, "region", c.parsed.endpoint.Region)
+	return nil
 }
 
 // Prepare resolves and checks the image, flavor and network, and makes
 // sure of the security group. The runner application is in the image, so
-// the tarball is not used. It reports a change when the image's ID did
-// (a new image was uploaded under the same name): idle runners are then
-// replaced. Until a later Prepare succeeds, Create fails with its error.
-func (c *Cloud) Prepare(ctx context.Context, tarballPath, version string) (changed bool, err error) {
+// fetch is not called. It reports a change when the image's ID did (a new
+// image was uploaded under the same name): idle runners are then replaced.
+// Until a later Prepare succeeds, Create fails with its error.
+func (c *Cloud) Prepare(ctx context.Context, _ cloud.FetchRunner) (changed bool, err error) {
 	c.prepareMu.Lock()
 	defer c.prepareMu.Unlock()
 	r, err := c.resolve(ctx)
@@ -198,6 +229,9 @@ func (c *Cloud) Prepare(ctx context.Context, tarballPath, version string) (chang
 }
 
 func (c *Cloud) resolve(ctx context.Context) (*resources, error) {
+	if err := c.connected(ctx); err != nil {
+		return nil, err
+	}
 	var r resources
 	var errs []error
 	image, err := c.findImage(ctx, c.cfg.OpenStack.Image)
@@ -317,6 +351,9 @@ func (c *Cloud) findNetwork(ctx context.Context, nameOrID string) (string, error
 func (c *Cloud) Instances(ctx context.Context) ([]cloud.Instance, error) {
 	// Nova's name filter is a regular expression, and a substring match;
 	// the application's name starts both namings.
+	if err := c.connected(ctx); err != nil {
+		return nil, fmt.Errorf("cannot list OpenStack servers: %w", err)
+	}
 	list, err := c.api.Servers(ctx, "^"+regexp.QuoteMeta(c.cfg.Identity.App+"-"))
 	if err != nil {
 		return nil, fmt.Errorf("cannot list OpenStack servers: %w", err)
@@ -500,6 +537,9 @@ func faultMessage(f servers.Fault) string {
 // already gone is not an error. Nova does not keep names unique: a server
 // of the name whose metadata names another owner is left alone.
 func (c *Cloud) Delete(ctx context.Context, name string) error {
+	if err := c.connected(ctx); err != nil {
+		return fmt.Errorf("cannot delete runner server %q: %w", name, err)
+	}
 	list, err := c.api.Servers(ctx, "^"+regexp.QuoteMeta(name)+"$")
 	if err != nil {
 		return fmt.Errorf("cannot delete runner server %q: %w", name, err)
@@ -564,6 +604,9 @@ func (c *Cloud) deleteServer(ctx context.Context, srv servers.Server) error {
 // away; its runners must be deleted first. A group already gone is not an
 // error, and a group of the name that is not the unit's is left alone.
 func (c *Cloud) Teardown(ctx context.Context) error {
+	if err := c.connected(ctx); err != nil {
+		return fmt.Errorf("cannot tear down: %w", err)
+	}
 	found, err := c.api.SecurityGroupsNamed(ctx, c.cfg.SecurityGroup)
 	if err != nil {
 		return fmt.Errorf("cannot look up security group %q: %w", c.cfg.SecurityGroup, err)

@@ -176,7 +176,7 @@ func TestRunnersLifecycle(t *testing.T) {
 			instances[i].CreatedAt = past
 		}
 	}
-	fresh, err := New(ctx, c.cfg, testLogger(t))
+	fresh, err := New(c.cfg, testLogger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -267,7 +267,7 @@ func TestImageGoneAndReplaced(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 
-	_, err := c.Prepare(ctx, "", "")
+	_, err := c.Prepare(ctx, nil)
 	if !errors.Is(err, ErrImageNotFound) || !strings.Contains(err.Error(), `"`+cfg.OpenStack.Image+`"`) {
 		t.Fatalf("Prepare without the image: %v, want ErrImageNotFound naming %q", err, cfg.OpenStack.Image)
 	}
@@ -280,17 +280,17 @@ func TestImageGoneAndReplaced(t *testing.T) {
 	}
 
 	first := uploadImage(t, b, cfg.OpenStack.Image)
-	if changed, err := c.Prepare(ctx, "", ""); err != nil || changed {
+	if changed, err := c.Prepare(ctx, nil); err != nil || changed {
 		t.Fatalf("Prepare with the image = %v, %v; want no change (the first image)", changed, err)
 	}
 	if c.ready.imageID != first {
 		t.Errorf("resolved image %s, want %s", c.ready.imageID, first)
 	}
 	second := uploadImage(t, b, cfg.OpenStack.Image)
-	if changed, err := c.Prepare(ctx, "", ""); err != nil || !changed || c.ready.imageID != second {
+	if changed, err := c.Prepare(ctx, nil); err != nil || !changed || c.ready.imageID != second {
 		t.Fatalf("Prepare with a newer image = %v, %v (image %s); want a change to %s", changed, err, c.ready.imageID, second)
 	}
-	if changed, err := c.Prepare(ctx, "", ""); err != nil || changed {
+	if changed, err := c.Prepare(ctx, nil); err != nil || changed {
 		t.Fatalf("Prepare again = %v, %v; want no change", changed, err)
 	}
 
@@ -299,7 +299,7 @@ func TestImageGoneAndReplaced(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	_, err = c.Prepare(ctx, "", "")
+	_, err = c.Prepare(ctx, nil)
 	if !errors.Is(err, ErrImageNotFound) || !strings.Contains(err.Error(), cfg.OpenStack.Image) {
 		t.Fatalf("Prepare after the image was deleted: %v, want ErrImageNotFound naming it", err)
 	}

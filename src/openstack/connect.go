@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/canonical/github-runner-charm/src/cloud"
 	"github.com/canonical/github-runner-charm/src/config"
 	"github.com/gophercloud/gophercloud/v2"
 	gcopenstack "github.com/gophercloud/gophercloud/v2/openstack"
@@ -21,14 +22,15 @@ import (
 )
 
 // Classes of connection failures, one sentence each, meant for the unit's
-// status; test them with errors.Is. The error's own text adds the detail
+// status; test them with errors.Is. Those only the operator can fix are
+// cloud.OperatorErrors. The error's own text adds the detail
 // (which key, which URL) and never a secret.
 var (
-	ErrCloudsYAMLSyntax     = errors.New("openstack-clouds-yaml is not valid clouds.yaml")
-	ErrCloudsYAMLIncomplete = errors.New("openstack-clouds-yaml lacks required settings")
+	ErrCloudsYAMLSyntax     = cloud.NewOperatorError("openstack-clouds-yaml is not valid clouds.yaml")
+	ErrCloudsYAMLIncomplete = cloud.NewOperatorError("openstack-clouds-yaml lacks required settings")
 	ErrUnreachable          = errors.New("cannot reach OpenStack")
-	ErrTLS                  = errors.New("cannot verify OpenStack's TLS certificate (set cacert in clouds.yaml)")
-	ErrUnauthorized         = errors.New("OpenStack rejected the credentials in openstack-clouds-yaml")
+	ErrTLS                  = cloud.NewOperatorError("cannot verify OpenStack's TLS certificate (set cacert in clouds.yaml)")
+	ErrUnauthorized         = cloud.NewOperatorError("OpenStack rejected the credentials in openstack-clouds-yaml")
 	ErrNoEndpoint           = errors.New("OpenStack's service catalogue lacks a service the charm needs")
 )
 

@@ -61,7 +61,7 @@ func TestConnect(t *testing.T) {
 		{"first cloud", b.cloudsYAML, ""},
 		{"application credential", string(appYAML), appName},
 	} {
-		c, err := New(ctx, connectConfig(tt.yaml, tt.cloud), testLogger(t))
+		c, err := New(connectConfig(tt.yaml, tt.cloud), testLogger(t))
 		if err != nil {
 			t.Fatalf("%s: %v", tt.name, err)
 		}
@@ -87,7 +87,7 @@ func TestConnect(t *testing.T) {
 		var logs bytes.Buffer
 		log := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 		start := time.Now()
-		_, err := New(ctx, connectConfig(tt.yaml, b.cloudName), log)
+		_, err := newConnected(ctx, connectConfig(tt.yaml, b.cloudName), log)
 		t.Logf("%s (%v): %v", tt.name, time.Since(start).Round(time.Millisecond), err)
 		if !errors.Is(err, tt.class) || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("%s: %v, want %v with %q", tt.name, err, tt.class, tt.want)

@@ -135,7 +135,7 @@ func newCloud(t testing.TB, b *bed, cfg Config) *Cloud {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	c, err := New(ctx, cfg, testLogger(t))
+	c, err := newConnected(ctx, cfg, testLogger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -150,6 +150,15 @@ func newCloud(t testing.TB, b *bed, cfg Config) *Cloud {
 	})
 	openstacktest.CleanupServers(t, b.compute, cfg.Identity.Prefix()+"-")
 	return c
+}
+
+// newConnected is New and the connection the cloud's first call makes.
+func newConnected(ctx context.Context, cfg Config, log *slog.Logger) (*Cloud, error) {
+	c, err := New(cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	return c, c.connected(ctx)
 }
 
 // checkNothingLeft fails the test if a server, port or security group of
@@ -452,7 +461,7 @@ func mustPrepare(t testing.TB, c *Cloud) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	if _, err := c.Prepare(ctx, "", ""); err != nil {
+	if _, err := c.Prepare(ctx, nil); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -269,7 +269,7 @@ func TestSecurityGroupIdentity(t *testing.T) {
 	t.Run("another's group of the unit's name", func(t *testing.T) {
 		c := newCloud(t, b, testConfig(b))
 		foreign := makeGroup(t, b, c.cfg.SecurityGroup, "Runners of x/0 (model "+otherModel+"); managed by the github-runner charm, do not edit its egress rules.")
-		if _, err := c.Prepare(ctx, "", ""); err == nil || !strings.Contains(err.Error(), "not this unit's") {
+		if _, err := c.Prepare(ctx, nil); err == nil || !strings.Contains(err.Error(), "not this unit's") {
 			t.Errorf("Prepare with another's group of the unit's name: %v, want it refused", err)
 		}
 		if err := c.Teardown(ctx); err != nil {

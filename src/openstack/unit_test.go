@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -14,6 +15,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -240,6 +242,65 @@ func TestNovaMessageHidesUserData(t *testing.T) {
 	}
 }
 
+// The errors only the operator can fix carry the mark src/service reads;
+// those time clears do not.
+func TestOperatorErrors(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want bool
+	}{
+		{ErrImageNotFound, true},
+		{ErrFlavorNotFound, true},
+		{ErrNetworkNotFound, true},
+		{ErrUnauthorized, true},
+		{ErrCloudsYAMLSyntax, true},
+		{ErrCloudsYAMLIncomplete, true},
+		{ErrTLS, true},
+		{classify(ErrImageNotFound, nil, "no image named %q", "x"), true},
+		{ErrUnreachable, false},
+		{ErrNoEndpoint, false},
+		{ErrNotPrepared, false},
+	} {
+		if got := cloud.NeedsOperator(fmt.Errorf("cannot create runner: %w", tc.err)); got != tc.want {
+			t.Errorf("NeedsOperator(%v) = %v, want %v", tc.err, got, tc.want)
+		}
+	}
+}
+
+// New does not connect: a Keystone that refuses is each call's error, and
+// each call tries again, so the cloud works once Keystone does.
+func TestConnectsOnEachCallUntilConnected(t *testing.T) {
+	var tries atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		tries.Add(1)
+		io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusUnauthorized)
+		w.Write([]byte(`{"error": {"code": 401, "title": "Unauthorized", "message": "no"}}`))
+	}))
+	t.Cleanup(srv.Close)
+	c, err := New(connectConfig(keystoneYAML(srv.URL, ""), ""), nil)
+	if err != nil {
+		t.Fatalf("New with a refusing Keystone: %v, want a cloud that connects later", err)
+	}
+	if tries.Load() != 0 {
+		t.Errorf("New asked Keystone %d times, want none", tries.Load())
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for i := range 2 {
+		if _, err := c.Instances(ctx); !errors.Is(err, ErrUnauthorized) || !cloud.NeedsOperator(err) {
+			t.Errorf("Instances %d: %v, want ErrUnauthorized, for the operator", i, err)
+		}
+		if _, err := c.Prepare(ctx, nil); !errors.Is(err, ErrUnauthorized) {
+			t.Errorf("Prepare %d: %v, want ErrUnauthorized", i, err)
+		}
+	}
+	if tries.Load() < 4 {
+		t.Errorf("Keystone was asked %d times by 4 calls, want each to try again", tries.Load())
+	}
+}
+
 // A fake Keystone: 401 for every token request.
 func fakeKeystone(t *testing.T, tlsServer bool, delay time.Duration) *httptest.Server {
 	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -279,12 +340,12 @@ func TestConnectTLS(t *testing.T) {
 	srv := fakeKeystone(t, true, 0)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	_, err := New(ctx, connectConfig(keystoneYAML(srv.URL, ""), ""), nil)
+	_, err := newConnected(ctx, connectConfig(keystoneYAML(srv.URL, ""), ""), nil)
 	if !errors.Is(err, ErrTLS) || strings.Contains(err.Error(), secret) {
 		t.Errorf("unknown CA: %v, want ErrTLS", err)
 	}
 	caPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw})
-	_, err = New(ctx, connectConfig(keystoneYAML(srv.URL, string(caPEM)), ""), nil)
+	_, err = newConnected(ctx, connectConfig(keystoneYAML(srv.URL, string(caPEM)), ""), nil)
 	if !errors.Is(err, ErrUnauthorized) || strings.Contains(err.Error(), secret) {
 		t.Errorf("inline CA: %v, want ErrUnauthorized", err)
 	}
@@ -297,7 +358,7 @@ func TestConnectTimeout(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	start := time.Now()
-	_, err := New(ctx, connectConfig(keystoneYAML(srv.URL, ""), ""), nil)
+	_, err := newConnected(ctx, connectConfig(keystoneYAML(srv.URL, ""), ""), nil)
 	if !errors.Is(err, ErrUnreachable) || time.Since(start) > 5*time.Second {
 		t.Errorf("hanging Keystone: %v after %v, want ErrUnreachable within a second", err, time.Since(start))
 	}

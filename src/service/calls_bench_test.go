@@ -158,7 +158,7 @@ func TestGitHubCallsPerReconcile(t *testing.T) {
 // like LXD's, its Prepare fetches the runner application.
 type preparedCloud struct{ *managertest.Cloud }
 
-func (preparedCloud) Prepare(ctx context.Context, fetch FetchRunner) (bool, error) {
+func (preparedCloud) Prepare(ctx context.Context, fetch cloud.FetchRunner) (bool, error) {
 	_, _, err := fetch(ctx)
 	return false, err
 }
@@ -168,8 +168,7 @@ func (preparedCloud) Prepare(ctx context.Context, fetch FetchRunner) (bool, erro
 // first cycle) and then the engine's cycle.
 func serviceCycleCost(tb testing.TB, b *costBed, n int) map[string]int {
 	tb.Helper()
-	u := &updater{github: b.client, cacheDir: tb.TempDir(), log: discardLog(),
-		cloud: &lazyCloud{open: func(context.Context) (Cloud, error) { return preparedCloud{b.cloud}, nil }}}
+	u := &updater{github: b.client, cacheDir: tb.TempDir(), log: discardLog(), cloud: preparedCloud{b.cloud}}
 	srv := &Server{Engine: b.engine(n), Expected: n, Prepare: u.refresh, Log: discardLog()}
 	for range 2 { // the first cycle downloads the runner application
 		b.github.ResetCounts()

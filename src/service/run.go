@@ -20,24 +20,9 @@ import (
 	"github.com/canonical/github-runner-charm/src/service/api"
 )
 
-// Cloud is a cloud the service can run: the engine's interface, and the
-// runner image it starts instances from.
-type Cloud interface {
-	cloud.Cloud
-	// Prepare gets the cloud ready to start runners: builds the LXD image
-	// from the runner application (fetch downloads and verifies it, from
-	// cache when unchanged), or checks that OpenStack's image, flavor and
-	// network exist (the runner is in the image; fetch is not called). It
-	// is cheap when nothing changed, and reports whether something did
-	// (idle runners are then replaced).
-	Prepare(ctx context.Context, fetch FetchRunner) (changed bool, err error)
-}
-
-// FetchRunner returns the verified runner application tarball and its version.
-type FetchRunner func(ctx context.Context) (tarballPath, version string, err error)
-
-// CloudFactory opens the cloud a config file names.
-type CloudFactory func(ctx context.Context, f *config.File, log *slog.Logger) (Cloud, error)
+// CloudFactory picks the cloud a config file names; the cloud connects
+// itself on first use.
+type CloudFactory func(f *config.File, log *slog.Logger) (cloud.Provider, error)
 
 // Run runs the manager for a config file until ctx ends (SIGTERM): the
 // HTTP API on the unit's socket, and a reconcile every interval. It fails
@@ -57,7 +42,10 @@ func Run(ctx context.Context, f *config.File, newCloud CloudFactory, log *slog.L
 		return err
 	}
 	defer events.Close()
-	lazy := &lazyCloud{open: func(ctx context.Context) (Cloud, error) { return newCloud(ctx, f, log) }}
+	c, err := newCloud(f, log)
+	if err != nil {
+		return err
+	}
 	scope := runner.NewScope(f.GitHub.APIURL, f.GitHub.Path)
 	platform := newPlatform(gh, id, scope, f.GitHub.Labels)
 	if platform.remembered, err = openScopes(filepath.Join(f.StateDir, scopesFile), log); err != nil {
@@ -67,11 +55,11 @@ func Run(ctx context.Context, f *config.File, newCloud CloudFactory, log *slog.L
 	if err := platform.remembered.remember(scope, platform.current); err != nil {
 		return err
 	}
-	engine := manager.New(lazy, platform, manager.Settings{
+	engine := manager.New(c, platform, manager.Settings{
 		Identity: id, Scope: scope, Target: f.Runners,
 		Timeouts: manager.Timeouts{Creation: f.Timeouts.Creation, Offline: f.Timeouts.Offline, Unresponsive: f.Timeouts.Unresponsive},
 	}, log)
-	updater := &updater{github: gh, cloud: lazy, cacheDir: filepath.Join(f.StateDir, "runner-application"), log: log}
+	updater := &updater{github: gh, cloud: c, cacheDir: filepath.Join(f.StateDir, "runner-application"), log: log}
 	srv := &Server{
 		Engine: engine, Expected: f.Runners, Interval: f.ReconcileInterval, Log: log,
 		Metrics: metrics.New(appName(f.Unit), events),
@@ -111,56 +99,10 @@ func appName(unit string) string {
 	return app
 }
 
-// lazyCloud opens the cloud on first use and again after a failure, so an
-// unreachable daemon at start is a reported problem, not a crash loop.
-type lazyCloud struct {
-	open  func(context.Context) (Cloud, error)
-	mu    sync.Mutex
-	cloud Cloud
-}
-
-func (l *lazyCloud) get(ctx context.Context) (Cloud, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.cloud != nil {
-		return l.cloud, nil
-	}
-	c, err := l.open(ctx)
-	if err != nil {
-		return nil, err
-	}
-	l.cloud = c
-	return c, nil
-}
-
-func (l *lazyCloud) Instances(ctx context.Context) ([]cloud.Instance, error) {
-	c, err := l.get(ctx)
-	if err != nil {
-		return nil, err
-	}
-	return c.Instances(ctx)
-}
-
-func (l *lazyCloud) Create(ctx context.Context, req cloud.CreateRequest) error {
-	c, err := l.get(ctx)
-	if err != nil {
-		return err
-	}
-	return c.Create(ctx, req)
-}
-
-func (l *lazyCloud) Delete(ctx context.Context, name string) error {
-	c, err := l.get(ctx)
-	if err != nil {
-		return err
-	}
-	return c.Delete(ctx, name)
-}
-
 // updater keeps the runner application and the cloud's image current.
 type updater struct {
 	github   *github.Client
-	cloud    *lazyCloud
+	cloud    cloud.Provider
 	cacheDir string
 	log      *slog.Logger
 	mu       sync.Mutex
@@ -173,11 +115,7 @@ type updater struct {
 func (u *updater) refresh(ctx context.Context) (changed bool, err error) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	c, err := u.cloud.get(ctx)
-	if err != nil {
-		return false, err
-	}
-	return c.Prepare(ctx, u.fetch)
+	return u.cloud.Prepare(ctx, u.fetch)
 }
 
 func (u *updater) fetch(ctx context.Context) (string, string, error) {
