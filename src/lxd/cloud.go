@@ -16,7 +16,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -134,28 +133,20 @@ func New(cfg Config, log *slog.Logger) (*Cloud, error) {
 	if err := cfg.Identity.Check(); err != nil {
 		return nil, fmt.Errorf("cannot use LXD: %w", err)
 	}
-	// The values' rules are src/config's; only the host is checked here.
-	if problems := append(cfg.LXD.Problems(), cfg.Runner.Problems()...); len(problems) > 0 {
+	// The values are as src/config checked them; only the host is
+	// checked here, by config's rule.
+	kvm := cfg.KVMDevice
+	if kvm == "" {
+		kvm = config.KVMDevice
+	}
+	if problems := cfg.LXD.HostProblems(config.Host{KVM: config.HasKVM(kvm)}); len(problems) > 0 {
 		return nil, fmt.Errorf("cannot use LXD: %w", &config.InvalidError{Problems: problems})
 	}
-	if cfg.LXD.Type == VirtualMachine {
-		kvm := cfg.KVMDevice
-		if kvm == "" {
-			kvm = "/dev/kvm"
-		}
-		if _, err := os.Stat(kvm); err != nil {
-			return nil, errors.New("virtual machines need KVM on this host; set runner-type=container")
-		}
-	}
-	// Checked above: these parse.
-	memory, _ := config.ParseSize(cfg.LXD.Memory)
-	disk, _ := config.ParseSize(cfg.LXD.Disk)
-	denylist, _ := config.ParseDenylist(strings.Join(cfg.Runner.Denylist, ","))
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	c := &Cloud{cfg: cfg, log: log.With("cloud", "lxd"), memory: int64(memory), disk: int64(disk)}
-	for _, p := range denylist {
+	c := &Cloud{cfg: cfg, log: log.With("cloud", "lxd"), memory: cfg.LXD.Memory.Bytes(), disk: cfg.LXD.Disk.Bytes()}
+	for _, p := range cfg.Runner.Denylist {
 		c.denylist = append(c.denylist, p.String())
 	}
 	return c, nil

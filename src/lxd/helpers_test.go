@@ -82,7 +82,7 @@ const testModel = "3c5b1f5c-8a51-4d5e-8e4b-6a0c2a9b7f10"
 func testConfig(prefix string) Config {
 	return Config{
 		Identity: runner.Identity{Model: testModel, App: prefix, Unit: 0},
-		LXD:      config.LXD{Type: Container, BaseImage: baseImage, CPU: 1, Memory: "256MiB", Disk: "1GiB"},
+		LXD:      config.LXD{Type: Container, BaseImage: baseImage, CPU: 1, Memory: 256 << 20, Disk: 1 << 30},
 	}
 }
 

@@ -443,7 +443,7 @@ func TestDenylistACLIdentity(t *testing.T) {
 	defer cancel()
 	unit := func(app string, denylist ...string) *Cloud {
 		cfg := testConfig(app)
-		cfg.Network, cfg.Runner.Denylist = network, denylist
+		cfg.Network, cfg.Runner.Denylist = network, mustDenylist(t, denylist...)
 		return newCloud(t, cfg)
 	}
 	legacyACL := func(c *Cloud, description string, attach bool, reject ...string) string {
@@ -501,7 +501,7 @@ func TestDenylistACLIdentity(t *testing.T) {
 	// Two models' units of one application, each with its own ACL.
 	ours := unit(prefix, "192.0.2.0/24")
 	theirsCfg := ours.cfg
-	theirsCfg.Identity.Model, theirsCfg.Runner.Denylist = otherModel, []string{"203.0.113.0/24"}
+	theirsCfg.Identity.Model, theirsCfg.Runner.Denylist = otherModel, mustDenylist(t, "203.0.113.0/24")
 	theirs := newCloud(t, theirsCfg)
 	for _, c := range []*Cloud{theirs, ours} {
 		if err := c.applyDenylist(ctx); err != nil {
@@ -514,7 +514,7 @@ func TestDenylistACLIdentity(t *testing.T) {
 	for _, c := range []*Cloud{ours, theirs} {
 		acl := aclNamed(t, c, c.denylistACL())
 		if acl == nil || ownerOf(acl.Config) != c.cfg.Identity.Owner() || !strings.Contains(acl.Description, c.cfg.Identity.Model) ||
-			len(acl.Egress) != 1 || acl.Egress[0].Destination != c.cfg.Runner.Denylist[0] {
+			len(acl.Egress) != 1 || acl.Egress[0].Destination != c.cfg.Runner.Denylist[0].String() {
 			t.Errorf("ACL of %s: %+v, want its denylist and identity", c.cfg.Identity.UnitName(), acl)
 		}
 	}

@@ -115,7 +115,7 @@ func TestDenylist(t *testing.T) {
 	allowed := serve(t, bridgeIP(t))
 
 	cfg.Network = network
-	cfg.Runner.Denylist = []string{gateway.String() + "/32", "192.0.2.0/24"}
+	cfg.Runner.Denylist = mustDenylist(t, gateway.String()+"/32", "192.0.2.0/24")
 	c := newCloud(t, cfg)
 	t.Cleanup(func() { lxc(t, "network", "acl", "delete", c.denylistACL()) })
 	before := c.cfg.Identity.Prefix() + "-before"

@@ -137,18 +137,9 @@ func New(cfg Config, log *slog.Logger) (*Cloud, error) {
 	if err := cfg.Identity.Check(); err != nil {
 		return nil, fmt.Errorf("cannot use OpenStack: %w", err)
 	}
-	// The values' rules are src/config's. A bad clouds.yaml is left to
-	// parseCloudsYAML, which applies config's rule and gives the error its
-	// class (ErrCloudsYAMLSyntax, ErrCloudsYAMLIncomplete).
-	var problems []config.Problem
-	for _, p := range append(cfg.OpenStack.Problems(), cfg.Runner.Problems()...) {
-		if p.Field != "openstack.clouds-yaml" || cfg.OpenStack.CloudsYAML == "" {
-			problems = append(problems, p)
-		}
-	}
-	if len(problems) > 0 {
-		return nil, fmt.Errorf("cannot use OpenStack: %w", &config.InvalidError{Problems: problems})
-	}
+	// The values are as src/config checked them. A bad clouds.yaml is
+	// refused by parseCloudsYAML, which applies config's rule and gives the
+	// error its class (ErrCloudsYAMLSyntax, ErrCloudsYAMLIncomplete).
 	if cfg.SecurityGroup == "" {
 		cfg.SecurityGroup = cfg.Identity.Prefix() + "-runners"
 	}
@@ -164,18 +155,12 @@ func New(cfg Config, log *slog.Logger) (*Cloud, error) {
 	if !dirPattern.MatchString(cfg.RunnerDir) {
 		return nil, fmt.Errorf("cannot use OpenStack: runner directory %q is not a plain absolute path", cfg.RunnerDir)
 	}
-	for _, v := range []string{cfg.Runner.HTTPProxy, cfg.Runner.HTTPSProxy, cfg.Runner.NoProxy, cfg.Runner.DockerhubMirror} {
-		if strings.ContainsAny(v, "\r\n") {
-			return nil, errors.New("cannot use OpenStack: a proxy or mirror setting spans lines")
-		}
-	}
 	if cfg.CreateTimeout <= 0 {
 		cfg.CreateTimeout = DefaultCreateTimeout
 	}
 	if cfg.DeleteTimeout <= 0 {
 		cfg.DeleteTimeout = DefaultDeleteTimeout
 	}
-	denylist, _ := config.ParseDenylist(strings.Join(cfg.Runner.Denylist, ",")) // checked above
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -183,7 +168,7 @@ func New(cfg Config, log *slog.Logger) (*Cloud, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Cloud{cfg: cfg, parsed: parsed, log: log.With("cloud", "openstack", "openstack-cloud", parsed.name), denylist: denylist}, nil
+	return &Cloud{cfg: cfg, parsed: parsed, log: log.With("cloud", "openstack", "openstack-cloud", parsed.name), denylist: cfg.Runner.Denylist}, nil
 }
 
 // connected authenticates unless a call did already; a failed connection
