@@ -1,6 +1,10 @@
 package config
 
 import (
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/pem"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -121,6 +125,9 @@ func TestProblemsKeyedByField(t *testing.T) {
 		{"app key", func(f *File) {
 			f.GitHub.Token, f.GitHub.App = "", &GitHubApp{ID: 1, InstallationID: 2, PrivateKey: "SECRET"}
 		}, Problem{"github.app.private-key", "must be the App's RSA private key in PEM (PKCS#1 or PKCS#8)"}},
+		{"app ids", func(f *File) {
+			f.GitHub.Token, f.GitHub.App = "", &GitHubApp{ID: 1, InstallationID: 0, PrivateKey: testAppKey(t)}
+		}, Problem{"github.app.installation-id", "must be the installation's numeric ID"}},
 		{"clouds yaml", func(f *File) {
 			f.LXD, f.OpenStack = nil, &OpenStack{CloudsYAML: "clouds: {}", Flavor: "f", Network: "n", Image: "i"}
 		}, Problem{"openstack.clouds-yaml", "is not valid clouds.yaml: it has no clouds"}},
@@ -203,4 +210,12 @@ func TestProblemsOnHost(t *testing.T) {
 	if HasKVM(filepath.Join(t.TempDir(), "kvm")) {
 		t.Error("HasKVM of a missing device")
 	}
+}
+
+func testAppKey(t *testing.T) string {
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(key)}))
 }

@@ -163,10 +163,7 @@ func authTransport(cfg Config, apiBase *url.URL, base http.RoundTripper) (http.R
 		}
 		return tokenTransport{token: token, next: base}, nil
 	}
-	app := cfg.App
-	if app.AppID <= 0 || app.InstallationID <= 0 {
-		return nil, errors.New("cannot use GitHub App credentials: app id and installation id must be positive")
-	}
+	app := cfg.App // its IDs are as src/config checked them
 	key, err := config.ParseAppKey(string(app.PrivateKeyPEM))
 	if err != nil {
 		return nil, fmt.Errorf("cannot use GitHub App private key: it %w", err) // the rule never quotes it

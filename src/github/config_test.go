@@ -52,8 +52,6 @@ func TestNewRefusesBadCredentials(t *testing.T) {
 		{name: "neither", wantErr: "configure a token or GitHub App credentials"},
 		{name: "both", token: testToken, app: app, wantErr: "both a GitHub token and GitHub App credentials"},
 		{name: "whitespace in token", token: "ghp_abc def", wantErr: "no spaces"},
-		{name: "no app id", app: &AppCredentials{InstallationID: 2, PrivateKeyPEM: keyPEM}, wantErr: "must be positive"},
-		{name: "no installation id", app: &AppCredentials{AppID: 1, PrivateKeyPEM: keyPEM}, wantErr: "must be positive"},
 		{name: "no key", app: &AppCredentials{AppID: 1, InstallationID: 2}, wantErr: "must be the App's RSA private key"},
 		{name: "garbage key", app: &AppCredentials{AppID: 1, InstallationID: 2, PrivateKeyPEM: []byte("not-a-key-SECRET")}, wantErr: "private key"},
 	}
