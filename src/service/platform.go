@@ -6,10 +6,9 @@ import (
 	"fmt"
 	"sync"
 
+	"github.com/canonical/github-runner-charm/src/cloud"
 	"github.com/canonical/github-runner-charm/src/github"
-	"github.com/canonical/github-runner-charm/src/lxd"
 	"github.com/canonical/github-runner-charm/src/manager"
-	"github.com/canonical/github-runner-charm/src/openstack"
 	"github.com/canonical/github-runner-charm/src/runner"
 )
 
@@ -180,18 +179,18 @@ func (p *platform) InUse(_ context.Context, scopes []runner.Scope) error {
 	return p.remembered.retain(append(scopes, p.scope))
 }
 
-// needsOperator are the problems only the operator can fix (Blocked);
-// everything else (rate limits, outages, full disks) time or a retry
-// should clear (Maintenance).
+// needsOperator are GitHub's problems only the operator can fix (Blocked);
+// the clouds mark theirs (cloud.NeedsOperator). Everything else (rate
+// limits, outages, full disks) time or a retry should clear (Maintenance).
 var needsOperator = []error{
 	github.ErrBadCredentials, github.ErrPermission, github.ErrNotFound, github.ErrRunnerGroupNotFound,
-	openstack.ErrImageNotFound, openstack.ErrFlavorNotFound, openstack.ErrNetworkNotFound,
-	openstack.ErrUnauthorized, openstack.ErrCloudsYAMLSyntax, openstack.ErrCloudsYAMLIncomplete, openstack.ErrTLS,
-	lxd.ErrImageNotFound,
 }
 
 // blocksOperator tells whether a problem needs the operator.
 func blocksOperator(err error) bool {
+	if cloud.NeedsOperator(err) {
+		return true
+	}
 	for _, kind := range needsOperator {
 		if errors.Is(err, kind) {
 			return true
