@@ -107,15 +107,24 @@ type updater struct {
 	log      *slog.Logger
 	mu       sync.Mutex
 	version  string
+	// pending: a Prepare outside a cycle (update-dependencies) saw the
+	// image change, and no cycle has replaced the idle runners for it yet.
+	pending bool
 }
 
 // refresh runs before each cycle: the application is cached, so this costs
 // one downloads request when nothing changed, and none for clouds whose
-// image already holds the runner.
+// image already holds the runner. It reports a change since the last
+// cycle's, whoever's Prepare saw it, and so consumes it.
 func (u *updater) refresh(ctx context.Context) (changed bool, err error) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	return u.cloud.Prepare(ctx, u.fetch)
+	changed, err = u.cloud.Prepare(ctx, u.fetch)
+	if err != nil {
+		return false, err
+	}
+	changed, u.pending = changed || u.pending, false
+	return changed, nil
 }
 
 func (u *updater) fetch(ctx context.Context) (string, string, error) {
@@ -133,13 +142,15 @@ func (u *updater) fetch(ctx context.Context) (string, string, error) {
 	return app.Path, app.Version, nil
 }
 
-// update is the update-dependencies action.
+// update is the update-dependencies action. A change it sees stays
+// pending for the next cycle, which replaces the idle runners.
 func (u *updater) update(ctx context.Context) (api.UpdateResult, error) {
-	changed, err := u.refresh(ctx)
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	changed, err := u.cloud.Prepare(ctx, u.fetch)
 	if err != nil {
 		return api.UpdateResult{}, err
 	}
-	u.mu.Lock()
-	defer u.mu.Unlock()
+	u.pending = u.pending || changed
 	return api.UpdateResult{Updated: changed, RunnerVersion: u.version}, nil
 }
