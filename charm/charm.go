@@ -46,6 +46,7 @@ type Manager interface {
 	Flush(ctx context.Context, busy bool) (api.FlushResult, error)
 	Drain(ctx context.Context, busy bool) (api.FlushResult, error)
 	UpdateDependencies(ctx context.Context) (api.UpdateResult, error)
+	Teardown(ctx context.Context) error
 }
 
 // Charm handles one dispatched event.
@@ -207,15 +208,17 @@ func (c *Charm) configure(ctx context.Context) error {
 		}
 	}
 	if drain, busyToo := drainBefore(previous, next); drain && c.Supervisor.Running(ctx) {
-		message := "removing idle runners made with the previous settings"
+		what := "the idle runners made with the previous settings"
 		if busyToo {
-			message = "removing every runner of the previous cloud"
+			what = "every runner of the previous cloud"
 		}
-		if err := c.Tools.StatusSet(ctx, Maintenance, message); err != nil {
+		if err := c.Tools.StatusSet(ctx, Maintenance, "removing "+what); err != nil {
 			return err
 		}
-		if _, err := c.Manager.Drain(ctx, busyToo); err != nil {
-			c.Log.Warn("cannot remove idle runners before the settings change", "error", err)
+		// What is left after the bound is the new manager's: runners of
+		// an earlier path are retiring (see README, Config changes).
+		if err := c.drain(ctx, busyToo, what); err != nil {
+			c.Log.Warn("cannot remove the runners made with the previous settings", "error", err)
 		}
 		if err := c.Supervisor.Stop(ctx); err != nil {
 			return err
@@ -251,34 +254,54 @@ func sameConfig(a, b *config.File) bool {
 	return errA == nil && errB == nil && bytes.Equal(ya, yb)
 }
 
-// stop removes every runner of this unit, busy ones too, and stops the
+// stop tears the unit's runners and cloud resources down and stops the
 // manager: the unit is going away.
 func (c *Charm) stop(ctx context.Context) error {
+	return c.teardown(ctx)
+}
+
+// teardown removes every runner of the unit, busy ones too (see drain), then
+// what the cloud holds for it besides them (the manager's teardown: its
+// image, its denylist ACL, its security group), and stops the manager. It
+// fails while instances are left after drainLimit: the unit is not gone,
+// and the hook, retried (juju resolve), tries again. Without a running
+// manager there is nothing to ask.
+func (c *Charm) teardown(ctx context.Context) error {
 	if !c.Supervisor.Running(ctx) {
 		return nil
 	}
-	if err := c.drainAll(ctx); err != nil {
-		c.Log.Error("cannot remove every runner of this unit", "error", err)
+	if err := c.Tools.StatusSet(ctx, Maintenance, "removing "+unitRunners); err != nil {
+		return err
+	}
+	if err := c.drain(ctx, true, unitRunners); err != nil {
+		return err
+	}
+	if err := c.Manager.Teardown(ctx); err != nil {
+		return fmt.Errorf("cannot remove this unit's cloud resources: %w", err)
 	}
 	return c.Supervisor.Stop(ctx)
 }
 
-// drainAllLimit bounds how long the unit's teardown retries removing its
-// runners while the cloud or GitHub fails.
-const drainAllLimit = time.Minute
+const unitRunners = "this unit's runners"
 
-// drainAll removes every runner of the unit, busy ones too, pass after
-// pass until a pass succeeds and the manager shows no instance left, or
-// drainAllLimit passes; the status says how many are left meanwhile. A busy
-// runner's GitHub record outlives its instance until GitHub has failed its
-// job; GitHub then drops it (an ephemeral runner's record goes after a day
-// unconnected at the latest), so it does not hold up the teardown.
-func (c *Charm) drainAll(ctx context.Context) error {
-	deadline := time.Now().Add(drainAllLimit)
+// drainLimit bounds how long a drain retries removing runners while the
+// cloud or GitHub fails; drainRetry is the wait between passes. (Variables
+// so that a test can shorten them.)
+var drainLimit, drainRetry = time.Minute, 5 * time.Second
+
+// drain removes the unit's idle runners, busy ones too when busyToo, and
+// creates none, pass after pass until a pass succeeds and the manager shows
+// none of them left, or drainLimit passes; the status says how many of
+// what are left meanwhile. A busy runner's GitHub record outlives its
+// instance until GitHub has failed its job; GitHub then drops it (an
+// ephemeral runner's record goes after a day unconnected at the latest),
+// so it does not hold up the drain.
+func (c *Charm) drain(ctx context.Context, busyToo bool, what string) error {
+	deadline := time.Now().Add(drainLimit)
 	for {
-		_, err := c.Manager.Drain(ctx, true)
+		_, err := c.Manager.Drain(ctx, busyToo)
 		if errors.Is(err, api.ErrNotRunning) {
-			return err // nothing to retry with
+			return fmt.Errorf("cannot remove %s: %w", what, err) // nothing to retry with
 		}
 		report, rerr := c.Manager.Runners(ctx)
 		if rerr != nil && err == nil {
@@ -286,7 +309,7 @@ func (c *Charm) drainAll(ctx context.Context) error {
 		}
 		left := 0
 		for _, r := range report.Runners {
-			if r.State != string(runner.NoInstance) {
+			if r.State != string(runner.NoInstance) && (busyToo || r.State != string(runner.Busy)) {
 				left++
 			}
 		}
@@ -297,19 +320,24 @@ func (c *Charm) drainAll(ctx context.Context) error {
 			if err == nil {
 				err = fmt.Errorf("%d instances left", left)
 			}
-			return fmt.Errorf("cannot remove every runner within %s: %w", drainAllLimit, err)
+			return fmt.Errorf("cannot remove %s within %s: %w", what, drainLimit, err)
 		}
-		c.Tools.StatusSet(ctx, Maintenance, fmt.Sprintf("removing this unit's runners: %d left", left))
+		c.Tools.StatusSet(ctx, Maintenance, fmt.Sprintf("removing %s: %d left", what, left))
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-time.After(5 * time.Second):
+		case <-time.After(drainRetry):
 		}
 	}
 }
 
-// remove ends Pebble and deletes the unit's state, the token's file with it.
+// remove tears the unit down if stop did not (see teardown), then ends
+// Pebble, its systemd unit if any, and deletes the unit's state, the
+// token's file with it.
 func (c *Charm) remove(ctx context.Context) error {
+	if err := c.teardown(ctx); err != nil {
+		return err
+	}
 	if err := c.Supervisor.Shutdown(ctx); err != nil {
 		return err
 	}

@@ -68,7 +68,7 @@ type Server struct {
 	// and the stop would make runners, with the old settings, that the
 	// stop then leaves behind.
 	drained bool
-	// tornDown: the cloud's teardown ran; no cycle runs after it.
+	// tornDown: the cloud's teardown ran; no cycle but a drain runs after it.
 	tornDown bool
 }
 
@@ -163,9 +163,9 @@ func (s *Server) cycle(mode manager.Mode) (manager.Outcome, error) {
 	// (which sets drained under loop) runs after any cycle that may still
 	// create, and every cycle after it creates nothing.
 	s.loop.Lock()
-	if s.tornDown {
+	if s.tornDown && mode != manager.DrainIdle && mode != manager.DrainAll {
 		s.loop.Unlock()
-		return manager.Outcome{}, errTornDown
+		return manager.Outcome{}, errTornDown // a drain again (a retried stop) is harmless
 	}
 	if s.drained {
 		mode = withoutCreates(mode)

@@ -397,4 +397,7 @@ func TestTeardownOnlyOnceNoInstanceIsLeft(t *testing.T) {
 	if _, err := client.Reconcile(ctx); err == nil || len(cloud.Names()) != 0 {
 		t.Errorf("a reconcile after the teardown: %v, instances %v", err, cloud.Names())
 	}
+	if _, err := client.Drain(ctx, true); err != nil {
+		t.Errorf("a drain after the teardown (a stop hook retried): %v", err)
+	}
 }
