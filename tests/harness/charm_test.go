@@ -344,9 +344,14 @@ func TestDeployRunsTheManagerUnderPebble(t *testing.T) {
 	if dir, err := os.Stat(u.StateDir()); err != nil || dir.Mode().Perm() != 0o700 {
 		t.Errorf("state dir: %v, %v; want mode 0700", dir, err)
 	}
-	// The token is in that one file and nowhere else the charm wrote.
+	// The token is in that one file, and in the manager's 0600 record of
+	// the scopes it must still clean up with their credentials, and nowhere
+	// else the charm or the manager wrote.
 	filepath.Walk(u.StateDir(), func(path string, info os.FileInfo, err error) error {
 		if err != nil || info.IsDir() || path == configFile || info.Mode()&os.ModeSocket != 0 {
+			return nil
+		}
+		if filepath.Base(path) == "scopes.json" && info.Mode().Perm() == 0o600 {
 			return nil
 		}
 		data, _ := os.ReadFile(path)
