@@ -85,6 +85,13 @@ type Provider interface {
 	// the runner image changed since the Prepare before (idle runners are
 	// then replaced).
 	Prepare(ctx context.Context, fetch FetchRunner) (changed bool, err error)
+	// Teardown removes everything the deployment made in the cloud
+	// besides its instances (LXD: image builders, runner images and their
+	// aliases, the denylist ACL; OpenStack: the security group), for a
+	// deployment that goes away. What another deployment's metadata names
+	// is never touched. It refuses while an instance of the deployment is
+	// left, and is a no-op when nothing is left.
+	Teardown(ctx context.Context) error
 }
 
 // OperatorError marks a problem only the operator can fix (an image,

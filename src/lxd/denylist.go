@@ -264,7 +264,16 @@ func (d *lxdDaemon) attachACL(ctx context.Context, network, acl string) error {
 
 // detachACL takes acl off the network and deletes it.
 func (d *lxdDaemon) detachACL(ctx context.Context, network, acl string) error {
-	err := d.updateNetwork(ctx, network, func(cfg map[string]string) bool {
+	if err := d.takeOffACL(ctx, network, acl); err != nil && !errors.Is(err, ErrNotFound) {
+		return err
+	}
+	return d.deleteACL(ctx, acl)
+}
+
+// takeOffACL removes acl from the network's security.acls, and the
+// defaults attachACL set once no ACL is left.
+func (d *lxdDaemon) takeOffACL(ctx context.Context, network, acl string) error {
+	return d.updateNetwork(ctx, network, func(cfg map[string]string) bool {
 		acls := splitList(cfg["security.acls"])
 		if !slices.Contains(acls, acl) {
 			return false
@@ -284,13 +293,15 @@ func (d *lxdDaemon) detachACL(ctx context.Context, network, acl string) error {
 		}
 		return true
 	})
-	if err != nil && !errors.Is(err, ErrNotFound) {
-		return err
-	}
+}
+
+// deleteACL deletes an ACL no network uses; one already gone is not an
+// error.
+func (d *lxdDaemon) deleteACL(ctx context.Context, acl string) error {
 	ctx, cancel := context.WithTimeout(ctx, apiTimeout)
 	defer cancel()
 	c := d.client(ctx)
-	_, err = call(ctx, func() (struct{}, error) { return struct{}{}, c.DeleteNetworkACL(acl) })
+	_, err := call(ctx, func() (struct{}, error) { return struct{}{}, c.DeleteNetworkACL(acl) })
 	if err != nil && !errors.Is(err, ErrNotFound) {
 		return fmt.Errorf("cannot delete network ACL %q: %w", acl, err)
 	}

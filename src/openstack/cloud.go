@@ -586,12 +586,21 @@ func (c *Cloud) deleteServer(ctx context.Context, srv servers.Server) error {
 }
 
 // Teardown deletes the runners' security group, for a unit that goes
-// away; its runners must be deleted first. A group already gone is not an
-// error, and a group of the name that is not the unit's is left alone.
+// away: the one thing the unit makes in the project besides its servers
+// (no keypair: the manager never logs in to a runner; no port but those
+// Nova makes and deletes with a server). It refuses while a server of the
+// unit is left. A group already gone is not an error, and a group of the
+// name that is not the unit's is left alone.
 func (c *Cloud) Teardown(ctx context.Context) error {
-	if err := c.connected(ctx); err != nil {
+	servers, err := c.Instances(ctx)
+	if err != nil {
 		return fmt.Errorf("cannot tear down: %w", err)
 	}
+	if len(servers) > 0 {
+		return fmt.Errorf("cannot tear down: %d runner servers of the unit are left", len(servers))
+	}
+	c.prepareMu.Lock()
+	defer c.prepareMu.Unlock()
 	found, err := c.api.SecurityGroupsNamed(ctx, c.cfg.SecurityGroup)
 	if err != nil {
 		return fmt.Errorf("cannot look up security group %q: %w", c.cfg.SecurityGroup, err)
@@ -604,10 +613,10 @@ func (c *Cloud) Teardown(ctx context.Context) error {
 		if err := c.api.DeleteSecurityGroup(ctx, g.ID); err != nil && !errors.Is(err, errNotFound) {
 			return fmt.Errorf("cannot delete security group %q: %w", c.cfg.SecurityGroup, err)
 		}
-		c.log.Info("security group deleted", "security_group", g.Name, "id", g.ID)
+		c.log.Info("security group deleted", "security-group", g.Name, "id", g.ID)
 	}
 	c.mu.Lock()
-	c.ready = nil
+	c.ready, c.lastImage = nil, ""
 	c.mu.Unlock()
 	return nil
 }

@@ -163,6 +163,8 @@ func (preparedCloud) Prepare(ctx context.Context, fetch cloud.FetchRunner) (bool
 	return false, err
 }
 
+func (preparedCloud) Teardown(context.Context) error { return nil }
+
 // serviceCycleCost is the API requests of one of the service's own cycles
 // at steady state: Prepare (the runner application, cached after the
 // first cycle) and then the engine's cycle.

@@ -70,6 +70,7 @@ func Run(ctx context.Context, f *config.File, newCloud CloudFactory, log *slog.L
 		},
 		Prepare:            updater.refresh,
 		UpdateDependencies: updater.update,
+		Teardown:           c.Teardown,
 	}
 	listener, err := Listen(filepath.Join(f.StateDir, api.SocketName))
 	if err != nil {
