@@ -1,6 +1,7 @@
 package config
 
 import (
+	"bytes"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -10,6 +11,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/gophercloud/gophercloud/v2/openstack/config/clouds"
 	"gopkg.in/yaml.v3"
 )
 
@@ -188,6 +190,9 @@ func ParseCloudsYAML(text, name string) (*CloudsYAML, error) {
 	if err != nil {
 		return nil, syntaxError("cannot re-encode it")
 	}
+	if err := readsAsOpenStack(text, stripped, name, entry.RegionName, entry.secrets()); err != nil {
+		return nil, err
+	}
 	iface := "public"
 	for _, v := range []string{entry.Interface, entry.EndpointType} {
 		if v := strings.TrimSuffix(v, "URL"); v == "internal" || v == "admin" {
@@ -196,6 +201,37 @@ func ParseCloudsYAML(text, name string) (*CloudsYAML, error) {
 		}
 	}
 	return &CloudsYAML{Name: name, Stripped: stripped, RegionName: entry.RegionName, Interface: iface, RootCAs: roots, Secrets: entry.secrets()}, nil
+}
+
+// readsAsOpenStack checks that OpenStack's client library (gophercloud,
+// which src/openstack hands Stripped to) reads the document too: it reads
+// every cloud of it into its own types, so a setting of the wrong type in
+// any cloud (verify: sometimes, regions: RegionOne) refuses the whole file.
+// Type errors name their line of the text; nothing quotes a value.
+func readsAsOpenStack(text string, stripped []byte, name, region string, secrets []string) error {
+	var typed clouds.Clouds
+	if err := yaml.Unmarshal([]byte(text), &typed); err != nil {
+		var typeErr *yaml.TypeError
+		if errors.As(err, &typeErr) && len(typeErr.Errors) > 0 {
+			return syntaxError("a setting has the wrong type for OpenStack's clients (%s)", yamlLine.FindString(typeErr.Errors[0]))
+		}
+		return syntaxError("OpenStack's clients cannot read it")
+	}
+	opts := []clouds.ParseOption{clouds.WithCloudsYAML(bytes.NewReader(stripped)), clouds.WithCloudName(name)}
+	if region != "" {
+		opts = append(opts, clouds.WithRegion(region))
+	}
+	if _, _, _, err := clouds.Parse(opts...); err != nil {
+		detail := err.Error()
+		if strings.HasPrefix(detail, "yaml: ") { // its lines are of the re-encoded text, its values may be secrets
+			return syntaxError("a setting has the wrong type for OpenStack's clients")
+		}
+		for _, secret := range secrets {
+			detail = strings.ReplaceAll(detail, secret, "<redacted>")
+		}
+		return incomplete("cloud %q cannot be read by OpenStack's clients: %s", name, detail)
+	}
+	return nil
 }
 
 func loadCACert(cacert string) (*x509.CertPool, error) {

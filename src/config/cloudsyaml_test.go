@@ -1,0 +1,40 @@
+package config
+
+import (
+	"strings"
+	"testing"
+)
+
+const testAuth = "auth: {auth_url: https://keystone:5000/v3, username: u, password: hunter2, project_name: p, user_domain_name: d, project_domain_name: d}"
+
+// What OpenStack's client library (which src/openstack hands the file to)
+// cannot read is refused here, where the charm asks, not when the manager
+// opens the cloud at start.
+func TestParseCloudsYAMLAsOpenStackReadsIt(t *testing.T) {
+	tests := []struct {
+		name, text, want string
+	}{
+		{"verify not a bool", "clouds:\n  prod:\n    " + testAuth + "\n    verify: sometimes\n",
+			"is not valid clouds.yaml: a setting has the wrong type for OpenStack's clients (line 4)"},
+		{"another cloud of the wrong shape", "clouds:\n  prod:\n    " + testAuth + "\n  other: [1, 2]\n",
+			"is not valid clouds.yaml: a setting has the wrong type for OpenStack's clients (line 4)"},
+		{"regions not a list", "clouds:\n  prod:\n    " + testAuth + "\n    regions: RegionOne\n",
+			"is not valid clouds.yaml: a setting has the wrong type for OpenStack's clients (line 4)"},
+		{"a cloud with no name", "clouds:\n  \"\":\n    " + testAuth + "\n",
+			`lacks required settings: cloud "" cannot be read by OpenStack's clients: the empty string "" is not a valid cloud name`},
+	}
+	for _, test := range tests {
+		t.Run(test.name, func(t *testing.T) {
+			_, err := ParseCloudsYAML(test.text, "")
+			if err == nil || err.Error() != test.want {
+				t.Fatalf("ParseCloudsYAML = %v, want %q", err, test.want)
+			}
+			if strings.Contains(err.Error(), "hunter2") {
+				t.Errorf("error %q shows the password", err)
+			}
+		})
+	}
+	if _, err := ParseCloudsYAML("clouds:\n  prod:\n    "+testAuth+"\n    verify: false\n    regions: [RegionOne]\n", ""); err != nil {
+		t.Errorf("a clouds.yaml OpenStack's clients read is refused: %v", err)
+	}
+}
