@@ -25,6 +25,7 @@ import (
 	"github.com/canonical/lxd/shared/revert"
 
 	"github.com/canonical/github-runner-charm/src/cloud"
+	"github.com/canonical/github-runner-charm/src/cloud/boot"
 	"github.com/canonical/github-runner-charm/src/config"
 	"github.com/canonical/github-runner-charm/src/runner"
 )
@@ -35,25 +36,10 @@ const (
 	VirtualMachine = "virtual-machine"
 )
 
-// Paths inside a runner instance. The image build creates their
-// directories; Create fills them.
-const (
-	// jitConfigPath holds the runner's JIT config: root's, 0600, in a
-	// 0700 directory, so neither the job (which runs as runnerUser) nor any
-	// other process but root's can read it.
-	jitConfigPath = "/var/lib/github-runner/jit-config"
-	// environmentPath is the proxy and mirror settings, no secrets.
-	environmentPath = "/etc/github-runner/environment"
-	startScriptPath = "/usr/local/bin/github-runner-start"
-	dockerConfigDir = "/etc/docker"
-	dockerConfig    = dockerConfigDir + "/daemon.json"
-	runnerUser      = "ubuntu"
-)
-
 // userData is the instance's user.user-data: cloud-init (on Ubuntu images)
 // or the base image's boot scripts run it once, at first boot. It holds no
 // secret: `lxc config show` prints it.
-const userData = "#!/bin/sh\nexec " + startScriptPath + "\n"
+const userData = "#!/bin/sh\nexec " + boot.StartScriptPath + "\n"
 
 // Config is how one unit's runners are made.
 type Config struct {
@@ -405,17 +391,17 @@ func (c *Cloud) rootPool() string {
 // runnerFiles are what Create writes into an instance, the JIT config last
 // so that the start script, which waits for it, finds the rest in place.
 func (c *Cloud) runnerFiles(ctx context.Context, req cloud.CreateRequest) ([]instanceFile, error) {
-	files := []instanceFile{{Path: environmentPath, Content: []byte(c.cfg.Runner.EnvironmentFile()), Mode: 0o644}}
+	files := []instanceFile{{Path: boot.EnvironmentPath, Content: []byte(c.cfg.Runner.EnvironmentFile()), Mode: 0o644}}
 	if c.cfg.Runner.DockerhubMirror != "" {
 		daemonJSON, err := c.dockerConfig(ctx, req.Name)
 		if err != nil {
 			return nil, err
 		}
 		files = append(files,
-			instanceFile{Path: dockerConfigDir, Mode: 0o755, Dir: true},
-			instanceFile{Path: dockerConfig, Content: daemonJSON, Mode: 0o644})
+			instanceFile{Path: boot.DockerConfigDir, Mode: 0o755, Dir: true},
+			instanceFile{Path: boot.DockerConfig, Content: daemonJSON, Mode: 0o644})
 	}
-	files = append(files, instanceFile{Path: jitConfigPath, Content: []byte(req.JITConfig), Mode: 0o600})
+	files = append(files, instanceFile{Path: boot.JITConfigPath, Content: []byte(req.JITConfig), Mode: 0o600})
 	return files, nil
 }
 
@@ -424,21 +410,21 @@ func (c *Cloud) runnerFiles(ctx context.Context, req cloud.CreateRequest) ([]ins
 func (c *Cloud) dockerConfig(ctx context.Context, instance string) ([]byte, error) {
 	settings := map[string]any{}
 	if c.cfg.LXD.Type == Container {
-		existing, err := c.d.PullFile(ctx, instance, dockerConfig)
+		existing, err := c.d.PullFile(ctx, instance, boot.DockerConfig)
 		switch {
 		case errors.Is(err, ErrNotFound):
 		case err != nil:
-			return nil, fmt.Errorf("cannot read %s of runner instance %q: %w", dockerConfig, instance, err)
+			return nil, fmt.Errorf("cannot read %s of runner instance %q: %w", boot.DockerConfig, instance, err)
 		case len(strings.TrimSpace(string(existing))) > 0:
 			if err := json.Unmarshal(existing, &settings); err != nil {
-				return nil, fmt.Errorf("cannot read %s of runner image: %w", dockerConfig, err)
+				return nil, fmt.Errorf("cannot read %s of runner image: %w", boot.DockerConfig, err)
 			}
 		}
 	}
 	settings["registry-mirrors"] = []string{c.cfg.Runner.DockerhubMirror}
 	data, err := json.MarshalIndent(settings, "", "  ")
 	if err != nil {
-		return nil, fmt.Errorf("cannot encode %s: %w", dockerConfig, err)
+		return nil, fmt.Errorf("cannot encode %s: %w", boot.DockerConfig, err)
 	}
 	return append(data, '\n'), nil
 }

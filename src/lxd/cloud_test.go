@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/canonical/github-runner-charm/src/cloud"
+	"github.com/canonical/github-runner-charm/src/cloud/boot"
 	"github.com/canonical/github-runner-charm/src/runner"
 	"github.com/canonical/github-runner-charm/tests/fakegithub"
 )
@@ -169,8 +170,9 @@ func TestRunnersLifecycle(t *testing.T) {
 	assertNothingLeft(t, c, alias)
 }
 
-// secretChecks asserts that jit is in the root-only file and not in the
-// instance's config or any process's argv.
+// secretChecks asserts that jit, once its runner is online, is in no file
+// of the instance (the start script deleted it once read), nor in the
+// instance's config, any process's argv or the log.
 func secretChecks(t *testing.T, name, jit string) {
 	t.Helper()
 	for _, args := range [][]string{{"config", "show", name}, {"config", "show", name, "--expanded"}} {
@@ -185,13 +187,17 @@ func secretChecks(t *testing.T, name, jit string) {
 	if !strings.Contains(cmdlines, "Runner.Listener") {
 		t.Errorf("no runner process among:\n%s", cmdlines)
 	}
-	stat := strings.TrimSpace(mustLXC(t, "exec", name, "--", "stat", "-c", "%a %u %g", jitConfigPath, "/var/lib/github-runner"))
-	if stat != "600 0 0\n700 0 0" && stat != strings.Join([]string{"600 0 0", "700 0 0"}, "\n") {
-		t.Errorf("JIT config file and directory have mode/owner %q, want 600 and 700, root's", stat)
+	// The runner has read its config (it is online): the file is gone, and
+	// its directory is root's alone.
+	stat := strings.TrimSpace(mustLXC(t, "exec", name, "--", "stat", "-c", "%a %u %g", "/var/lib/github-runner"))
+	if stat != "700 0 0" {
+		t.Errorf("the JIT config's directory has mode/owner %q, want 700, root's", stat)
 	}
-	// The job runs as the runner user, who cannot read the file.
-	if out, err := lxc(t, "exec", name, "--", "su", "-s", "/bin/sh", runnerUser, "-c", "cat "+jitConfigPath); err == nil {
-		t.Errorf("the runner user can read the JIT config: %q", out)
+	if out, err := lxc(t, "exec", name, "--", "test", "-e", boot.JITConfigPath); err == nil {
+		t.Errorf("the JIT config file is still there while the runner runs %s", out)
+	}
+	if out := mustLXC(t, "exec", name, "--", "sh", "-c", "grep -rl -F '"+jit[:40]+"' /var/lib/github-runner /etc /tmp /root /home 2>/dev/null; true"); strings.TrimSpace(out) != "" {
+		t.Errorf("the JIT config is in files of the instance:\n%s", out)
 	}
 	// Nor is it in the log.
 	if out := mustLXC(t, "exec", name, "--", "cat", "/var/log/github-runner.log"); strings.Contains(out, jit) {
@@ -266,7 +272,7 @@ func TestProxiesAndMirror(t *testing.T) {
 			t.Errorf("/etc/environment lacks %s:\n%s", want, environment)
 		}
 	}
-	if daemonJSON := pull(dockerConfig); !strings.Contains(daemonJSON, `"registry-mirrors": [`+"\n"+`    "https://mirror.example:5000"`) {
+	if daemonJSON := pull(boot.DockerConfig); !strings.Contains(daemonJSON, `"registry-mirrors": [`+"\n"+`    "https://mirror.example:5000"`) {
 		t.Errorf("daemon.json = %s, want the mirror in registry-mirrors", daemonJSON)
 	}
 	// The runner process saw them: its log says what it tried.
@@ -294,7 +300,7 @@ func TestCreateFailureLeavesNothing(t *testing.T) {
 	c.useImage(good)
 
 	// The JIT config's push fails after the instance exists.
-	c.d = &failingDaemon{daemon: c.d, failPush: jitConfigPath}
+	c.d = &failingDaemon{daemon: c.d, failPush: boot.JITConfigPath}
 	err = c.Create(ctx, cloud.CreateRequest{Name: c.cfg.Identity.NewName(), RunnerID: 2, JITConfig: "c2VjcmV0LWppdA=="})
 	if err == nil || !strings.Contains(err.Error(), "injected") {
 		t.Errorf("Create with a failing push: %v, want the injected failure", err)

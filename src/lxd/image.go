@@ -14,14 +14,16 @@ import (
 	"time"
 
 	"github.com/canonical/lxd/shared/api"
+
+	"github.com/canonical/github-runner-charm/src/cloud/boot"
 )
 
-var (
-	//go:embed scripts/install.sh
-	installScript string
-	//go:embed scripts/start.sh
-	startScript string
-)
+// installScript lays the runner application out in the image builder;
+// the start script it runs at each runner's first boot is boot's, the same
+// as OpenStack's.
+//
+//go:embed scripts/install.sh
+var installScript string
 
 // Image properties the build records, so a later ensureImage knows what an
 // image holds and which unit's images it may prune (with propModel and
@@ -60,7 +62,7 @@ func (c *Cloud) imageAlias(version string) string {
 // the base image and the scripts. A changed recipe rebuilds the image.
 func (c *Cloud) recipe(version string) string {
 	h := sha256.New()
-	for _, part := range []string{c.cfg.LXD.BaseImage, c.cfg.LXD.Type, version, installScript, startScript} {
+	for _, part := range []string{c.cfg.LXD.BaseImage, c.cfg.LXD.Type, version, installScript, boot.StartScript} {
 		fmt.Fprintf(h, "%d:%s", len(part), part)
 	}
 	return hex.EncodeToString(h.Sum(nil))[:16]
@@ -175,7 +177,7 @@ func (c *Cloud) buildImage(ctx context.Context, tarballPath, version, recipe str
 	}
 	for _, f := range []instanceFile{
 		{Path: "/tmp/github-runner-install", Content: []byte(installScript), Mode: 0o700},
-		{Path: startScriptPath, Content: []byte(startScript), Mode: 0o755},
+		{Path: boot.StartScriptPath, Content: []byte(boot.StartScript), Mode: 0o755},
 	} {
 		if err := c.d.PushFile(ctx, builder, f); err != nil {
 			return "", fmt.Errorf("cannot copy %s into the image builder: %w", f.Path, err)

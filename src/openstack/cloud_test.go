@@ -18,6 +18,7 @@ import (
 	"github.com/gophercloud/gophercloud/v2/openstack/networking/v2/extensions/security/rules"
 
 	"github.com/canonical/github-runner-charm/src/cloud"
+	"github.com/canonical/github-runner-charm/src/cloud/boot"
 	"github.com/canonical/github-runner-charm/src/runner"
 	"github.com/canonical/github-runner-charm/tests/fakegithub"
 	"github.com/canonical/github-runner-charm/tests/openstacktest"
@@ -128,7 +129,7 @@ func TestRunnersLifecycle(t *testing.T) {
 	for _, want := range []string{
 		"http_proxy='http://proxy.example:3128'", "NO_PROXY='localhost,127.0.0.1'",
 		`"registry-mirrors": [%s]`, `'"https://mirror.example:5000"'`,
-		startScriptPath + " 'ubuntu' '/home/ubuntu/actions-runner'",
+		boot.StartScriptPath + " 'ubuntu' '/home/ubuntu/actions-runner'",
 	} {
 		if !strings.Contains(script, want) {
 			t.Errorf("user-data lacks %q", want)

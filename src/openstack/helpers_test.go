@@ -29,6 +29,7 @@ import (
 	"github.com/gophercloud/gophercloud/v2/openstack/networking/v2/extensions/security/groups"
 	"github.com/gophercloud/gophercloud/v2/openstack/networking/v2/ports"
 
+	"github.com/canonical/github-runner-charm/src/cloud/boot"
 	"github.com/canonical/github-runner-charm/src/config"
 	"github.com/canonical/github-runner-charm/src/runner"
 	"github.com/canonical/github-runner-charm/tests/fakegithub"
@@ -261,7 +262,7 @@ type vm struct {
 	done     chan error
 }
 
-var jitHereDoc = regexp.MustCompile(`(?m)^\s*cat >` + regexp.QuoteMeta(jitConfigPath) + ` <<'` + jitDelimiter + `'\n([^\n]*)\n` + jitDelimiter + `$`)
+var jitHereDoc = regexp.MustCompile(`(?m)^\s*cat >` + regexp.QuoteMeta(boot.JITConfigPath) + ` <<'` + jitDelimiter + `'\n([^\n]*)\n` + jitDelimiter + `$`)
 
 func playVM(t testing.TB, b *bed, srv *fakegithub.Server, name string) *vm {
 	t.Helper()

@@ -10,29 +10,24 @@ import (
 	"regexp"
 	"text/template"
 
+	"github.com/canonical/github-runner-charm/src/cloud/boot"
 	"github.com/canonical/github-runner-charm/src/config"
 )
 
-// Paths inside a runner server. The user-data creates them; only the
-// runner application must be in the image already (Config.RunnerDir).
+// The paths inside a runner server are boot's, the same as LXD's. The
+// user-data creates them; only the runner application must be in the
+// image already (Config.RunnerDir).
+
+// DefaultRunnerUser and DefaultRunnerDir are where Canonical's
+// github-runner-image-builder (and the Python charm's
+// build-openstack-image.sh) install the runner application.
 const (
-	// jitConfigPath holds the runner's JIT config until the start script
-	// reads it: root's, 0600, in a 0700 directory.
-	jitConfigPath   = "/var/lib/github-runner/jit-config"
-	environmentPath = "/etc/github-runner/environment"
-	startScriptPath = "/usr/local/bin/github-runner-start"
-	runnerLogPath   = "/var/log/github-runner.log"
-	dockerConfig    = "/etc/docker/daemon.json"
-
-	// DefaultRunnerUser and DefaultRunnerDir are where Canonical's
-	// github-runner-image-builder (and the Python charm's
-	// build-openstack-image.sh) install the runner application.
-	DefaultRunnerUser = "ubuntu"
-	DefaultRunnerDir  = "/home/ubuntu/actions-runner"
-
-	// maxUserData is Nova's limit on user_data, counted after base64.
-	maxUserData = 65535
+	DefaultRunnerUser = boot.DefaultRunnerUser
+	DefaultRunnerDir  = boot.DefaultRunnerDir
 )
+
+// maxUserData is Nova's limit on user_data, counted after base64.
+const maxUserData = 65535
 
 // jitDelimiter ends the JIT config's here-document in the user-data; it
 // cannot occur in base64 text, which checkJITConfig insists on.
@@ -40,9 +35,6 @@ const jitDelimiter = "GITHUB_RUNNER_JIT_CONFIG"
 
 //go:embed userdata.sh.tmpl
 var userDataTemplateText string
-
-//go:embed start.sh
-var startScript string
 
 var userDataTemplate = template.Must(template.New("user-data").Funcs(template.FuncMap{"quote": config.ShellQuote}).Parse(userDataTemplateText))
 
@@ -85,10 +77,10 @@ func userData(name, jit string, runnerUser, runnerDir string, image config.Runne
 	}
 	in := userDataInput{
 		Name: name, Environment: image.EnvironmentFile(), JITConfig: jit, JITDelimiter: jitDelimiter,
-		StartScript: startScript, RunnerUser: runnerUser, RunnerDir: runnerDir,
+		StartScript: boot.StartScript, RunnerUser: runnerUser, RunnerDir: runnerDir,
 		Paths: map[string]string{
-			"JITConfig": jitConfigPath, "Environment": environmentPath, "StartScript": startScriptPath,
-			"Log": runnerLogPath, "DockerConfig": dockerConfig,
+			"JITConfig": boot.JITConfigPath, "Environment": boot.EnvironmentPath, "StartScript": boot.StartScriptPath,
+			"Log": boot.LogPath, "DockerConfig": boot.DockerConfig,
 		},
 	}
 	if image.DockerhubMirror != "" {

@@ -1,10 +1,12 @@
 #!/bin/sh
-# github-runner-start USER DIR: run as root, once, on a runner server (its
-# user-data starts it). Runs the runner application in DIR as USER with the
-# JIT config the user-data wrote, then powers the server off so the manager
-# deletes it. The JIT config never enters argv: the runner reads it from
-# ACTIONS_RUNNER_INPUT_JITCONFIG, its environment spelling of --jitconfig,
-# set for the runner process alone (which removes it from its environment).
+# github-runner-start [USER [DIR]]: run as root, once, at a runner instance's
+# first boot (its user-data starts it). Runs the runner application in DIR
+# (default /home/ubuntu/actions-runner) as USER (default ubuntu) with the JIT
+# config the manager put in the instance, then powers the instance off so the
+# manager deletes it. The JIT config never enters argv: the runner reads it
+# from ACTIONS_RUNNER_INPUT_JITCONFIG, its environment spelling of
+# --jitconfig, set for the runner process alone (which removes it from its
+# environment). The file is deleted as soon as it is read.
 exec >>/var/log/github-runner.log 2>&1
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 jit=/var/lib/github-runner/jit-config
@@ -20,13 +22,20 @@ stop() {
 	exit 0
 }
 
-[ -s "$jit" ] || stop "no JIT config at $jit"
+# A VM's files arrive through its agent after boot: wait, bounded.
+tries=0
+until [ -s "$jit" ]; do
+	tries=$((tries + 1))
+	[ "$tries" -le 600 ] || stop "no JIT config at $jit after 10 minutes"
+	sleep 1
+done
+
 if [ -f "$environment" ]; then
 	set -a
 	# shellcheck source=/dev/null
 	. "$environment"
 	set +a
-	# For every other process of the server, like login shells.
+	# For every other process of the instance, like login shells.
 	if ! grep -q '^# github-runner' /etc/environment 2>/dev/null; then
 		{
 			echo '# github-runner: proxies and mirror'
@@ -38,8 +47,8 @@ fi
 config=$(cat "$jit") || stop "cannot read $jit"
 # The config is good for one connection; nothing needs the file again.
 rm -f "$jit"
-[ -x "$app/run.sh" ] || stop "no runner application at $app (the image must have it)"
-home=$(getent passwd "$user" | cut -d: -f6)
+[ -x "$app/run.sh" ] || stop "no runner application at $app"
+home=$(getent passwd "$user" 2>/dev/null | cut -d: -f6)
 say "starting the runner in $app as $user"
 cd "$app" || stop "cannot enter $app"
 ACTIONS_RUNNER_INPUT_JITCONFIG=$config HOME=${home:-/home/$user} su -p -s /bin/sh "$user" -c "cd '$app' && exec ./run.sh"

@@ -1,0 +1,41 @@
+// Package boot is what a runner instance runs at its first boot, the same
+// on every cloud: the start script and the paths inside the instance that
+// the clouds fill (LXD pushes the files, OpenStack's user-data writes
+// them) and the script reads.
+package boot
+
+import _ "embed"
+
+// Paths inside a runner instance.
+const (
+	// JITConfigPath holds the runner's JIT config until the start script
+	// has read it, and then deletes it: root's, 0600, in a 0700 directory,
+	// so neither the job (which runs as the runner user) nor any other
+	// process but root's can read it.
+	JITConfigPath = "/var/lib/github-runner/jit-config"
+	// EnvironmentPath is the proxy and mirror settings, no secrets.
+	EnvironmentPath = "/etc/github-runner/environment"
+	// StartScriptPath is where StartScript is installed.
+	StartScriptPath = "/usr/local/bin/github-runner-start"
+	// LogPath is the start script's log.
+	LogPath         = "/var/log/github-runner.log"
+	DockerConfigDir = "/etc/docker"
+	DockerConfig    = DockerConfigDir + "/daemon.json"
+
+	// DefaultRunnerUser and DefaultRunnerDir are who runs the runner and
+	// where its application is: where the LXD image build installs it, and
+	// where Canonical's github-runner-image-builder puts it in an OpenStack
+	// image.
+	DefaultRunnerUser = "ubuntu"
+	DefaultRunnerDir  = "/home/ubuntu/actions-runner"
+)
+
+// StartScript is github-runner-start [USER [DIR]], run as root once at the
+// instance's first boot: it waits for the JIT config (a VM's files arrive
+// through its agent after boot), reads it and deletes the file, runs the
+// runner application in DIR as USER (DefaultRunnerUser, DefaultRunnerDir
+// when not given) with the config in its environment, never in argv, and
+// powers the instance off when the runner has done its one job.
+//
+//go:embed start.sh
+var StartScript string
