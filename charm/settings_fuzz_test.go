@@ -3,14 +3,21 @@ package charm
 import (
 	"bytes"
 	"encoding/json"
+	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"gopkg.in/yaml.v3"
+
 	"github.com/canonical/github-runner-charm/src/config"
 	"github.com/canonical/github-runner-charm/src/github"
+	"github.com/canonical/github-runner-charm/src/lxd"
+	"github.com/canonical/github-runner-charm/src/openstack"
+	"github.com/canonical/github-runner-charm/src/runner"
 	"github.com/canonical/github-runner-charm/src/service"
 )
 
@@ -24,8 +31,10 @@ var secretOptions = map[string]bool{"token": true, "github-app-private-key": tru
 // FuzzParseSettings feeds ParseSettings arbitrary config-get --all output
 // (JSON, decoded as the hook tool client decodes it; seeds in
 // testdata/fuzz/FuzzParseSettings): no panic; a rejection is an
-// *InvalidConfigError whose every problem is a sentence, none showing a
-// secret; accepted settings hold only valid values.
+// *InvalidConfigError whose every problem names the options of
+// config.yaml it is about, none showing a secret (the unit is Blocked);
+// accepted settings hold only valid values and make a config the manager
+// starts with (checkManagerAccepts).
 func FuzzParseSettings(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		dec := json.NewDecoder(bytes.NewReader(data))
@@ -41,12 +50,7 @@ func FuzzParseSettings(f *testing.F) {
 				t.Fatalf("ParseSettings(%s) = %v, want an *InvalidConfigError with problems", data, err)
 			}
 			for _, p := range invalid.Problems {
-				if strings.TrimSpace(p) == "" {
-					t.Fatalf("ParseSettings(%s): an empty problem in %q", data, invalid.Problems)
-				}
-				if !namesOption(p) {
-					t.Fatalf("ParseSettings(%s): problem %q names no option", data, p)
-				}
+				checkNamesOptions(t, data, p)
 			}
 			if strings.Contains(err.Error(), fuzzSecretMark) && !markInPlainOption(raw) {
 				t.Fatalf("ParseSettings(%s) error %q shows a secret", data, err)
@@ -59,22 +63,23 @@ func FuzzParseSettings(f *testing.F) {
 }
 
 // checkManagerAccepts requires that settings the charm does not block on
-// make a config file the manager starts with: it reads back through the
-// service's own validation, and the GitHub client the service makes from
-// it is created. A manager that refuses its file exits at start, and the
-// hook that replans it fails.
+// make a config file the manager starts with: what the manager does at
+// start before it connects anywhere (src/service's Run, src/cmd's
+// openCloud) is done here on the file the charm would write: it is read
+// back through config.Read, the unit's identity is parsed, the GitHub
+// client is made, and the cloud is opened as the manager opens it. A
+// manager that refuses its file exits at start, and the unit is Blocked
+// with what the charm should have said.
 func checkManagerAccepts(t *testing.T, data []byte, s Settings) {
 	t.Helper()
-	const unit = "github-runner/0"
-	if problems := testCharm(t, nil).hostProblems(s); len(problems) > 0 {
+	c := testCharm(t, nil)
+	if problems := c.hostProblems(s); len(problems) > 0 {
 		for _, p := range problems {
-			if !namesOption(p) {
-				t.Fatalf("ParseSettings(%s): problem %q names no option", data, p)
-			}
+			checkNamesOptions(t, data, p)
 		}
 		return // Blocked, naming the options
 	}
-	f, err := managerConfig(s, testModel, unit, t.TempDir(), Proxy{})
+	f, err := managerConfig(s, testModel, c.Unit, c.StateDir, Proxy{})
 	if err != nil {
 		t.Fatalf("ParseSettings(%s): cannot make the manager's config: %v", data, err)
 	}
@@ -86,18 +91,81 @@ func checkManagerAccepts(t *testing.T, data []byte, s Settings) {
 	if err != nil {
 		t.Fatalf("ParseSettings(%s) accepted settings whose config file the manager refuses: %v", data, err)
 	}
+	id, err := runner.ParseIdentity(read.Model, read.Unit)
+	if err != nil {
+		t.Fatalf("ParseSettings(%s) accepted settings whose identity the manager refuses: %v", data, err)
+	}
 	if _, err := github.New(service.GitHubConfig(read, nil)); err != nil {
 		t.Fatalf("ParseSettings(%s) accepted settings the manager's GitHub client refuses: %v", data, err)
 	}
+	if read.OpenStack != nil {
+		_, err = openstack.New(openstack.Config{Identity: id, OpenStack: *read.OpenStack, Runner: read.Runner}, nil)
+	} else {
+		kvm := filepath.Join(t.TempDir(), "kvm") // testCharm's host has KVM
+		if err := os.WriteFile(kvm, nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		_, err = lxd.New(lxd.Config{Identity: id, LXD: *read.LXD, Runner: read.Runner, KVMDevice: kvm}, nil)
+	}
+	if err != nil {
+		t.Fatalf("ParseSettings(%s) accepted settings whose cloud the manager cannot open: %v", data, err)
+	}
 }
 
-var optionName = regexp.MustCompile(`(^|[ (])(path|token|github-[a-z-]+|group|labels|virtual-machines|runner-type|base-image|vm-[a-z]+|reconcile-interval|denylist|dockerhub-mirror|runner-http-proxy|openstack-[a-z-]+)\b`)
-
-// namesOption tells whether a problem names an option, or is one of the
-// identity problems, which name Juju's environment.
-func namesOption(problem string) bool {
-	return optionName.MatchString(problem) || strings.Contains(problem, "JUJU_")
+// checkNamesOptions requires a problem to say which option is wrong, by
+// the name config.yaml gives it: it starts with an option ("vm-cpu must
+// …", "path: …"), or with the model's option ("the model's
+// juju-http-proxy …"), or is about both credentials ("set either token or
+// a GitHub App (github-app-id, …)"); and every option-like name in it is
+// an option of config.yaml.
+func checkNamesOptions(t *testing.T, data []byte, problem string) {
+	t.Helper()
+	if strings.TrimSpace(problem) == "" {
+		t.Fatalf("ParseSettings(%s): an empty problem", data)
+	}
+	first, _, _ := strings.Cut(problem, " ")
+	first = strings.TrimSuffix(first, ":")
+	if !charmOptions(t)[first] && !strings.HasPrefix(problem, "the model's juju-") && !strings.HasPrefix(problem, "set either token or a GitHub App (") {
+		t.Fatalf("ParseSettings(%s): problem %q does not start with an option of config.yaml", data, problem)
+	}
+	for _, m := range optionLike.FindAllStringSubmatch(problem, -1) {
+		name := m[1]
+		if !charmOptions(t)[name] && !strings.HasPrefix(name, "juju-") {
+			t.Fatalf("ParseSettings(%s): problem %q names %q, which is no option of config.yaml", data, problem, name)
+		}
+	}
 }
+
+// optionLike is a word shaped like a hyphenated option name, after a
+// space, a parenthesis or a comma (a quoted value is not one).
+var optionLike = regexp.MustCompile(`(?:^|[ (,])((?:github|openstack|vm|runner|base|virtual|reconcile|dockerhub|juju)-[a-z-]*[a-z])\b`)
+
+// charmOptions is the options config.yaml declares.
+func charmOptions(t *testing.T) map[string]bool {
+	t.Helper()
+	optionsOnce.Do(func() {
+		data, err := os.ReadFile("../config.yaml")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var doc struct {
+			Options map[string]any `yaml:"options"`
+		}
+		if err := yaml.Unmarshal(data, &doc); err != nil {
+			t.Fatal(err)
+		}
+		options = map[string]bool{}
+		for name := range doc.Options {
+			options[name] = true
+		}
+	})
+	return options
+}
+
+var (
+	optionsOnce sync.Once
+	options     map[string]bool
+)
 
 // markInPlainOption tells whether a non-secret option's value (which a
 // problem may quote) or a key carries the mark.
@@ -129,7 +197,7 @@ func checkSettings(t *testing.T, data []byte, s Settings) {
 	if labels, err := config.ParseLabels(strings.Join(s.Labels, ",")); err != nil || len(labels) != len(s.Labels) {
 		fail("labels that do not read back")
 	}
-	if s.Runners < 0 || s.CPU < 1 || s.ReconcileInterval < time.Minute || s.Group == "" {
+	if s.Runners < 0 || s.CPU < 1 || s.ReconcileInterval < time.Minute || s.ReconcileInterval > 24*time.Hour || s.Group == "" {
 		fail("a number out of range")
 	}
 	if s.RunnerType != RunnerTypeVM && s.RunnerType != RunnerTypeContainer {
