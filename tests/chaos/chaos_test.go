@@ -364,7 +364,6 @@ func (c *chaos) finish() {
 		ok := true
 		for i, d := range c.deps {
 			online, instances, runners, err := d.bed.TryState()
-			runners = c.withoutKnownGap(d, runners)
 			states[i] = fmt.Sprintf("%s: %d online of %d wanted; instances %v; GitHub runners %v; %v", d.name, online, targets[i], instances, runners, err)
 			ok = ok && err == nil && online == targets[i] && len(runners) == targets[i] && slices.Equal(instances, runners)
 		}
@@ -395,7 +394,6 @@ func (c *chaos) removeUnits() {
 				records = append(records, r.Name)
 			}
 		}
-		records = c.withoutKnownGap(d, records)
 		switch {
 		case err != nil:
 			c.violate("%s: cannot list what is left after its removal: %v", d.name, err)
@@ -405,36 +403,6 @@ func (c *chaos) removeUnits() {
 			c.note("%s removed: no instance or GitHub runner left; runner images left: %v", d.name, images)
 		}
 	}
-}
-
-// withoutKnownGap leaves out of names the GitHub records of one known gap
-// (issue 11, section 4): a runner still registered in a path its deployment
-// has left, whose job a flush-busy killed. Its instance is gone, its record
-// stays busy until GitHub fails the job, and the manager, which lists only
-// the current path, no longer knows it (real GitHub drops such an ephemeral
-// runner after a day unconnected). Each one left out is noted.
-func (c *chaos) withoutKnownGap(d *deployment, names []string) []string {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	killed := map[string]bool{}
-	for _, j := range c.jobs {
-		if j.dep == d && j.judged && j.excused {
-			killed[j.job.RunnerName] = true
-		}
-	}
-	scope := map[string]string{}
-	for _, r := range c.gh.Runners("") {
-		scope[r.Name] = r.Scope
-	}
-	out := names[:0:0]
-	for _, name := range names {
-		if killed[name] && scope[name] != "" && scope[name] != d.path {
-			c.noteLocked("%s: the record of %s, killed by a flush-busy in the earlier path %s, is left for GitHub to drop (known gap)", d.name, name, scope[name])
-			continue
-		}
-		out = append(out, name)
-	}
-	return out
 }
 
 // poll calls ok every 3 seconds for up to limit.
