@@ -1,9 +1,13 @@
 package charm
 
 import (
+	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"testing"
+
+	"gopkg.in/yaml.v3"
 
 	"github.com/canonical/github-runner-charm/src/config"
 )
@@ -163,5 +167,73 @@ func envWith(getenv func(string) string, key, value string) func(string) string 
 			return value
 		}
 		return getenv(k)
+	}
+}
+
+// README's configuration table states each option's rule once: one row per
+// option of config.yaml, with its default and a rule.
+func TestREADMEConfigurationTable(t *testing.T) {
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, _ := strings.Cut(string(readme), "\n## Configuration\n")
+	section, _, _ = strings.Cut(section, "\n## ")
+	var header []string
+	rows := map[string]map[string]string{}
+	for _, line := range strings.Split(section, "\n") {
+		if !strings.HasPrefix(line, "| ") {
+			continue
+		}
+		cells := strings.Split(strings.Trim(line, "| "), " | ")
+		if header == nil {
+			header = cells
+			continue
+		}
+		row := map[string]string{}
+		for i, cell := range cells {
+			if i < len(header) {
+				row[header[i]] = cell
+			}
+		}
+		option := strings.Trim(row["option"], "`")
+		if rows[option] != nil {
+			t.Errorf("README's configuration table has %s twice", option)
+		}
+		rows[option] = row
+	}
+	rule := "rule (as `src/config` checks it)"
+	if !slices.Contains(header, rule) {
+		t.Fatalf("README's configuration table has columns %q, want a %q", header, rule)
+	}
+	data, err := os.ReadFile("../config.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc struct {
+		Options map[string]struct {
+			Default any `yaml:"default"`
+		} `yaml:"options"`
+	}
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		t.Fatal(err)
+	}
+	for option, o := range doc.Options {
+		row := rows[option]
+		if row == nil {
+			t.Errorf("README's configuration table has no row for %s", option)
+			continue
+		}
+		if want := "`" + fmt.Sprint(o.Default) + "`"; o.Default == "" && row["default"] != "`\"\"`" || o.Default != "" && row["default"] != want {
+			t.Errorf("README says %s defaults to %s, config.yaml to %v", option, row["default"], o.Default)
+		}
+		if row[rule] == "" {
+			t.Errorf("README states no rule for %s", option)
+		}
+	}
+	for option := range rows {
+		if _, ok := doc.Options[option]; !ok {
+			t.Errorf("README's configuration table has %s, which is no option of config.yaml", option)
+		}
 	}
 }
