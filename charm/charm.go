@@ -189,8 +189,12 @@ func (c *Charm) configure(ctx context.Context) error {
 			return c.Tools.StatusSet(ctx, Blocked, err.Error())
 		}
 	}
+	if problem := c.Supervisor.SocketProblem(); problem != "" {
+		return c.Tools.StatusSet(ctx, Blocked, problem)
+	}
 	if err := c.Supervisor.EnsureRunning(ctx); err != nil {
-		return err
+		// update-status tries again.
+		return c.Tools.StatusSet(ctx, Maintenance, err.Error())
 	}
 	var previous *config.File
 	if data, err := os.ReadFile(c.Supervisor.ConfigPath()); err == nil {
@@ -370,6 +374,9 @@ func (c *Charm) currentStatus(ctx context.Context) (Status, string, error) {
 	}
 	if s.OpenStack == nil && c.LXD != nil && c.LXD.find() != nil {
 		return Blocked, noLXD, nil
+	}
+	if problem := c.Supervisor.SocketProblem(); problem != "" {
+		return Blocked, problem, nil
 	}
 	report, err := c.Manager.Runners(ctx)
 	if err != nil {

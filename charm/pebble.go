@@ -124,6 +124,20 @@ func (s *Supervisor) EnsureRunning(ctx context.Context) error {
 	return s.recordStartedFrom(started)
 }
 
+// maxSocketPath is the longest path a unix socket can have on Linux: its
+// address holds 108 bytes, the terminating NUL included.
+const maxSocketPath = 107
+
+// SocketProblem says why Pebble could not listen in the unit's state
+// directory ("" when it can): its socket's path is too long. (src/config
+// checks the manager's own socket, which is shorter.)
+func (s *Supervisor) SocketProblem() string {
+	if path := s.socket(); len(path) > maxSocketPath {
+		return fmt.Sprintf("the runner manager cannot start: the unit's state directory %s is too deep for Pebble's socket (%s is %d bytes, a unix socket's path at most %d)", s.StateDir, path, len(path), maxSocketPath)
+	}
+	return ""
+}
+
 // pebbleOutdated tells whether the running Pebble was started from another
 // binary than the charm's bin/pebble. A Pebble whose binary nobody recorded
 // (started by a charm version that did not record it) counts as outdated.
