@@ -198,7 +198,7 @@ func (f *File) Problems() []Problem {
 	if f.Runners < 0 {
 		add("runners", "must be 0 or more, not %d", f.Runners)
 	}
-	if f.ReconcileInterval < MinReconcileInterval || f.ReconcileInterval > MaxReconcileInterval {
+	if f.ReconcileInterval < minReconcileInterval || f.ReconcileInterval > maxReconcileInterval {
 		add("reconcile-interval", "must be at least 1 minute and at most 1 day")
 	}
 	if _, err := ParsePath(f.GitHub.Path); err != nil {
@@ -249,8 +249,8 @@ func (f *File) Problems() []Problem {
 // Bounds of the reconcile interval: a cycle a minute is GitHub's rate
 // limit's worth; one a day still replaces finished runners daily.
 const (
-	MinReconcileInterval = time.Minute
-	MaxReconcileInterval = 24 * time.Hour
+	minReconcileInterval = time.Minute
+	maxReconcileInterval = 24 * time.Hour
 )
 
 // maxSocketPath is the longest path of a unix socket on Linux (108 bytes
