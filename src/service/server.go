@@ -207,10 +207,16 @@ func (s *Server) prepare() (bool, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), imageBuildTimeout)
 	defer cancel()
 	s.mu.Lock()
-	if s.stopping != nil {
-		defer context.AfterFunc(s.stopping, cancel)()
+	drain, stopping := s.drainSignalLocked(), s.stopping
+	if stopping == nil {
+		stopping = context.Background()
 	}
-	defer context.AfterFunc(s.drainSignalLocked(), cancel)()
+	if drain.Err() != nil || stopping.Err() != nil {
+		s.mu.Unlock()
+		return false, errPrepareCutShort
+	}
+	defer context.AfterFunc(stopping, cancel)()
+	defer context.AfterFunc(drain, cancel)()
 	s.preparingSince = time.Now()
 	s.mu.Unlock()
 	defer func() {
@@ -218,9 +224,6 @@ func (s *Server) prepare() (bool, error) {
 		s.preparingSince = time.Time{}
 		s.mu.Unlock()
 	}()
-	if ctx.Err() != nil {
-		return false, errPrepareCutShort
-	}
 	changed, err := s.Prepare(ctx)
 	if err != nil && errors.Is(ctx.Err(), context.Canceled) {
 		return false, errPrepareCutShort
