@@ -301,7 +301,7 @@ func (c *Cloud) Create(ctx context.Context, req cloud.CreateRequest) error {
 	if image == "" {
 		return fmt.Errorf("cannot create runner %q: no runner image yet (Prepare has not succeeded)", req.Name)
 	}
-	log := c.log.With("instance", req.Name, "runner_id", req.RunnerID)
+	log := c.log.With("instance", req.Name, "runner-id", req.RunnerID)
 	start := time.Now()
 
 	post := c.instancePost(req, api.InstanceSource{Type: "image", Fingerprint: image})

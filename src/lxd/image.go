@@ -99,7 +99,7 @@ func (c *Cloud) ensureImage(ctx context.Context, tarballPath, version string) (s
 		log.Debug("runner image exists", "fingerprint", existing.Fingerprint)
 		return alias, nil
 	case err == nil:
-		log.Info("runner image was built from another recipe; rebuilding", "old_recipe", existing.Properties[propRecipe])
+		log.Info("runner image was built from another recipe; rebuilding", "old-recipe", existing.Properties[propRecipe])
 	case !errors.Is(err, ErrNotFound):
 		return "", fmt.Errorf("cannot look up runner image %q: %w", alias, err)
 	}

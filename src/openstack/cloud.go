@@ -207,7 +207,7 @@ func (c *Cloud) Prepare(ctx context.Context, _ cloud.FetchRunner) (changed bool,
 	}
 	changed = c.lastImage != "" && c.lastImage != r.imageID
 	if changed || c.lastImage == "" {
-		c.log.Info("runner image resolved", "image", r.imageName, "image_id", r.imageID, "changed", changed)
+		c.log.Info("runner image resolved", "image", r.imageName, "image-id", r.imageID, "changed", changed)
 	}
 	c.ready, c.prepareErr, c.lastImage = r, nil, r.imageID
 	return changed, nil
@@ -280,7 +280,7 @@ func (c *Cloud) findImage(ctx context.Context, nameOrID string) (*images.Image, 
 	}
 	slices.SortFunc(active, func(a, b images.Image) int { return b.CreatedAt.Compare(a.CreatedAt) })
 	if len(active) > 1 {
-		c.log.Warn("several active images have the runner image's name; using the newest", "image", nameOrID, "image_id", active[0].ID, "count", len(active))
+		c.log.Warn("several active images have the runner image's name; using the newest", "image", nameOrID, "image-id", active[0].ID, "count", len(active))
 	}
 	return &active[0], nil
 }
@@ -397,7 +397,7 @@ func (c *Cloud) Create(ctx context.Context, req cloud.CreateRequest) error {
 	if err != nil {
 		return fmt.Errorf("cannot create runner %q: %w", req.Name, err)
 	}
-	log := c.log.With("server", req.Name, "runner_id", req.RunnerID)
+	log := c.log.With("server", req.Name, "runner-id", req.RunnerID)
 	start := time.Now()
 	configDrive := true
 	metadata := c.cfg.Identity.Meta(req.RunnerID, req.Scope)
@@ -434,7 +434,7 @@ func (c *Cloud) Create(ctx context.Context, req cloud.CreateRequest) error {
 		c.forgetIfGone(err)
 		return fmt.Errorf("cannot create runner server %q: %w", req.Name, err)
 	}
-	log = log.With("server_id", srv.ID)
+	log = log.With("server-id", srv.ID)
 	if err := c.waitActive(ctx, srv.ID, log); err != nil {
 		return fmt.Errorf("cannot create runner server %q: %w", req.Name, err)
 	}
@@ -571,16 +571,16 @@ func (c *Cloud) deleteServer(ctx context.Context, srv servers.Server) error {
 	// runner was removed, and failing here would only miscount it.
 	leftovers, err := c.api.PortsOf(ctx, srv.ID)
 	if err != nil {
-		c.log.Warn("cannot list the deleted server's ports; a port may be left behind", "server", srv.Name, "server_id", srv.ID, "error", err)
+		c.log.Warn("cannot list the deleted server's ports; a port may be left behind", "server", srv.Name, "server-id", srv.ID, "error", err)
 	}
 	for _, port := range leftovers {
 		if err := c.api.DeletePort(ctx, port.ID); err != nil && !errors.Is(err, errNotFound) {
-			c.log.Warn("cannot delete a port Nova left behind", "server", srv.Name, "port_id", port.ID, "error", err)
+			c.log.Warn("cannot delete a port Nova left behind", "server", srv.Name, "port-id", port.ID, "error", err)
 			continue
 		}
-		c.log.Warn("deleted a port Nova left behind", "server", srv.Name, "port_id", port.ID)
+		c.log.Warn("deleted a port Nova left behind", "server", srv.Name, "port-id", port.ID)
 	}
-	c.log.Info("runner server deleted", "server", srv.Name, "server_id", srv.ID, "status", srv.Status,
+	c.log.Info("runner server deleted", "server", srv.Name, "server-id", srv.ID, "status", srv.Status,
 		"duration", time.Since(start).Round(time.Millisecond))
 	return nil
 }

@@ -111,7 +111,7 @@ func (c *Cloud) ensureSecurityGroup(ctx context.Context) (string, error) {
 		if err != nil {
 			return "", fmt.Errorf("cannot create security group %q: %w", name, err)
 		}
-		c.log.Info("security group created", "security_group", name, "id", group.ID)
+		c.log.Info("security group created", "security-group", name, "id", group.ID)
 	case 1:
 		group = &found[0]
 		if !c.ownsSecurityGroup(*group) {
@@ -159,7 +159,7 @@ func (c *Cloud) ensureSecurityGroup(ctx context.Context) (string, error) {
 			errs = append(errs, fmt.Errorf("cannot add egress rule to %s to security group %q: %w", orAll(rule), name, err))
 			continue
 		}
-		c.log.Info("security group rule added", "security_group", name, "ethertype", rule.etherType, "remote_ip_prefix", rule.prefix)
+		c.log.Info("security group rule added", "security-group", name, "ethertype", rule.etherType, "remote-ip-prefix", rule.prefix)
 	}
 	if len(errs) == 0 {
 		for _, r := range stale {
@@ -167,7 +167,7 @@ func (c *Cloud) ensureSecurityGroup(ctx context.Context) (string, error) {
 				errs = append(errs, fmt.Errorf("cannot delete egress rule %s of security group %q: %w", r.ID, name, err))
 				continue
 			}
-			c.log.Info("security group rule deleted", "security_group", name, "ethertype", r.EtherType, "remote_ip_prefix", r.RemoteIPPrefix)
+			c.log.Info("security group rule deleted", "security-group", name, "ethertype", r.EtherType, "remote-ip-prefix", r.RemoteIPPrefix)
 		}
 	}
 	if err := errors.Join(errs...); err != nil {
