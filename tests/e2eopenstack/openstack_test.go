@@ -17,6 +17,7 @@ import (
 	"github.com/gophercloud/gophercloud/v2"
 	"github.com/gophercloud/gophercloud/v2/openstack"
 	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/servers"
+	"github.com/gophercloud/gophercloud/v2/openstack/networking/v2/extensions/security/groups"
 	"gopkg.in/yaml.v3"
 
 	"github.com/canonical/github-runner-charm/src/runner"
@@ -55,7 +56,8 @@ type osBed struct {
 	unit    *harness.Unit
 	github  *fakegithub.Server
 	compute *gophercloud.ServiceClient // direct, not through any test proxy
-	prefix  string                     // "<app>-<model tag>-0-": this unit's runner names
+	network *gophercloud.ServiceClient
+	prefix  string // "<app>-<model tag>-0-": this unit's runner names
 }
 
 // deployOnOpenStack deploys a unit keeping two runners on the test bed's
@@ -66,6 +68,10 @@ func deployOnOpenStack(t *testing.T, appPrefix string, charmCloudsYAML func(clou
 	cloudsYAML, cloudName := openstacktest.Cloud(t)
 	provider, eo := openstacktest.Connect(t, cloudsYAML, cloudName)
 	compute, err := openstack.NewComputeV2(provider, eo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	network, err := openstack.NewNetworkV2(provider, eo)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -93,7 +99,7 @@ func deployOnOpenStack(t *testing.T, appPrefix string, charmCloudsYAML func(clou
 		"openstack-image": openstacktest.ImageName,
 	})
 	u.Deploy()
-	return &osBed{unit: u, github: fake, compute: compute, prefix: prefix}
+	return &osBed{unit: u, github: fake, compute: compute, network: network, prefix: prefix}
 }
 
 func TestOpenStackRunnersThroughTheCharm(t *testing.T) {
@@ -167,7 +173,11 @@ func TestOpenStackRunnersThroughTheCharm(t *testing.T) {
 		t.Errorf("%d runners registered while the image is missing (the flush's replacements are the most allowed)", n)
 	}
 
-	t.Log("remove leaves no server and no GitHub runner of the unit")
+	t.Log("remove leaves no server, GitHub runner or security group of the unit")
+	group := prefix + "runners"
+	if n := securityGroups(t, bed.network, group); n != 1 {
+		t.Fatalf("%d security groups %s while the unit runs, want 1", n, group)
+	}
 	u.Configure(map[string]any{"openstack-image": openstacktest.ImageName})
 	if r := u.Hook("stop"); r.Code != 0 {
 		t.Fatalf("stop: %s", r.Stderr)
@@ -181,6 +191,25 @@ func TestOpenStackRunnersThroughTheCharm(t *testing.T) {
 	if left := runnersOf(fake, prefix); len(left) != 0 {
 		t.Errorf("GitHub runners left after remove: %v", left)
 	}
+	if n := securityGroups(t, bed.network, group); n != 0 {
+		t.Errorf("security group %s left after remove", group)
+	}
+}
+
+// securityGroups counts the project's security groups named name.
+func securityGroups(t *testing.T, network *gophercloud.ServiceClient, name string) int {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	pages, err := groups.List(network, groups.ListOpts{Name: name}).AllPages(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	list, err := groups.ExtractGroups(pages)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(list)
 }
 
 func allServers(t *testing.T, compute *gophercloud.ServiceClient, prefix string) map[string]string {
