@@ -3,6 +3,7 @@ package charm
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -92,11 +93,12 @@ func TestOptionProblems(t *testing.T) {
 	}
 }
 
-// testCharm is a charm of unit github-runner/0 in testModel, on a host with
-// KVM, in a model with the given environment.
+// testCharm is a charm of unit github-runner/0 in testModel, with the state
+// directory it has on a unit (nothing is made there), on a host with KVM,
+// in a model with the given environment.
 func testCharm(t *testing.T, env map[string]string) *Charm {
 	return &Charm{
-		Unit: "github-runner/0", StateDir: t.TempDir(), HasKVM: func() bool { return true },
+		Unit: "github-runner/0", StateDir: filepath.Join(DefaultStateRoot, "github-runner-0"), HasKVM: func() bool { return true },
 		Getenv: func(key string) string {
 			if key == "JUJU_MODEL_UUID" {
 				return testModel
