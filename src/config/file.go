@@ -192,8 +192,8 @@ func (f *File) Problems() []Problem {
 	}
 	if f.StateDir == "" {
 		add("state-dir", "is required")
-	} else if socket := f.SocketPath(); len(socket) > maxSocketPath {
-		add("state-dir", "%q is too long for the manager's socket: %s in it must be at most %d bytes", f.StateDir, api.SocketName, maxSocketPath)
+	} else if socket := f.SocketPath(); len(socket) > MaxSocketPath {
+		add("state-dir", "%q is too long for the manager's socket: %s in it must be at most %d bytes", f.StateDir, api.SocketName, MaxSocketPath)
 	}
 	if f.Runners < 0 {
 		add("runners", "must be 0 or more, not %d", f.Runners)
@@ -253,9 +253,9 @@ const (
 	maxReconcileInterval = 24 * time.Hour
 )
 
-// maxSocketPath is the longest path of a unix socket on Linux (108 bytes
+// MaxSocketPath is the longest path of a unix socket on Linux (108 bytes
 // with the NUL): the manager's socket is in its state directory.
-const maxSocketPath = 107
+const MaxSocketPath = 107
 
 // SocketPath is where the manager listens, in its state directory.
 func (f *File) SocketPath() string { return filepath.Join(f.StateDir, api.SocketName) }
