@@ -56,9 +56,10 @@ type Server struct {
 	drainSignal context.Context
 	signalDrain context.CancelFunc
 
-	// build is held by the Prepare in progress, so a teardown waits for a
-	// build cut short to end before it removes the image.
-	build sync.Mutex
+	// building is held by the image build in progress (see build), so a
+	// teardown waits for a build cut short to end before it removes the
+	// image.
+	building sync.Mutex
 
 	// loop orders the periodic cycles with drains: see cycle.
 	loop sync.Mutex
@@ -198,12 +199,22 @@ func (s *Server) cycle(mode manager.Mode) (manager.Outcome, error) {
 	return out, err
 }
 
-// prepare runs Prepare within imageBuildTimeout, apart from the cycle's
-// bound, cut short by a drain or the service's stop. The report shows it
-// while it runs (see runners).
-func (s *Server) prepare() (bool, error) {
-	s.build.Lock()
-	defer s.build.Unlock()
+// prepare runs Prepare as an image build (see build).
+func (s *Server) prepare() (changed bool, err error) {
+	err = s.build(func(ctx context.Context) error {
+		changed, err = s.Prepare(ctx)
+		return err
+	})
+	return changed, err
+}
+
+// build runs an image preparation, the cycle's or update-dependencies',
+// one at a time within imageBuildTimeout (apart from the cycle's bound and
+// from whoever waits for it), cut short by a drain or the service's stop.
+// The report shows it while it runs (see runners).
+func (s *Server) build(prepare func(context.Context) error) error {
+	s.building.Lock()
+	defer s.building.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), imageBuildTimeout)
 	defer cancel()
 	s.mu.Lock()
@@ -213,7 +224,7 @@ func (s *Server) prepare() (bool, error) {
 	}
 	if drain.Err() != nil || stopping.Err() != nil {
 		s.mu.Unlock()
-		return false, errPrepareCutShort
+		return errPrepareCutShort
 	}
 	defer context.AfterFunc(stopping, cancel)()
 	defer context.AfterFunc(drain, cancel)()
@@ -224,11 +235,37 @@ func (s *Server) prepare() (bool, error) {
 		s.preparingSince = time.Time{}
 		s.mu.Unlock()
 	}()
-	changed, err := s.Prepare(ctx)
+	err := prepare(ctx)
 	if err != nil && errors.Is(ctx.Err(), context.Canceled) {
-		return false, errPrepareCutShort
+		return errPrepareCutShort
 	}
-	return changed, err
+	return err
+}
+
+// updateDependencies runs the update-dependencies action as an image build:
+// the action may stop waiting (its own timeout), the build goes on.
+func (s *Server) updateDependencies(w http.ResponseWriter, r *http.Request) {
+	if s.UpdateDependencies == nil {
+		writeError(w, errors.New("this cloud's runner image is not managed by the charm"), nil)
+		return
+	}
+	var result api.UpdateResult
+	done := make(chan error, 1)
+	go func() {
+		done <- s.build(func(ctx context.Context) (err error) {
+			result, err = s.UpdateDependencies(ctx)
+			return err
+		})
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			writeError(w, err, s.explain)
+			return
+		}
+		writeJSON(w, http.StatusOK, result)
+	case <-r.Context().Done():
+	}
 }
 
 // drainSignalLocked is drainSignal, made on first use; s.mu is held.
@@ -327,18 +364,7 @@ func (s *Server) Handler() http.Handler {
 	})
 	mux.HandleFunc("POST "+api.PathFlush, s.flush)
 	mux.HandleFunc("POST "+api.PathTeardown, s.teardown)
-	mux.HandleFunc("POST "+api.PathUpdateDependencies, func(w http.ResponseWriter, r *http.Request) {
-		if s.UpdateDependencies == nil {
-			writeError(w, errors.New("this cloud's runner image is not managed by the charm"), nil)
-			return
-		}
-		result, err := s.UpdateDependencies(r.Context())
-		if err != nil {
-			writeError(w, err, s.explain)
-			return
-		}
-		writeJSON(w, http.StatusOK, result)
-	})
+	mux.HandleFunc("POST "+api.PathUpdateDependencies, s.updateDependencies)
 	if s.Metrics != nil {
 		mux.Handle("GET "+api.PathMetrics, promhttp.HandlerFor(s.Metrics.Registry, promhttp.HandlerOpts{}))
 	}
@@ -414,8 +440,8 @@ const teardownTimeout = 5 * time.Minute
 // for good first, and an image build cut short ends before the teardown.
 func (s *Server) teardown(w http.ResponseWriter, r *http.Request) {
 	s.markDrained()
-	s.build.Lock()
-	defer s.build.Unlock()
+	s.building.Lock()
+	defer s.building.Unlock()
 	ctx, cancel := context.WithTimeout(r.Context(), teardownTimeout)
 	defer cancel()
 	views, err := s.Engine.Views(ctx)

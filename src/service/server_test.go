@@ -401,3 +401,49 @@ func TestTeardownOnlyOnceNoInstanceIsLeft(t *testing.T) {
 		t.Errorf("a drain after the teardown (a stop hook retried): %v", err)
 	}
 }
+
+// update-dependencies is an image build like a cycle's: it shows in the
+// report while it runs, has the build's budget rather than the action's,
+// and none starts once the unit drains (it would rebuild the image a
+// teardown is about to remove).
+func TestUpdateDependenciesIsAnImageBuild(t *testing.T) {
+	cloud, platform := managertest.NewCloud(), managertest.NewPlatform()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	started, release := make(chan time.Duration, 1), make(chan struct{})
+	var updates atomic.Int32
+	srv := &service.Server{
+		Engine:   manager.New(cloud, platform, manager.Settings{Identity: managertest.Identity, Scope: managertest.Scope, Target: 1}, log),
+		Expected: 1, Interval: time.Hour, Log: log,
+		UpdateDependencies: func(ctx context.Context) (api.UpdateResult, error) {
+			updates.Add(1)
+			deadline, _ := ctx.Deadline()
+			started <- time.Until(deadline)
+			<-release
+			return api.UpdateResult{Updated: true, RunnerVersion: "2.330.0"}, nil
+		},
+	}
+	client, _ := serve(t, srv)
+	ctx := context.Background()
+	updated := make(chan error, 1)
+	go func() { _, err := client.UpdateDependencies(ctx); updated <- err }()
+	if budget := <-started; budget < 30*time.Minute {
+		t.Errorf("update-dependencies' build has %v, want the image build's budget", budget.Round(time.Minute))
+	}
+	time.Sleep(2500 * time.Millisecond)
+	if report, err := client.Runners(ctx); err != nil || report.PreparingSince.IsZero() {
+		t.Errorf("report during update-dependencies' build: %+v, %v", report, err)
+	}
+	close(release)
+	if err := <-updated; err != nil {
+		t.Fatal(err)
+	}
+	if _, err := client.Drain(ctx, true); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := client.UpdateDependencies(ctx); err == nil {
+		t.Error("update-dependencies after a drain succeeded")
+	}
+	if n := updates.Load(); n != 1 {
+		t.Errorf("%d image builds, want none after the drain", n)
+	}
+}

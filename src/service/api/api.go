@@ -17,7 +17,7 @@ const (
 	// PathTeardown removes what the cloud holds for the unit besides its
 	// runners, once none is left: the unit is going away.
 	PathTeardown = "/teardown"
-	PathMetrics            = "/metrics"
+	PathMetrics  = "/metrics"
 )
 
 // SocketName is the manager's socket file inside the unit's state directory.
