@@ -19,6 +19,8 @@ import (
 	"time"
 
 	pebble "github.com/canonical/pebble/client"
+
+	"github.com/canonical/github-runner-charm/src/config"
 )
 
 // serviceName is the manager's service in the Pebble plan.
@@ -124,16 +126,12 @@ func (s *Supervisor) EnsureRunning(ctx context.Context) error {
 	return s.recordStartedFrom(started)
 }
 
-// maxSocketPath is the longest path a unix socket can have on Linux: its
-// address holds 108 bytes, the terminating NUL included.
-const maxSocketPath = 107
-
 // SocketProblem says why Pebble could not listen in the unit's state
 // directory ("" when it can): its socket's path is too long. (src/config
 // checks the manager's own socket, which is shorter.)
 func (s *Supervisor) SocketProblem() string {
-	if path := s.socket(); len(path) > maxSocketPath {
-		return fmt.Sprintf("the runner manager cannot start: the unit's state directory %s is too deep for Pebble's socket (%s is %d bytes, a unix socket's path at most %d)", s.StateDir, path, len(path), maxSocketPath)
+	if path := s.socket(); len(path) > config.MaxSocketPath {
+		return fmt.Sprintf("the runner manager cannot start: the unit's state directory %s is too deep for Pebble's socket (%s is %d bytes, a unix socket's path at most %d)", s.StateDir, path, len(path), config.MaxSocketPath)
 	}
 	return ""
 }
