@@ -26,6 +26,9 @@ func BenchmarkRunnerOnline(b *testing.B) {
 	c := newCloud(b, testConfig(testPrefix(b)))
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
+	if err := c.ready(ctx); err != nil {
+		b.Fatal(err)
+	}
 	alias, err := c.ensureImage(ctx, runnerTarball(b, srv), srv.RunnerVersion())
 	if err != nil {
 		b.Fatal(err)

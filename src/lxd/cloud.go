@@ -55,7 +55,7 @@ type Config struct {
 	// Project is the LXD project; "" is "default".
 	Project string
 	// Network is the bridge runners attach to and the denylist applies
-	// to; "" is the network of the default profile's NIC.
+	// to; "" is a bridge of the unit's own (see ownBridge).
 	Network string
 	// Pool is the storage pool Prepare creates if the default profile
 	// has no root disk; "" is "default".
@@ -104,9 +104,13 @@ type Cloud struct {
 	// manager that died (see Instances).
 	creating map[string]bool
 	pool     string // pool of the default profile's root disk, for the size
-	// profileNetwork is the default profile's NIC network: the runners'
-	// bridge unless Config.Network says otherwise.
-	profileNetwork string
+	// profileNetwork and profileNIC are the default profile's NIC's
+	// network and device name: the shared network, which runners leave
+	// for the unit's bridge (see ownBridge).
+	profileNetwork, profileNIC string
+	// sharedDone: the unit's denylist is off the shared network, or was
+	// never there (see retireSharedACL).
+	sharedDone bool
 }
 
 var _ cloud.Provider = (*Cloud)(nil)
@@ -155,9 +159,9 @@ func (c *Cloud) connected(ctx context.Context) error {
 	return nil
 }
 
-// ready connects, and completes the daemon and applies the denylist unless
-// that succeeded before: the denylist holds before the first runner or
-// image builder starts.
+// ready connects, and completes the daemon, makes the unit's bridge and
+// applies the denylist unless that succeeded before: the denylist holds
+// before the first runner or image builder starts.
 func (c *Cloud) ready(ctx context.Context) error {
 	c.initMu.Lock()
 	defer c.initMu.Unlock()
@@ -166,6 +170,9 @@ func (c *Cloud) ready(ctx context.Context) error {
 	}
 	// A deb-installed daemon may be uninitialised.
 	if err := c.initialise(ctx); err != nil {
+		return err
+	}
+	if err := c.ensureOwnBridge(ctx); err != nil {
 		return err
 	}
 	if err := c.applyDenylist(ctx); err != nil {
@@ -183,6 +190,7 @@ func (c *Cloud) Prepare(ctx context.Context, fetch cloud.FetchRunner) (changed b
 	if err := c.ready(ctx); err != nil {
 		return false, err
 	}
+	c.maybeRetireSharedACL(ctx)
 	tarball, version, err := fetch(ctx)
 	if err != nil {
 		return false, err
@@ -369,8 +377,8 @@ func (c *Cloud) instancePost(req cloud.CreateRequest, source api.InstanceSource)
 	if pool := c.rootPool(); pool != "" {
 		devices["root"] = map[string]string{"type": "disk", "path": "/", "pool": pool, "size": strconv.FormatInt(c.disk, 10)}
 	}
-	if c.cfg.Network != "" {
-		devices["eth0"] = map[string]string{"type": "nic", "name": "eth0", "network": c.cfg.Network}
+	for name, nic := range c.runnerNIC() {
+		devices[name] = nic
 	}
 	return api.InstancesPost{
 		Name:        req.Name,

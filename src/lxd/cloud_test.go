@@ -15,11 +15,15 @@ import (
 	"github.com/canonical/github-runner-charm/tests/fakegithub"
 )
 
-// buildImage builds the runner image from the fake's tarball.
+// buildImage builds the runner image from the fake's tarball, after what
+// Prepare does first (the unit's bridge, the denylist).
 func buildImage(t *testing.T, c *Cloud, srv *fakegithub.Server) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
+	if err := c.ready(ctx); err != nil {
+		t.Fatal(err)
+	}
 	start := time.Now()
 	alias, err := c.ensureImage(ctx, runnerTarball(t, srv), srv.RunnerVersion())
 	if err != nil {

@@ -28,22 +28,38 @@ const (
 	aclDescription       = "Managed by the github-runner charm: the denylist of runners of "
 )
 
-// runnerNetwork is the bridge runners attach to.
+// runnerNetwork is the bridge runners and image builders attach to:
+// Config.Network, or else the unit's own bridge (see ownBridge).
 func (c *Cloud) runnerNetwork() string {
 	if c.cfg.Network != "" {
 		return c.cfg.Network
 	}
+	return c.ownBridge()
+}
+
+// runnerNIC is the NIC device of runners and image builders, on the
+// runners' network. It takes the name of the default profile's NIC, so
+// that it replaces that NIC instead of adding one on the shared network.
+func (c *Cloud) runnerNIC() map[string]map[string]string {
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.profileNetwork
+	name := c.profileNIC
+	c.mu.Unlock()
+	if name == "" {
+		name = "eth0"
+	}
+	return map[string]map[string]string{name: {"type": "nic", "name": "eth0", "network": c.runnerNetwork()}}
 }
 
 // applyDenylist makes the runners' bridge reject traffic from instances to
 // every CIDR of the denylist, with an LXD network ACL on the bridge (so it
 // holds for every instance on it, the image builder too, and changes apply
-// to running instances at once). LXD lets DHCP and DNS to the bridge
-// through whatever the ACL says, so runners keep their addresses and name
-// resolution even when the bridge's own address is denied. Other traffic
+// to running instances at once). The bridge is the unit's own unless
+// Config.Network names one, so the ACL restricts no other unit's runners;
+// on the shared network, where the previous version attached it, it stays
+// until no runner of the unit is left there (see retireSharedACL). LXD
+// lets DHCP and DNS to the bridge through whatever the ACL says, so
+// runners keep their addresses and name resolution even when the bridge's
+// own address is denied. Other traffic
 // is allowed. An empty denylist removes the ACL. The ACL carries the
 // unit's identity in its user.* config, and an ACL of its name that names
 // another owner is never changed. The previous version's ACL goes once that
@@ -52,12 +68,11 @@ func (c *Cloud) applyDenylist(ctx context.Context) error {
 	if err := c.connected(ctx); err != nil {
 		return fmt.Errorf("cannot apply the denylist: %w", err)
 	}
-	network := c.runnerNetwork()
-	if network == "" {
-		c.discover(ctx)
-		if network = c.runnerNetwork(); network == "" {
-			return errors.New("cannot apply the denylist: runners have no network (initialise LXD first)")
-		}
+	network, shared := c.runnerNetwork(), c.sharedNetwork()
+	// The previous version's ACL is on the shared network if there is one.
+	legacyNetwork := network
+	if shared != "" {
+		legacyNetwork = shared
 	}
 	acl := c.denylistACL()
 	if len(c.denylist) == 0 {
@@ -69,11 +84,17 @@ func (c *Cloud) applyDenylist(ctx context.Context) error {
 		case c.ownACL(*existing) != nil:
 			c.log.Warn("leaving a network ACL of this unit's name alone: it is not this unit's", "acl", acl, "reason", c.ownACL(*existing).Error())
 		default:
+			if shared != "" {
+				if err := c.setup.takeOffACL(ctx, shared, acl); err != nil && !errors.Is(err, ErrNotFound) {
+					return fmt.Errorf("cannot remove the denylist: %w", err)
+				}
+			}
 			if err := c.setup.detachACL(ctx, network, acl); err != nil {
 				return fmt.Errorf("cannot remove the denylist: %w", err)
 			}
 		}
-		c.retireLegacyACL(ctx, network)
+		c.retireLegacyACL(ctx, legacyNetwork)
+		c.setSharedDone(true)
 		return nil
 	}
 	rules := []api.NetworkACLRule{{
@@ -95,7 +116,12 @@ func (c *Cloud) applyDenylist(ctx context.Context) error {
 		return fmt.Errorf("cannot apply the denylist: %w", err)
 	}
 	c.log.Info("denylist applied", "network", network, "acl", acl, "cidrs", strings.Join(c.denylist, ","))
-	c.retireLegacyACL(ctx, network)
+	if shared == "" {
+		c.retireLegacyACL(ctx, network)
+		c.setSharedDone(true)
+		return nil
+	}
+	c.setSharedDone(c.retireSharedACL(ctx))
 	return nil
 }
 

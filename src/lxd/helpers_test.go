@@ -104,7 +104,7 @@ func newCloud(t testing.TB, cfg Config) *Cloud {
 }
 
 // cleanupPrefix deletes what a test's prefix left: instances (runners and
-// builders) and images built by it.
+// builders), images built by it, and its unit's bridge with its ACL.
 func cleanupPrefix(t testing.TB, c *Cloud) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
@@ -133,6 +133,22 @@ func cleanupPrefix(t testing.TB, c *Cloud) {
 				t.Errorf("cannot clean up: %v", err)
 			}
 		}
+	}
+	if bridge := bridgeName(c.cfg.Identity.Prefix()); c.cfg.Network == "" {
+		if n, err := c.setup.network(ctx, bridge); err == nil && c.ownNetwork(*n) == nil {
+			for _, acl := range splitList(n.Config["security.acls"]) {
+				if err := c.setup.takeOffACL(ctx, bridge, acl); err != nil {
+					t.Errorf("cannot clean up: %v", err)
+				}
+			}
+			if err := c.setup.deleteNetwork(ctx, bridge); err != nil {
+				t.Errorf("cannot clean up: %v", err)
+			}
+		}
+		if shared := c.sharedNetwork(); shared != "" {
+			c.setup.takeOffACL(ctx, shared, c.denylistACL())
+		}
+		c.setup.deleteACL(ctx, c.denylistACL())
 	}
 }
 

@@ -149,10 +149,8 @@ func (c *Cloud) buildImage(ctx context.Context, tarballPath, version, recipe str
 		InstancePut: api.InstancePut{
 			Profiles: []string{"default"},
 			Config:   config,
+			Devices:  c.runnerNIC(),
 		},
-	}
-	if c.cfg.Network != "" {
-		post.Devices = map[string]map[string]string{"eth0": {"type": "nic", "name": "eth0", "network": c.cfg.Network}}
 	}
 	if err := c.d.CreateInstance(ctx, post); err != nil {
 		return "", fmt.Errorf("cannot create image builder from %q: %w", c.cfg.LXD.BaseImage, err)

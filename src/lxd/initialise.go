@@ -67,7 +67,7 @@ func (c *Cloud) discover(ctx context.Context) {
 		return
 	}
 	c.mu.Lock()
-	c.pool, c.profileNetwork = found.pool, found.network
+	c.pool, c.profileNetwork, c.profileNIC = found.pool, found.network, found.nicName
 	c.mu.Unlock()
 }
 
@@ -107,12 +107,12 @@ func (c *Cloud) initialise(ctx context.Context) error {
 		if network == "" {
 			network = DefaultBridge
 		}
-		cidr, err := c.setup.ensureBridge(ctx, network, c.cfg.BridgeCIDR)
+		cidr, err := c.setup.ensureBridge(ctx, network, c.cfg.BridgeCIDR, 0, api.NetworkPut{}, nil)
 		if err != nil {
 			return fmt.Errorf("cannot initialise LXD: %w", err)
 		}
 		profile.Devices["eth0"] = map[string]string{"type": "nic", "name": "eth0", "network": network}
-		found.network, changed = network, true
+		found.nicName, found.network, changed = "eth0", network, true
 		c.log.Info("added a NIC to LXD's default profile", "network", network, "address", cidr)
 	}
 	if changed {
@@ -121,7 +121,7 @@ func (c *Cloud) initialise(ctx context.Context) error {
 		}
 	}
 	c.mu.Lock()
-	c.pool, c.profileNetwork = found.pool, found.network
+	c.pool, c.profileNetwork, c.profileNIC = found.pool, found.network, found.nicName
 	c.mu.Unlock()
 	return nil
 }
@@ -146,7 +146,10 @@ func (d *lxdDaemon) ensurePool(ctx context.Context, name string) error {
 }
 
 // ensureBridge makes sure a managed bridge exists and returns its address.
-func (d *lxdDaemon) ensureBridge(ctx context.Context, name, cidr string) (string, error) {
+// A new one gets cidr, or else a free /24 from the from-th candidate of
+// pickSubnet on, and extra's description and config; an existing one must
+// be one mayUse (if not nil) accepts.
+func (d *lxdDaemon) ensureBridge(ctx context.Context, name, cidr string, from uint32, extra api.NetworkPut, mayUse func(api.Network) error) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, stateTimeout)
 	defer cancel()
 	c := d.client(ctx)
@@ -158,6 +161,11 @@ func (d *lxdDaemon) ensureBridge(ctx context.Context, name, cidr string) (string
 		if !existing.Managed {
 			return "", fmt.Errorf("cannot use network %q: LXD does not manage it", name)
 		}
+		if mayUse != nil {
+			if err := mayUse(*existing); err != nil {
+				return "", fmt.Errorf("cannot use network %q: %w", name, err)
+			}
+		}
 		return existing.Config["ipv4.address"], nil
 	}
 	if !errors.Is(err, ErrNotFound) {
@@ -168,17 +176,21 @@ func (d *lxdDaemon) ensureBridge(ctx context.Context, name, cidr string) (string
 		if err != nil {
 			return "", fmt.Errorf("cannot choose a subnet for bridge %q: %w", name, err)
 		}
-		prefix, ok := pickSubnet(used)
+		prefix, ok := pickSubnet(used, from)
 		if !ok {
 			return "", fmt.Errorf("cannot choose a subnet for bridge %q: every candidate overlaps a host network; set one", name)
 		}
 		cidr = prefix.String()
 	}
-	post := api.NetworksPost{Name: name, Type: "bridge", NetworkPut: api.NetworkPut{Config: map[string]string{
+	config := map[string]string{
 		"ipv4.address": cidr,
 		"ipv4.nat":     "true",
 		"ipv6.address": "none", // runners need IPv4 only; the denylist is IPv4
-	}}}
+	}
+	for k, v := range extra.Config {
+		config[k] = v
+	}
+	post := api.NetworksPost{Name: name, Type: "bridge", NetworkPut: api.NetworkPut{Description: extra.Description, Config: config}}
 	if _, err := call(ctx, func() (struct{}, error) { return struct{}{}, c.CreateNetwork(post) }); err != nil {
 		return "", fmt.Errorf("cannot create bridge %q with address %s: %w", name, cidr, err)
 	}
@@ -198,22 +210,25 @@ func (d *lxdDaemon) updateDefaultProfile(ctx context.Context, profile api.Profil
 	return nil
 }
 
-// pickSubnet returns the first candidate /24 that overlaps none of used.
-// The gateway (.1) is the bridge's address.
-func pickSubnet(used []netip.Prefix) (netip.Prefix, bool) {
-	for second := 99; second < 256; second++ {
-		for third := 0; third < 256; third += 17 {
-			candidate := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(second), byte(third), 0}), 24)
-			free := true
-			for _, u := range used {
-				if u.Overlaps(candidate) {
-					free = false
-					break
-				}
+// pickSubnet returns the first candidate /24 that overlaps none of used,
+// looking from the from-th candidate on (and round): bridges made by units
+// at the same time start at candidates of their own. The gateway (.1) is
+// the bridge's address.
+func pickSubnet(used []netip.Prefix, from uint32) (netip.Prefix, bool) {
+	const seconds, thirds = 256 - 99, 16 // 10.99-255.{0,17,…,255}.0/24
+	for i := range uint32(seconds * thirds) {
+		k := (from + i) % (seconds * thirds)
+		second, third := 99+k/thirds, k%thirds*17
+		candidate := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(second), byte(third), 0}), 24)
+		free := true
+		for _, u := range used {
+			if u.Overlaps(candidate) {
+				free = false
+				break
 			}
-			if free {
-				return netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(second), byte(third), 1}), 24), true
-			}
+		}
+		if free {
+			return netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(second), byte(third), 1}), 24), true
 		}
 	}
 	return netip.Prefix{}, false

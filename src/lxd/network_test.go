@@ -2,6 +2,9 @@ package lxd
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
@@ -11,6 +14,8 @@ import (
 	"time"
 
 	"github.com/canonical/lxd/shared/api"
+
+	"github.com/canonical/github-runner-charm/src/runner"
 )
 
 // throwawayBridge creates a bridge of its own for a test, so that rules on
@@ -23,18 +28,16 @@ func throwawayBridge(t *testing.T, d *lxdDaemon) (name string, gateway netip.Add
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Skip a random number of candidates: parallel test runs must not
-	// pick the same subnet.
-	for range int(randomHex(1)[0]) % 8 {
-		p, _ := pickSubnet(used)
-		used = append(used, p.Masked())
-	}
-	prefix, ok := pickSubnet(used)
+	// From a random candidate: parallel test runs must not pick the same
+	// subnet.
+	var from [4]byte
+	rand.Read(from[:])
+	prefix, ok := pickSubnet(used, binary.BigEndian.Uint32(from[:]))
 	if !ok {
 		t.Fatal("no free subnet")
 	}
 	name = "lxdt" + randomHex(4)
-	if _, err := d.ensureBridge(ctx, name, prefix.String()); err != nil {
+	if _, err := d.ensureBridge(ctx, name, prefix.String(), 0, api.NetworkPut{}, nil); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
@@ -231,4 +234,98 @@ func TestInitialise(t *testing.T) {
 	if again := mustLXC(t, "profile", "device", "show", "default", "--project", project); again != profile {
 		t.Errorf("second initialise changed the profile:\n%s\nwas\n%s", again, profile)
 	}
+}
+
+// Two units on one daemon, with different denylists: each unit's runners
+// are on a bridge of the unit's own that carries the unit's denylist alone,
+// so a unit's runner cannot reach what its unit denies but reaches what the
+// other unit denies, and the host's address on the shared bridge (where the
+// tests serve the fake GitHub) still. Tearing one unit down deletes its
+// bridge and ACL and keeps the other's, which still holds.
+func TestDenylistPerUnit(t *testing.T) {
+	requireLXD(t)
+	probe := newCloud(t, testConfig(testPrefix(t)))
+	_, gateway1 := throwawayBridge(t, probe.setup)
+	_, gateway2 := throwawayBridge(t, probe.setup)
+	// Host addresses on bridges no runner is on: no other test's runner
+	// meets the rules even if they landed on the shared bridge.
+	service1, service2 := serve(t, gateway1.String()), serve(t, gateway2.String())
+	shared := serve(t, bridgeIP(t))
+
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	type unit struct {
+		c                 *Cloud
+		instance          string
+		denied, reachable string
+	}
+	var units []*unit
+	for _, tc := range []struct{ deny, denied, reachable string }{
+		{gateway1.String() + "/32", service1, service2},
+		{gateway2.String() + "/32", service2, service1},
+	} {
+		cfg := testConfig(testPrefix(t))
+		cfg.Runner.Denylist = mustDenylist(t, tc.deny)
+		c := newCloud(t, cfg)
+		if err := c.ready(ctx); err != nil {
+			t.Fatal(err)
+		}
+		u := &unit{c: c, instance: c.cfg.Identity.Prefix() + "-plain", denied: tc.denied, reachable: tc.reachable}
+		launchPlain(t, c, u.instance, c.runnerNetwork())
+		units = append(units, u)
+	}
+	check := func(when string, u *unit) {
+		t.Helper()
+		if out, err := fetch(t, u.instance, u.denied); err == nil {
+			t.Errorf("%s: %s reaches %s, which its unit denies: %q", when, u.instance, u.denied, out)
+		}
+		for _, url := range []string{u.reachable, shared} {
+			if out, err := fetch(t, u.instance, url); err != nil || out != "ok" {
+				t.Errorf("%s: %s cannot reach %s, which its unit does not deny: %q, %v", when, u.instance, url, out, err)
+			}
+		}
+	}
+	sharedNetwork := probe.profileNetwork
+	for _, u := range units {
+		check("two units", u)
+		network := u.c.runnerNetwork()
+		if network == sharedNetwork || len(network) > 15 {
+			t.Errorf("unit %s's runners are on %q, want a bridge of the unit's own (at most 15 characters)", u.c.cfg.Identity.UnitName(), network)
+		}
+		config := map[string]string{}
+		if err := json.Unmarshal([]byte(mustLXC(t, "query", "/1.0/networks/"+network+"?recursion=1")), &struct {
+			Config *map[string]string `json:"config"`
+		}{&config}); err != nil {
+			t.Fatal(err)
+		}
+		for key, want := range map[string]string{
+			"ipv4.nat": "true", "ipv6.address": "none", "security.acls": u.c.denylistACL(),
+			"user." + runner.MetaModel: testModel, "user." + runner.MetaUnit: u.c.cfg.Identity.UnitName(),
+		} {
+			if config[key] != want {
+				t.Errorf("bridge %s has %s=%q, want %q", network, key, config[key], want)
+			}
+		}
+		if acls := mustLXC(t, "network", "get", sharedNetwork, "security.acls"); strings.Contains(acls, u.c.denylistACL()) {
+			t.Errorf("the shared bridge %s has unit %s's ACL: %q", sharedNetwork, u.c.cfg.Identity.UnitName(), acls)
+		}
+	}
+
+	gone, kept := units[0], units[1]
+	if err := gone.c.remove(ctx, gone.instance); err != nil {
+		t.Fatal(err)
+	}
+	if err := gone.c.Teardown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := lxc(t, "network", "show", gone.c.runnerNetwork()); err == nil {
+		t.Errorf("the torn-down unit's bridge %s is left:\n%s", gone.c.runnerNetwork(), out)
+	}
+	if out, err := lxc(t, "network", "acl", "show", gone.c.denylistACL()); err == nil {
+		t.Errorf("the torn-down unit's ACL %s is left:\n%s", gone.c.denylistACL(), out)
+	}
+	if acls := strings.TrimSpace(mustLXC(t, "network", "get", kept.c.runnerNetwork(), "security.acls")); acls != kept.c.denylistACL() {
+		t.Errorf("the other unit's bridge has ACLs %q after the teardown, want %q", acls, kept.c.denylistACL())
+	}
+	check("after the other unit's teardown", kept)
 }

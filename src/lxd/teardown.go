@@ -13,12 +13,12 @@ import (
 
 // Teardown removes what the unit made on the daemon besides its runners,
 // for a unit that goes away: its image builders, its runner images and
-// their aliases ("<prefix>-image-*"), and its denylist ACL, taken off
-// every network that uses it. Runners use the "default" profile, so there
-// is no profile of the unit's; nor is what initialise added to a daemon
-// nobody had set up (pool, bridge, the default profile's devices) the
-// unit's alone. Another unit's or model's images, builders and ACL are
-// never touched; an alias of the unit's name on an image the unit did not
+// their aliases ("<prefix>-image-*"), its denylist ACL, taken off every
+// network that uses it, and then its bridge (see ownBridge). Runners use
+// the "default" profile, so there is no profile of the unit's; nor is what
+// initialise added to a daemon nobody had set up (pool, bridge, the
+// default profile's devices) the unit's alone. Another unit's or model's
+// images, builders, ACL and bridge are never touched; an alias of the unit's name on an image the unit did not
 // build goes, the image stays. It refuses while an instance of the unit
 // is left (its runners may still use the image and the rules), and waits
 // for an image build in progress to end, within ctx.
@@ -39,12 +39,14 @@ func (c *Cloud) Teardown(ctx context.Context) error {
 	errs = append(errs, c.deleteImages(ctx)...)
 	if err := c.deleteACL(ctx); err != nil {
 		errs = append(errs, err)
+	} else if err := c.deleteOwnBridge(ctx); err != nil {
+		errs = append(errs, err)
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("cannot tear down: %w", err)
 	}
 	c.mu.Lock()
-	c.image, c.alias = "", ""
+	c.image, c.alias, c.sharedDone = "", "", false
 	c.mu.Unlock()
 	c.initMu.Lock()
 	c.initialised = false // a later Prepare applies the denylist again

@@ -90,12 +90,23 @@ func TestExplain(t *testing.T) {
 
 func TestPickSubnet(t *testing.T) {
 	used := []netip.Prefix{netip.MustParsePrefix("10.99.0.0/24"), netip.MustParsePrefix("10.99.17.0/24"), netip.MustParsePrefix("172.17.0.0/16")}
-	got, ok := pickSubnet(used)
-	if !ok || got.String() != "10.99.34.1/24" {
-		t.Errorf("pickSubnet = %v, %v; want 10.99.34.1/24", got, ok)
+	for _, tc := range []struct {
+		from uint32
+		want string
+	}{
+		{0, "10.99.34.1/24"},
+		{1, "10.99.34.1/24"},
+		{3, "10.99.51.1/24"},
+		{16, "10.100.0.1/24"},
+		{157*16 - 1, "10.255.255.1/24"},
+		{157 * 16, "10.99.34.1/24"}, // round
+	} {
+		if got, ok := pickSubnet(used, tc.from); !ok || got.String() != tc.want {
+			t.Errorf("pickSubnet from %d = %v, %v; want %s", tc.from, got, ok, tc.want)
+		}
 	}
 	// A host on 10.0.0.0/8 leaves nothing.
-	if got, ok := pickSubnet([]netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}); ok {
+	if got, ok := pickSubnet([]netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}, 5); ok {
 		t.Errorf("pickSubnet inside 10/8 = %v, want none", got)
 	}
 }

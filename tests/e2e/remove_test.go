@@ -8,13 +8,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/canonical/github-runner-charm/tests/lxdtest"
 	"github.com/canonical/github-runner-charm/tests/stack"
 )
 
 // `remove` while a cycle is creating runners leaves nothing of the unit:
 // no instance (runner or image builder), no GitHub runner, no LXD image
-// alias, network ACL or profile of its prefix, no process it started, no
-// systemd unit and no state directory.
+// alias, network ACL or profile of its prefix, no bridge of its own, no
+// process it started, no systemd unit and no state directory.
 func TestRemoveWhileCreatingLeavesNothing(t *testing.T) {
 	b := stack.New(t, stack.Options{Name: "rm", Token: "ghp_E2E_REMOVE_TOKEN_0123456789abcdef", Label: "rm", Runners: 3,
 		// 192.0.2.0/24 is TEST-NET-1: an ACL that rejects nothing in use.
@@ -60,6 +61,10 @@ func TestRemoveWhileCreatingLeavesNothing(t *testing.T) {
 			t.Fatalf("cannot list LXD's %ss: %v", list.what, err)
 		}
 		found(list.what, names)
+	}
+	bridge := lxdtest.UnitBridge(b.Prefix)
+	if _, _, err := b.LXD.GetNetwork(bridge); err == nil {
+		left = append(left, "network "+bridge)
 	}
 	for _, r := range b.GitHub.Runners("") {
 		found("GitHub runner", []string{r.Name})

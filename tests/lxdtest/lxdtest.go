@@ -12,6 +12,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -164,7 +165,9 @@ func Remaining(c lxd.InstanceServer, prefix string) (instances, images []string,
 	return instances, images, nil
 }
 
-// DeleteAll force-deletes every instance and image of the prefix (see Prefix).
+// DeleteAll force-deletes every instance and image of the prefix (see Prefix), and the
+// bridge the charm makes for a unit whose runner prefix is the prefix without its trailing "-"
+// (see UnitBridge).
 func DeleteAll(c lxd.InstanceServer, prefix string) error {
 	var errs []error
 	instances, _, err := Remaining(c, prefix)
@@ -174,6 +177,12 @@ func DeleteAll(c lxd.InstanceServer, prefix string) error {
 	for _, name := range instances {
 		if err := DeleteInstance(c, name); err != nil {
 			errs = append(errs, err)
+		}
+	}
+	bridge := UnitBridge(strings.TrimSuffix(prefix, "-"))
+	if n, _, err := c.GetNetwork(bridge); err == nil && strings.HasPrefix(n.Description, "Managed by the github-runner charm") {
+		if err := c.DeleteNetwork(bridge); err != nil && !api.StatusErrorCheck(err, http.StatusNotFound) {
+			errs = append(errs, fmt.Errorf("cannot delete network %q: %w", bridge, err))
 		}
 	}
 	aliases, err := c.GetImageAliases()
@@ -213,6 +222,14 @@ func DeleteAll(c lxd.InstanceServer, prefix string) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// UnitBridge is the name of the bridge the charm makes for the runners of a unit of runner
+// prefix prefix: "ghr" and 8 hex digits of the prefix's SHA-256 (src/lxd's bridgeName, which
+// this package cannot import: src/lxd's tests import it).
+func UnitBridge(prefix string) string {
+	sum := sha256.Sum256([]byte(prefix))
+	return "ghr" + hex.EncodeToString(sum[:4])
 }
 
 func deleteImage(c lxd.InstanceServer, fingerprint string) error {
