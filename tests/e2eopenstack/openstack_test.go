@@ -9,6 +9,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"os"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -17,7 +18,6 @@ import (
 	"github.com/gophercloud/gophercloud/v2"
 	"github.com/gophercloud/gophercloud/v2/openstack"
 	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/servers"
-	"github.com/gophercloud/gophercloud/v2/openstack/networking/v2/extensions/security/groups"
 	"gopkg.in/yaml.v3"
 
 	"github.com/canonical/github-runner-charm/src/runner"
@@ -173,63 +173,53 @@ func TestOpenStackRunnersThroughTheCharm(t *testing.T) {
 		t.Errorf("%d runners registered while the image is missing (the flush's replacements are the most allowed)", n)
 	}
 
-	t.Log("remove leaves no server, GitHub runner or security group of the unit")
+	t.Log("remove leaves no server, port, GitHub runner, security group or state of the unit")
 	group := prefix + "runners"
 	if n := securityGroups(t, bed.network, group); n != 1 {
 		t.Fatalf("%d security groups %s while the unit runs, want 1", n, group)
 	}
 	u.Configure(map[string]any{"openstack-image": openstacktest.ImageName})
-	if r := u.Hook("stop"); r.Code != 0 {
-		t.Fatalf("stop: %s", r.Stderr)
-	}
-	if r := u.Hook("remove"); r.Code != 0 {
-		t.Fatalf("remove: %s", r.Stderr)
-	}
-	if left := allServers(t, compute, prefix); len(left) != 0 {
-		t.Errorf("servers left after remove: %v", left)
-	}
-	if left := runnersOf(fake, prefix); len(left) != 0 {
-		t.Errorf("GitHub runners left after remove: %v", left)
-	}
-	if n := securityGroups(t, bed.network, group); n != 0 {
-		t.Errorf("security group %s left after remove", group)
-	}
+	bed.removeLeavesNothing(t)
 }
 
 // securityGroups counts the project's security groups named name.
 func securityGroups(t *testing.T, network *gophercloud.ServiceClient, name string) int {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	pages, err := groups.List(network, groups.ListOpts{Name: name}).AllPages(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	list, err := groups.ExtractGroups(pages)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return len(list)
+	return len(securityGroupIDs(t, network, name))
 }
 
 func allServers(t *testing.T, compute *gophercloud.ServiceClient, prefix string) map[string]string {
 	t.Helper()
-	// Nova's name filter is a regular expression.
-	pages, err := servers.List(compute, servers.ListOpts{Name: "^" + prefix}).AllPages(context.Background())
+	out := map[string]string{}
+	for _, s := range listServers(t, compute, prefix) {
+		out[s.Name] = s.Status
+	}
+	return out
+}
+
+// listServers lists the servers whose names start with prefix.
+func listServers(t *testing.T, compute *gophercloud.ServiceClient, prefix string) []servers.Server {
+	t.Helper()
+	list, err := tryListServers(compute, prefix)
 	if err != nil {
 		t.Fatal(err)
+	}
+	return list
+}
+
+func tryListServers(compute *gophercloud.ServiceClient, prefix string) ([]servers.Server, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	// Nova's name filter is a regular expression.
+	pages, err := servers.List(compute, servers.ListOpts{Name: "^" + prefix}).AllPages(ctx)
+	if err != nil {
+		return nil, err
 	}
 	list, err := servers.ExtractServers(pages)
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
-	out := map[string]string{}
-	for _, s := range list {
-		if strings.HasPrefix(s.Name, prefix) {
-			out[s.Name] = s.Status
-		}
-	}
-	return out
+	return slices.DeleteFunc(list, func(s servers.Server) bool { return !strings.HasPrefix(s.Name, prefix) }), nil
 }
 
 func activeServers(t *testing.T, compute *gophercloud.ServiceClient, prefix string) []string {
@@ -243,8 +233,13 @@ func activeServers(t *testing.T, compute *gophercloud.ServiceClient, prefix stri
 }
 
 func runnersOf(fake *fakegithub.Server, prefix string) []string {
+	return runnersIn(fake, repo, prefix)
+}
+
+// runnersIn names the GitHub runners of scope whose names start with prefix.
+func runnersIn(fake *fakegithub.Server, scope, prefix string) []string {
 	var names []string
-	for _, r := range fake.Runners(repo) {
+	for _, r := range fake.Runners(scope) {
 		if strings.HasPrefix(r.Name, prefix) {
 			names = append(names, r.Name)
 		}
