@@ -102,12 +102,29 @@ type Engine struct {
 	lastMu sync.Mutex
 	last   []View    // after the last completed cycle: see Last
 	lastAt time.Time // when its snapshot was read
+
+	// creating ends with StopCreating.
+	creating     context.Context
+	stopCreating context.CancelFunc
 }
 
 // New returns an engine.
 func New(c cloud.Cloud, p Platform, s Settings, log *slog.Logger) *Engine {
-	return &Engine{cloud: c, platform: p, settings: withDefaults(s), log: log, now: time.Now, seen: map[string]Sighting{}, turn: make(chan struct{}, 1)}
+	creating, stopCreating := context.WithCancel(context.Background())
+	return &Engine{cloud: c, platform: p, settings: withDefaults(s), log: log, now: time.Now, seen: map[string]Sighting{}, turn: make(chan struct{}, 1),
+		creating: creating, stopCreating: stopCreating}
 }
+
+// StopCreating stops creation for good, at once: the cycle in progress
+// starts no more creates, and cuts the ones under way short (each undoes
+// its registration; an instance a cloud could not undo is listed, and so
+// removed, by the next cycle). A drain before the unit stops or changes
+// its settings must neither wait for runners it is about to remove nor
+// leave them behind.
+func (e *Engine) StopCreating() { e.stopCreating() }
+
+// errCreationStopped: a create not made, or cut short, by StopCreating.
+var errCreationStopped = errors.New("creation stopped")
 
 // lock waits for the engine's turn, or for ctx to end.
 func (e *Engine) lock(ctx context.Context) error {
@@ -256,7 +273,9 @@ func (e *Engine) runLocked(ctx context.Context, mode Mode) (Outcome, error) {
 		work = append(work, func() {
 			name, op, err := e.create(ctx)
 			record(func() {
-				if err != nil {
+				if errors.Is(err, errCreationStopped) {
+					return // neither made nor failed
+				} else if err != nil {
 					out.Failures[op]++
 					out.Errors = append(out.Errors, err)
 				} else {
@@ -401,13 +420,24 @@ func (e *Engine) call(ctx context.Context, f func(context.Context) error) error 
 
 // create registers a runner, then starts its instance; if the instance
 // fails, the registration is undone, so nothing leaks (LXD's revert pattern).
-func (e *Engine) create(ctx context.Context) (name, failedOp string, err error) {
+func (e *Engine) create(cycle context.Context) (name, failedOp string, err error) {
 	name = e.settings.Identity.NewName()
+	if e.creating.Err() != nil {
+		return name, "", errCreationStopped
+	}
+	ctx, cancel := context.WithCancel(cycle)
+	defer cancel()
+	defer context.AfterFunc(e.creating, cancel)()
 	var reg Registration
 	err = e.call(ctx, func(ctx context.Context) (err error) {
 		reg, err = e.platform.Register(ctx, name)
 		return err
 	})
+	if err != nil && e.creating.Err() != nil {
+		// A registration the answer to which was cut off is a runner
+		// without an instance: the next cycle removes it.
+		return name, "", errCreationStopped
+	}
 	if err != nil {
 		e.log.Warn("cannot register runner", "runner", name, "error", err)
 		return name, "register", fmt.Errorf("cannot register runner %s: %w", name, err)
@@ -419,10 +449,19 @@ func (e *Engine) create(ctx context.Context) (name, failedOp string, err error) 
 		e.log.Info("runner created", "runner", name, "runner-id", reg.RunnerID)
 		return name, "", nil
 	}
-	e.log.Warn("cannot create instance; removing its runner registration", "runner", name, "error", err)
-	if rerr := e.call(ctx, func(ctx context.Context) error { return e.platform.Remove(ctx, e.settings.Scope, reg.RunnerID) }); rerr != nil {
+	stopped := e.creating.Err() != nil
+	if stopped {
+		e.log.Info("creation stopped; removing the runner registration", "runner", name)
+	} else {
+		e.log.Warn("cannot create instance; removing its runner registration", "runner", name, "error", err)
+	}
+	// The undo has the cycle's context: StopCreating cut the create, not it.
+	if rerr := e.call(cycle, func(ctx context.Context) error { return e.platform.Remove(ctx, e.settings.Scope, reg.RunnerID) }); rerr != nil {
 		// Left for the next cycle's cleanup of runners without instances.
 		e.log.Warn("cannot remove runner registration", "runner", name, "error", rerr)
+	}
+	if stopped {
+		return name, "", errCreationStopped
 	}
 	return name, "create", fmt.Errorf("cannot create instance %s: %w", name, err)
 }

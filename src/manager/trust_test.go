@@ -419,3 +419,64 @@ func TestInstanceIsKeptWhileItsTombstoneCannotBe(t *testing.T) {
 		t.Errorf("tombstones %+v, want %s's", ts, name)
 	}
 }
+
+// bootingCloud's instances exist as soon as Create is called and boot
+// until release is closed or the create is cut short; then, the worst
+// case, the instance is left behind (a revert that failed).
+type bootingCloud struct {
+	*managertest.Cloud
+	booting chan string
+	release chan struct{}
+}
+
+func (c *bootingCloud) Create(ctx context.Context, req cloud.CreateRequest) error {
+	if err := c.Cloud.Create(ctx, req); err != nil {
+		return err
+	}
+	c.booting <- req.Name
+	select {
+	case <-c.release:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// §4: a drain stops creation first. StopCreating ends the creates under
+// way at once (the cycle does not wait for runners about to be removed),
+// starts no more, and the drain after it leaves nothing: no instance, no
+// registration.
+func TestStopCreatingCutsTheCycleShort(t *testing.T) {
+	c := &bootingCloud{Cloud: managertest.NewCloud(), booting: make(chan string, 10), release: make(chan struct{})}
+	platform := managertest.NewPlatform()
+	engine := manager.New(c, platform, settings(3), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	ctx := context.Background()
+	done := make(chan manager.Outcome, 1)
+	go func() {
+		out, err := engine.Run(ctx, manager.Reconcile)
+		if err != nil {
+			t.Error(err)
+		}
+		done <- out
+	}()
+	<-c.booting
+	engine.StopCreating()
+	select {
+	case out := <-done:
+		if out.Created != 0 || len(out.Errors) != 0 || len(out.Failures) != 0 {
+			t.Errorf("the cut cycle: %d created, errors %v, failures %v; want none of either", out.Created, out.Errors, out.Failures)
+		}
+	case <-time.After(10 * time.Second):
+		close(c.release)
+		t.Fatal("the cycle waited for its creates after StopCreating")
+	}
+	if out, err := engine.Run(ctx, manager.Reconcile); err != nil || out.Created != 0 {
+		t.Errorf("a reconcile after StopCreating: %+v, %v", out, err)
+	}
+	if _, err := engine.Run(ctx, manager.DrainAll); err != nil {
+		t.Fatal(err)
+	}
+	if left, registered := c.Names(), platform.Names(); len(left) != 0 || len(registered) != 0 {
+		t.Errorf("after the drain: instances %v, registrations %v", left, registered)
+	}
+}

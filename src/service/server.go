@@ -283,13 +283,17 @@ func (s *Server) drainSignalled() bool {
 }
 
 // markDrained stops creation for good: an image build in progress is cut
-// short at once, and every cycle from the one in progress on creates
-// nothing.
+// short at once, and so are the creates of the cycle in progress; every
+// cycle from then on creates nothing.
 func (s *Server) markDrained() {
 	s.mu.Lock()
 	s.drainSignalLocked()
 	s.signalDrain()
 	s.mu.Unlock()
+	// The cycle in progress starts no more creates and cuts short the ones
+	// under way, so the drain, which waits for it, does not wait for runners
+	// it is about to remove.
+	s.Engine.StopCreating()
 	s.loop.Lock()
 	s.drained = true
 	s.loop.Unlock()

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/canonical/github-runner-charm/src/cloud"
 	"github.com/canonical/github-runner-charm/src/manager"
 	"github.com/canonical/github-runner-charm/src/manager/managertest"
 	"github.com/canonical/github-runner-charm/src/metrics"
@@ -445,5 +446,49 @@ func TestUpdateDependenciesIsAnImageBuild(t *testing.T) {
 	}
 	if n := updates.Load(); n != 1 {
 		t.Errorf("%d image builds, want none after the drain", n)
+	}
+}
+
+// blockingCloud's creates never finish by themselves (a slow cloud);
+// each leaves its instance, as a create cut short whose revert failed.
+type blockingCloud struct {
+	*managertest.Cloud
+	creating chan struct{}
+}
+
+func (c *blockingCloud) Create(ctx context.Context, req cloud.CreateRequest) error {
+	if err := c.Cloud.Create(ctx, req); err != nil {
+		return err
+	}
+	c.creating <- struct{}{}
+	<-ctx.Done()
+	return ctx.Err()
+}
+
+// A drain stops creation first: the cycle in progress, creating on a slow
+// cloud, is cut short rather than waited for (a stop hook waited out
+// every create), and the drain leaves nothing of what it was making.
+func TestDrainCutsTheCreatesOfTheCycleInProgress(t *testing.T) {
+	c := &blockingCloud{Cloud: managertest.NewCloud(), creating: make(chan struct{}, 10)}
+	platform := managertest.NewPlatform()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	srv := &service.Server{
+		Engine: manager.New(c, platform, manager.Settings{Identity: managertest.Identity, Scope: managertest.Scope, Target: 3,
+			CallTimeout: time.Minute}, log),
+		Expected: 3, Interval: time.Hour, Log: log,
+	}
+	client, _ := serve(t, srv)
+	ctx := context.Background()
+	go client.Reconcile(ctx)
+	<-c.creating
+	start := time.Now()
+	if _, err := client.Drain(ctx, true); err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(start); took > 10*time.Second {
+		t.Errorf("the drain took %v: it waited for the creates it was about to undo", took.Round(time.Second))
+	}
+	if left, registered := c.Names(), platform.Names(); len(left) != 0 || len(registered) != 0 {
+		t.Errorf("after the drain: instances %v, registrations %v", left, registered)
 	}
 }
