@@ -373,7 +373,7 @@ func (c *Charm) currentStatus(ctx context.Context) (Status, string, error) {
 		return "", "", err
 	}
 	if s.OpenStack == nil && c.LXD != nil && c.LXD.find() != nil {
-		return Blocked, noLXD, nil
+		return Maintenance, noLXD, nil
 	}
 	if problem := c.Supervisor.SocketProblem(); problem != "" {
 		return Blocked, problem, nil

@@ -62,5 +62,7 @@ func (i *lxdInstaller) ensure(ctx context.Context) error {
 }
 
 // noLXD is the status of a unit whose LXD daemon has gone since it was
-// ensured.
-const noLXD = "no LXD daemon answers on this machine: install LXD (the lxd snap or package), or set openstack-clouds-yaml"
+// ensured: most often a restart or an upgrade of the daemon, which time
+// ends (Maintenance; the manager retries every cycle), but it says what to
+// do if LXD was removed.
+const noLXD = "no LXD daemon answers on this machine; runners are managed again once it does (if LXD was removed: install it, or set openstack-clouds-yaml)"
