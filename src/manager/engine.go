@@ -219,7 +219,7 @@ func (e *Engine) Views(ctx context.Context) ([]View, error) {
 		return nil, err
 	}
 	defer e.unlock()
-	snap, err := e.snapshot(ctx)
+	snap, _, err := e.snapshot(ctx, false)
 	if err != nil {
 		return nil, err
 	}
@@ -237,10 +237,18 @@ func (e *Engine) SetSettings(s Settings) {
 
 func (e *Engine) runLocked(ctx context.Context, mode Mode) (Outcome, error) {
 	out := Outcome{Removed: map[string]int{}, Failures: map[string]int{}}
-	snap, err := e.snapshot(ctx)
+	// A drain of every runner deletes every instance whatever GitHub says,
+	// so it needs no runners list: a unit going away while GitHub refuses
+	// its credentials or is down still leaves no instance behind.
+	snap, githubErr, err := e.snapshot(ctx, mode == DrainAll)
 	if err != nil {
 		out.Failures["list"]++
 		return out, err
+	}
+	if githubErr != nil {
+		e.log.Warn("removing every instance without GitHub's runners list", "error", githubErr)
+		out.Failures["list"]++
+		out.Errors = append(out.Errors, githubErr)
 	}
 	if err := e.call(ctx, func(ctx context.Context) error { return e.platform.InUse(ctx, scopesInUse(snap)) }); err != nil {
 		out.Failures["remember"]++
@@ -322,22 +330,28 @@ func after(views []View, removed []string, created []View) []View {
 // the instance list was read can only be ours from a create this process
 // is not running, since cycles do not overlap. Its Seen is the engine's
 // own map, valid until the cycle ends (cycles hold the lock).
-func (e *Engine) snapshot(ctx context.Context) (Snapshot, error) {
+// withoutGitHub: a failed runners list is returned as githubErr, the
+// snapshot holding no runners, rather than failing it.
+func (e *Engine) snapshot(ctx context.Context, withoutGitHub bool) (s Snapshot, githubErr, err error) {
 	callCtx, cancel := context.WithTimeout(ctx, e.settings.CallTimeout)
 	instances, err := e.cloud.Instances(callCtx)
 	cancel()
 	if err != nil {
-		return Snapshot{}, fmt.Errorf("cannot list instances: %w", err)
+		return Snapshot{}, nil, fmt.Errorf("cannot list instances: %w", err)
 	}
 	callCtx, cancel = context.WithTimeout(ctx, e.settings.CallTimeout)
 	runners, err := e.platform.Runners(callCtx)
 	cancel()
 	if err != nil {
-		return Snapshot{}, fmt.Errorf("cannot list GitHub runners: %w", err)
+		err = fmt.Errorf("cannot list GitHub runners: %w", err)
+		if !withoutGitHub {
+			return Snapshot{}, nil, err
+		}
+		githubErr, runners = err, nil
 	}
 	var tombstones []Tombstone
 	if err := e.call(ctx, func(ctx context.Context) (err error) { tombstones, err = e.platform.Tombstones(ctx); return err }); err != nil {
-		return Snapshot{}, fmt.Errorf("cannot read the runners left to remove from GitHub: %w", err)
+		return Snapshot{}, nil, fmt.Errorf("cannot read the runners left to remove from GitHub: %w", err)
 	}
 	// The clouds and GitHub filter too; checking names and owners here as
 	// well means no bug there can make this unit remove another unit's,
@@ -345,9 +359,9 @@ func (e *Engine) snapshot(ctx context.Context) (Snapshot, error) {
 	id := e.settings.Identity
 	instances = slices.DeleteFunc(instances, func(i cloud.Instance) bool { return !id.OwnsInstance(i.Name, i.Owner) })
 	runners = slices.DeleteFunc(runners, func(r Runner) bool { return id.Generation(r.Name) == runner.NotOurs })
-	s := Snapshot{Instances: instances, Runners: runners, Now: e.now(), Scope: e.settings.Scope, Seen: e.seen, Tombstones: tombstones}
+	s = Snapshot{Instances: instances, Runners: runners, Now: e.now(), Scope: e.settings.Scope, Seen: e.seen, Tombstones: tombstones}
 	e.sight(s)
-	return s, nil
+	return s, githubErr, nil
 }
 
 // sight records what this snapshot shows of each runner, and forgets the

@@ -480,3 +480,29 @@ func TestStopCreatingCutsTheCycleShort(t *testing.T) {
 		t.Errorf("after the drain: instances %v, registrations %v", left, registered)
 	}
 }
+
+// §4: a unit going away leaves no instance even while GitHub refuses its
+// credentials or is down: a drain of every runner deletes every instance
+// whatever GitHub says, so it needs no runners list (any other cycle that
+// cannot list still changes nothing).
+func TestDrainAllWithoutGitHubsList(t *testing.T) {
+	b := newBed(t, 3)
+	b.run(t, manager.Reconcile)
+	b.onlineAll()
+	b.platform.Set(b.cloud.Names()[0], true, true) // one is running a job
+	b.platform.FailList = errors.New("GitHub rejected the credentials")
+	b.platform.FailRemove = func(runner.Scope, int64) error { return errors.New("GitHub rejected the credentials") }
+	if _, err := b.engine.Run(context.Background(), manager.Reconcile); err == nil || len(b.cloud.Names()) != 3 {
+		t.Fatalf("a reconcile without the list: %v, instances %v; want an error and nothing changed", err, b.cloud.Names())
+	}
+	out, err := b.engine.Run(context.Background(), manager.DrainAll)
+	if err != nil {
+		t.Fatalf("drain-all without the list: %v", err)
+	}
+	if left := b.cloud.Names(); len(left) != 0 {
+		t.Errorf("instances left after drain-all: %v", left)
+	}
+	if out.Failures["list"] != 1 || len(out.Errors) == 0 {
+		t.Errorf("the drain does not report what it could not do: failures %v, errors %v", out.Failures, out.Errors)
+	}
+}
