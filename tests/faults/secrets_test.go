@@ -103,8 +103,8 @@ func (s secrets) in(text string) []string {
 // machine and inside every runner instance; every runner instance's
 // expanded LXD config; and every file under the unit's state directory and
 // the charm directory. The token and the key may only be in the manager's
-// config file, mode 0600; a JIT config only in its instance's JIT file,
-// mode 0600. About 1 minute.
+// config file and its record of scopes, mode 0600; a JIT config in no file
+// once its runner has read it. About 1 minute.
 func TestSecretsAudit(t *testing.T) {
 	recorder := &jitRecorder{}
 	b := stack.New(t, stack.Options{Name: "aud", Token: auditToken, Label: label, Runners: 2,
@@ -134,14 +134,17 @@ func TestSecretsAudit(t *testing.T) {
 		all[fmt.Sprintf("JIT config %d", i+1)] = jit
 	}
 	configPath := b.ConfigPath()
+	// The manager's record of the scopes it must still clean up, with their
+	// credentials (0600, beside the config file).
+	scopesPath := filepath.Join(filepath.Dir(configPath), "scopes.json")
 
-	t.Log("inside the runner instances: only the JIT file has the JIT config, and no command line")
+	t.Log("inside the runner instances: no file and no command line has a JIT config")
 	_, instances, _ := b.State()
 	for _, name := range instances {
 		auditInstance(t, name, all)
 	}
 
-	auditUnit(t, b, all, actions, map[string]bool{configPath: true})
+	auditUnit(t, b, all, actions, map[string]bool{configPath: true, scopesPath: true})
 
 	t.Log("GitHub App credentials: the private key is only in the config file")
 	key := appPrivateKey(t)
@@ -155,7 +158,7 @@ func TestSecretsAudit(t *testing.T) {
 	b.Unit.Hook("update-status")
 	actions = append(actions, b.Unit.Action("check-runners", nil))
 	all["the App private key"] = keyBody(key)
-	auditUnit(t, b, all, actions, map[string]bool{configPath: true})
+	auditUnit(t, b, all, actions, map[string]bool{configPath: true, scopesPath: true})
 }
 
 // auditUnit searches everything of the unit on this machine. allowed are
@@ -242,27 +245,22 @@ func auditInstance(t *testing.T, name string, all secrets) {
 	if found := all.in(cmdlines); found != nil {
 		t.Errorf("%v in the command lines of processes inside %s", found, name)
 	}
-	// Its own JIT config, where the start script reads it, root's alone.
-	jit := lxcExec(t, name, "cat", "/var/lib/github-runner/jit-config")
-	var mine string
+	// The start script deletes its JIT file as soon as it has read it: a
+	// running runner's JIT config is in no file of its instance (the runner
+	// application decodes it into its own .runner and .credentials, as
+	// GitHub's does).
+	if gone := lxcExec(t, name, "sh", "-c", "test -e /var/lib/github-runner/jit-config && echo there || echo gone"); strings.TrimSpace(gone) != "gone" {
+		t.Errorf("the JIT file of %s is still there while its runner runs", name)
+	}
 	for secret, value := range all {
-		if value == jit {
-			mine = secret
+		if !strings.HasPrefix(secret, "JIT config") {
+			continue
 		}
-	}
-	if mine == "" {
-		t.Errorf("the JIT file of %s is not a JIT config GitHub issued", name)
-		return
-	}
-	if mode := strings.TrimSpace(lxcExec(t, name, "stat", "-c", "%a %U", "/var/lib/github-runner/jit-config")); mode != "600 root" {
-		t.Errorf("the JIT file of %s has mode and owner %q, want 600 root", name, mode)
-	}
-	// Nowhere else in the instance's files (the runner application decodes
-	// it into its own .runner and .credentials, as GitHub's does).
-	middle := all[mine][len(all[mine])/2:][:48]
-	holders := lxcExec(t, name, "sh", "-c", "grep -rlF -e '"+middle+"' /etc /home /root /tmp /var /opt /usr/local 2>/dev/null; true")
-	if got := strings.Fields(holders); len(got) != 1 || got[0] != "/var/lib/github-runner/jit-config" {
-		t.Errorf("files in %s holding its JIT config: %v, want only its JIT file", name, got)
+		middle := value[len(value)/2:][:48]
+		holders := lxcExec(t, name, "sh", "-c", "grep -rlF -e '"+middle+"' /etc /home /root /tmp /var /opt /usr/local 2>/dev/null; true")
+		if got := strings.Fields(holders); len(got) != 0 {
+			t.Errorf("files in %s holding %s: %v, want none", name, secret, got)
+		}
 	}
 }
 
