@@ -102,7 +102,7 @@ func BenchmarkHookLatencyCycleStuck(b *testing.B) {
 		}
 	}
 	if s := u.Status(); s.Status != "active" {
-		b.Fatalf("status during a stuck cycle = %+v, want the last cycle's active", s)
+		b.Fatalf("status during a stuck cycle = %+v, want the last cycle's active\n%s", s, u.ServiceLogs())
 	}
 	slices.Sort(samples)
 	p50, p99 := samples[len(samples)/2], samples[len(samples)-1]
@@ -129,6 +129,12 @@ func deploy(b *testing.B) (*harness.Unit, *fakegithub.Server) {
 		"runner-type": "container", "base-image": lxdtest.BaseImageAlias, "virtual-machines": 0,
 	})
 	u.Deploy()
+	// The first cycle builds the runner image, and the status says so once
+	// it has taken a moment: a reconcile after it returns once it is done.
+	client := api.NewClient(filepath.Join(u.StateDir(), api.SocketName), 5*time.Minute)
+	if _, err := client.Reconcile(context.Background()); err != nil {
+		b.Fatalf("reconcile after deploy: %v\n%s", err, u.ServiceLogs())
+	}
 	waitActive(b, u)
 	return u, github
 }
