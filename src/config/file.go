@@ -25,7 +25,8 @@ type File struct {
 	Unit              string        `yaml:"unit"`  // "github-runner/0"
 	Model             string        `yaml:"model"` // the Juju model's UUID: with Unit, whose runners these are
 	StateDir          string        `yaml:"state-dir"`
-	Runners           int           `yaml:"runners"`
+	Runners           int           `yaml:"runners"`               // kept idle and ready (classic: the fixed pool)
+	MaxRunners        int           `yaml:"max-runners,omitempty"` // every runner of the unit, busy ones too; 0: no cap
 	ReconcileInterval time.Duration `yaml:"reconcile-interval"`
 	LogLevel          string        `yaml:"log-level,omitempty"`
 	GitHub            GitHub        `yaml:"github"`
@@ -43,6 +44,9 @@ type GitHub struct {
 	App    *GitHubApp `yaml:"app,omitempty"`
 	Group  string     `yaml:"group"`
 	Labels []string   `yaml:"labels,omitempty"`
+	// ScaleSet is the runner-scale-set option: the base of the name of
+	// the unit's scale set (ScaleSetName); empty: classic runners.
+	ScaleSet string `yaml:"scale-set,omitempty"`
 }
 
 // GitHubApp is GitHub App authentication.
