@@ -202,6 +202,12 @@ func (f *File) Problems() []Problem {
 	if f.Runners < 0 {
 		add("runners", "must be 0 or more, not %d", f.Runners)
 	}
+	switch {
+	case f.MaxRunners < 0:
+		add("max-runners", "must be 0 (no cap) or more, not %d", f.MaxRunners)
+	case f.MaxRunners != 0 && f.Runners > f.MaxRunners:
+		add("max-runners", "must be 0 (no cap) or at least the base of %d runners, not %d", f.Runners, f.MaxRunners)
+	}
 	if f.ReconcileInterval < minReconcileInterval || f.ReconcileInterval > maxReconcileInterval {
 		add("reconcile-interval", "must be at least 1 minute and at most 1 day")
 	}
@@ -237,6 +243,11 @@ func (f *File) Problems() []Problem {
 	}
 	if err := labelsProblem(f.GitHub.Labels); err != nil {
 		add("github.labels", "%v", err)
+	}
+	if f.GitHub.ScaleSet != "" {
+		if err := scaleSetProblem(f.GitHub.ScaleSet, f.Model, f.Unit); err != nil {
+			add("github.scale-set", "%v", err)
+		}
 	}
 	problems = append(problems, f.Runner.Problems()...)
 	switch {

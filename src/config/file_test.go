@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/canonical/github-runner-charm/src/runner"
 )
 
 func validFile() *File {
@@ -128,6 +130,16 @@ func TestProblemsKeyedByField(t *testing.T) {
 		{"app ids", func(f *File) {
 			f.GitHub.Token, f.GitHub.App = "", &GitHubApp{ID: 1, InstallationID: 0, PrivateKey: testAppKey(t)}
 		}, Problem{"github.app.installation-id", "must be the installation's numeric ID"}},
+		{"max runners", func(f *File) { f.MaxRunners = -1 }, Problem{"max-runners", "must be 0 (no cap) or more, not -1"}},
+		{"base above the cap", func(f *File) { f.Runners, f.MaxRunners = 3, 2 }, Problem{"max-runners", "must be 0 (no cap) or at least the base of 3 runners, not 2"}},
+		{"scale set name with a space", func(f *File) { f.GitHub.ScaleSet = "linux x64" }, Problem{"github.scale-set",
+			`"linux x64" may only contain letters, digits, '-', '_' and '.', and must start with a letter or digit`}},
+		{"scale set name starting with a dot", func(f *File) { f.GitHub.ScaleSet = ".x" }, Problem{"github.scale-set",
+			`".x" may only contain letters, digits, '-', '_' and '.', and must start with a letter or digit`}},
+		{"scale set name too long", func(f *File) { f.GitHub.ScaleSet = strings.Repeat("n", 37) }, Problem{"github.scale-set",
+			`"` + strings.Repeat("n", 37) + `" is too long: the unit's scale set, "` + strings.Repeat("n", 37) + `-0-` + testModelTag + `", must be at most 45 characters`}},
+		{"scale set name too long for unit 10", func(f *File) { f.Unit, f.GitHub.ScaleSet = "github-runner/10", strings.Repeat("n", 36) }, Problem{"github.scale-set",
+			`"` + strings.Repeat("n", 36) + `" is too long: the unit's scale set, "` + strings.Repeat("n", 36) + `-10-` + testModelTag + `", must be at most 45 characters`}},
 		{"clouds yaml", func(f *File) {
 			f.LXD, f.OpenStack = nil, &OpenStack{CloudsYAML: "clouds: {}", Flavor: "f", Network: "n", Image: "i"}
 		}, Problem{"openstack.clouds-yaml", "is not valid clouds.yaml: it has no clouds"}},
@@ -140,6 +152,32 @@ func TestProblemsKeyedByField(t *testing.T) {
 				t.Errorf("Problems() = %q, want [%q]", got, test.want)
 			}
 		})
+	}
+}
+
+// testModelTag is validFile's model's tag (src/runner's ModelTag).
+var testModelTag = runner.Identity{Model: validFile().Model}.ModelTag()
+
+// The longest scale-set names the rule lets through, and the cap with the
+// base at it or no cap, are valid.
+func TestScalingValid(t *testing.T) {
+	tests := []struct {
+		name   string
+		change func(*File)
+	}{
+		{"no cap", func(f *File) { f.Runners, f.MaxRunners = 3, 0 }},
+		{"cap at the base", func(f *File) { f.Runners, f.MaxRunners = 3, 3 }},
+		{"cap above the base", func(f *File) { f.Runners, f.MaxRunners = 0, 20 }},
+		{"longest name of unit 0", func(f *File) { f.GitHub.ScaleSet = strings.Repeat("n", 36) }},
+		{"longest name of unit 10", func(f *File) { f.Unit, f.GitHub.ScaleSet = "github-runner/10", strings.Repeat("n", 35) }},
+		{"every character", func(f *File) { f.GitHub.ScaleSet = "Linux_x64-2.0" }},
+	}
+	for _, test := range tests {
+		f := validFile()
+		test.change(f)
+		if got := f.Problems(); len(got) != 0 {
+			t.Errorf("%s: Problems() = %q, want none", test.name, got)
+		}
 	}
 }
 

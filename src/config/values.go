@@ -14,6 +14,8 @@ import (
 	"strings"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/canonical/github-runner-charm/src/runner"
 )
 
 // Path is where runners register: an organisation, or one repository.
@@ -38,7 +40,10 @@ var (
 	// Repository names: alphanumerics, '-', '_' and '.', but not "." or "..".
 	repoPattern  = regexp.MustCompile(`^[A-Za-z0-9._-]{1,100}$`)
 	labelPattern = regexp.MustCompile(`^[\w-]+$`)
-	sizePattern  = regexp.MustCompile(`^([0-9]+)(KiB|MiB|GiB|TiB)$`)
+	// Scale-set names: what a label, a URL query value and the client
+	// take as they are.
+	scaleSetPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
+	sizePattern     = regexp.MustCompile(`^([0-9]+)(KiB|MiB|GiB|TiB)$`)
 )
 
 // ParsePath reads "org" or "owner/repo".
@@ -82,6 +87,31 @@ func labelsProblem(labels []string) error {
 	}
 	if len(bad) > 0 {
 		return fmt.Errorf("%s may only contain letters, digits, '_' and '-'", strings.Join(bad, ", "))
+	}
+	return nil
+}
+
+// MaxScaleSetName is the longest name of a unit's scale set,
+// <runner-scale-set>-<unit number>-<model tag> (src/runner's
+// ScaleSetName), that GitHub's runner scale-set clients take.
+const MaxScaleSetName = 45
+
+// scaleSetProblem is what is wrong with a runner-scale-set option: its
+// characters, or a length that makes the name of the unit's scale set
+// longer than MaxScaleSetName. An identity that does not parse (reported
+// as such) is not measured.
+func scaleSetProblem(name, model, unit string) error {
+	if !scaleSetPattern.MatchString(name) {
+		return fmt.Errorf("%q may only contain letters, digits, '-', '_' and '.', and must start with a letter or digit", name)
+	}
+	id, err := runner.ParseIdentity(model, unit)
+	if err != nil {
+		return nil
+	}
+	// As src/runner's ScaleSetName names it, uncut.
+	full := fmt.Sprintf("%s-%d-%s", name, id.Unit, id.ModelTag())
+	if len(full) > MaxScaleSetName {
+		return fmt.Errorf("%q is too long: the unit's scale set, %q, must be at most %d characters", name, full, MaxScaleSetName)
 	}
 	return nil
 }
