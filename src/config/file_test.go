@@ -133,9 +133,11 @@ func TestProblemsKeyedByField(t *testing.T) {
 		{"max runners", func(f *File) { f.MaxRunners = -1 }, Problem{"max-runners", "must be 0 (no cap) or more, not -1"}},
 		{"base above the cap", func(f *File) { f.Runners, f.MaxRunners = 3, 2 }, Problem{"max-runners", "must be 0 (no cap) or at least the base of 3 runners, not 2"}},
 		{"scale set name with a space", func(f *File) { f.GitHub.ScaleSet = "linux x64" }, Problem{"github.scale-set",
-			`"linux x64" may only contain letters, digits, '-', '_' and '.', and must start with a letter or digit`}},
+			`"linux x64" may only contain letters, digits, '-', '_' and '.', and must start and end with a letter or digit`}},
 		{"scale set name starting with a dot", func(f *File) { f.GitHub.ScaleSet = ".x" }, Problem{"github.scale-set",
-			`".x" may only contain letters, digits, '-', '_' and '.', and must start with a letter or digit`}},
+			`".x" may only contain letters, digits, '-', '_' and '.', and must start and end with a letter or digit`}},
+		{"scale set name ending with a hyphen", func(f *File) { f.GitHub.ScaleSet = "x-" }, Problem{"github.scale-set",
+			`"x-" may only contain letters, digits, '-', '_' and '.', and must start and end with a letter or digit`}},
 		{"scale set name too long", func(f *File) { f.GitHub.ScaleSet = strings.Repeat("n", 37) }, Problem{"github.scale-set",
 			`"` + strings.Repeat("n", 37) + `" is too long: the unit's scale set, "` + strings.Repeat("n", 37) + `-0-` + testModelTag + `", must be at most 45 characters`}},
 		{"scale set name too long for unit 10", func(f *File) { f.Unit, f.GitHub.ScaleSet = "github-runner/10", strings.Repeat("n", 36) }, Problem{"github.scale-set",
@@ -171,12 +173,18 @@ func TestScalingValid(t *testing.T) {
 		{"longest name of unit 0", func(f *File) { f.GitHub.ScaleSet = strings.Repeat("n", 36) }},
 		{"longest name of unit 10", func(f *File) { f.Unit, f.GitHub.ScaleSet = "github-runner/10", strings.Repeat("n", 35) }},
 		{"every character", func(f *File) { f.GitHub.ScaleSet = "Linux_x64-2.0" }},
+		{"one character", func(f *File) { f.GitHub.ScaleSet = "x" }},
 	}
 	for _, test := range tests {
 		f := validFile()
 		test.change(f)
 		if got := f.Problems(); len(got) != 0 {
 			t.Errorf("%s: Problems() = %q, want none", test.name, got)
+		}
+		// A name the rule lets through is the unit's scale set's, uncut.
+		id, err := runner.ParseIdentity(f.Model, f.Unit)
+		if name := f.GitHub.ScaleSet; err != nil || name != "" && !strings.HasPrefix(id.ScaleSetName(name), name+"-") {
+			t.Errorf("%s: ScaleSetName(%q) = %q, %v: cut", test.name, name, id.ScaleSetName(name), err)
 		}
 	}
 }

@@ -41,8 +41,8 @@ var (
 	repoPattern  = regexp.MustCompile(`^[A-Za-z0-9._-]{1,100}$`)
 	labelPattern = regexp.MustCompile(`^[\w-]+$`)
 	// Scale-set names: what a label, a URL query value and the client
-	// take as they are.
-	scaleSetPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
+	// take as they are, and src/runner's ScaleSetName keeps whole.
+	scaleSetPattern = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$`)
 	sizePattern     = regexp.MustCompile(`^([0-9]+)(KiB|MiB|GiB|TiB)$`)
 )
 
@@ -91,27 +91,22 @@ func labelsProblem(labels []string) error {
 	return nil
 }
 
-// MaxScaleSetName is the longest name of a unit's scale set,
-// <runner-scale-set>-<unit number>-<model tag> (src/runner's
-// ScaleSetName), that GitHub's runner scale-set clients take.
-const MaxScaleSetName = 45
-
 // scaleSetProblem is what is wrong with a runner-scale-set option: its
 // characters, or a length that makes the name of the unit's scale set
-// longer than MaxScaleSetName. An identity that does not parse (reported
-// as such) is not measured.
+// longer than src/runner allows (which would cut it). An identity that
+// does not parse (reported as such) is not measured.
 func scaleSetProblem(name, model, unit string) error {
 	if !scaleSetPattern.MatchString(name) {
-		return fmt.Errorf("%q may only contain letters, digits, '-', '_' and '.', and must start with a letter or digit", name)
+		return fmt.Errorf("%q may only contain letters, digits, '-', '_' and '.', and must start and end with a letter or digit", name)
 	}
 	id, err := runner.ParseIdentity(model, unit)
 	if err != nil {
 		return nil
 	}
-	// As src/runner's ScaleSetName names it, uncut.
-	full := fmt.Sprintf("%s-%d-%s", name, id.Unit, id.ModelTag())
-	if len(full) > MaxScaleSetName {
-		return fmt.Errorf("%q is too long: the unit's scale set, %q, must be at most %d characters", name, full, MaxScaleSetName)
+	// The unit's and model's part of the name, as ScaleSetName adds it.
+	suffix := strings.TrimPrefix(id.ScaleSetName("x"), "x")
+	if full := name + suffix; len(full) > runner.MaxScaleSetNameLength {
+		return fmt.Errorf("%q is too long: the unit's scale set, %q, must be at most %d characters", name, full, runner.MaxScaleSetNameLength)
 	}
 	return nil
 }
