@@ -104,6 +104,7 @@ func (s *Server) brokerMessage(w http.ResponseWriter, r *http.Request) {
 			writeText(w, http.StatusOK, "gone\n")
 			return
 		}
+		s.claimScaleSetJob(runner)
 		if job := s.jobs[runner.JobID]; runner.JobID != 0 && job.State == JobQueued {
 			job.State, job.renewed = JobInProgress, time.Now()
 			s.notify()

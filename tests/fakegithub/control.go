@@ -32,6 +32,9 @@ type (
 		Name         string  `json:"name,omitempty"`
 		Command      string  `json:"command,omitempty"`
 		SleepSeconds float64 `json:"sleep_seconds,omitempty"`
+		Repository   string  `json:"repository,omitempty"`
+		Workflow     string  `json:"workflow,omitempty"`
+		Event        string  `json:"event,omitempty"`
 	}
 	assignJobRequest struct {
 		// RunnerID picks one runner; else the oldest idle one of Scope
@@ -67,7 +70,8 @@ type (
 func seconds(d float64) time.Duration { return time.Duration(d * float64(time.Second)) }
 
 func (spec wireJobSpec) toSpec() JobSpec {
-	return JobSpec{Name: spec.Name, Command: spec.Command, Sleep: seconds(spec.SleepSeconds)}
+	return JobSpec{Name: spec.Name, Command: spec.Command, Sleep: seconds(spec.SleepSeconds),
+		Repository: spec.Repository, Workflow: spec.Workflow, Event: spec.Event}
 }
 
 func (f wireFault) toFault() (Fault, error) {
@@ -112,6 +116,7 @@ func (s *Server) addControlRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("DELETE "+controlPath+"/faults", s.controlClearFaults)
 	mux.HandleFunc("PUT "+controlPath+"/downloads", s.controlDownloads)
 	mux.HandleFunc("PUT "+controlPath+"/settings", s.controlSettings)
+	s.addScaleSetControlRoutes(mux)
 }
 
 func writeControl(w http.ResponseWriter, status int, body any) {

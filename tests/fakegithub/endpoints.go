@@ -86,6 +86,9 @@ func newEndpoint(key, docURL string, handle handlerFunc) *endpoint {
 }
 
 func isEndpoint(key string) bool {
+	if isScaleSetEndpoint(key) {
+		return true
+	}
 	for _, e := range endpoints {
 		if e.key == key {
 			return true

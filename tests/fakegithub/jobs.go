@@ -15,11 +15,19 @@ type JobSpec struct {
 	Name    string        `json:"name,omitempty"`
 	Command string        `json:"command,omitempty"`
 	Sleep   time.Duration `json:"sleep,omitempty"`
+	// Repository ("owner/repo"), Workflow (file name, default "ci.yml")
+	// and Event (default "push") are what the scale-set job messages say
+	// of a queued job. Repository defaults to QueueJob's scope when it
+	// names a repository.
+	Repository string `json:"repository,omitempty"`
+	Workflow   string `json:"workflow,omitempty"`
+	Event      string `json:"event,omitempty"`
 }
 
 // Job states.
 const (
-	// JobQueued: assigned to a runner, not yet picked up by its process.
+	// JobQueued: not yet picked up by a runner process. RunnerID is 0
+	// while the job waits for a runner (QueueJob).
 	JobQueued = "queued"
 	// JobInProgress: the runner process is running it.
 	JobInProgress = "in_progress"
@@ -43,10 +51,33 @@ type Job struct {
 	// runner lost communication with the server". A job its runner reported
 	// the end of, whatever its exit code, is not lost.
 	Lost bool `json:"lost,omitempty"`
+	// Scope and Labels of a queued job (QueueJob); ScaleSetID is the
+	// scale set it went to, 0 for none.
+	Scope      string   `json:"scope,omitempty"`
+	Labels     []string `json:"labels,omitempty"`
+	ScaleSetID int64    `json:"scale_set_id,omitempty"`
+	Repository string   `json:"repository,omitempty"`
+	Workflow   string   `json:"workflow,omitempty"`
+	// QueuedAt, AssignedAt (to a scale set, or to a runner for a classic
+	// job), StartedAt (a runner took it) and FinishedAt; zero until then.
+	QueuedAt   time.Time `json:"queued_at"`
+	AssignedAt time.Time `json:"assigned_at"`
+	StartedAt  time.Time `json:"started_at"`
+	FinishedAt time.Time `json:"finished_at"`
+	// Result of a completed job: "succeeded", "failed" or "canceled" (no
+	// runner picked it up, assignment after assignment).
+	Result string `json:"result,omitempty"`
+	// Attempts is how many of its scale-set assignments timed out.
+	Attempts int `json:"attempts,omitempty"`
 }
 
 type jobState struct {
 	Job
+	// setID and phase: where the job stands with a scale set (see
+	// scaleset_queue.go); assignGen invalidates assignment timers.
+	setID     int64
+	phase     string
+	assignGen int
 	// renewed is when the runner process last renewed the job (or picked
 	// it up); zero before.
 	renewed time.Time
@@ -112,7 +143,8 @@ func (s *Server) assign(r *runnerState, spec JobSpec) Job {
 	if spec.Name == "" {
 		spec.Name = fmt.Sprintf("job-%d", id)
 	}
-	job := &jobState{Job: Job{ID: id, RunnerID: r.ID, RunnerName: r.Name, Spec: spec, State: JobQueued}}
+	now := time.Now().UTC()
+	job := &jobState{Job: Job{ID: id, RunnerID: r.ID, RunnerName: r.Name, Spec: spec, State: JobQueued, QueuedAt: now, AssignedAt: now}}
 	s.jobs[id] = job
 	r.Busy = true
 	r.JobID = id
@@ -137,6 +169,7 @@ func (s *Server) completeJob(jobID int64, exitCode int, output string) error {
 		return fmt.Errorf("cannot complete job %d: %w: already completed", jobID, ErrConflict)
 	}
 	job.State, job.ExitCode, job.Output = JobCompleted, exitCode, output
+	s.jobEnded(job)
 	if r, ok := s.runners[job.RunnerID]; ok && r.JobID == jobID {
 		r.Busy, r.JobID = false, 0
 		if r.Ephemeral {
@@ -210,6 +243,7 @@ func (s *Server) loseJobs(now time.Time) {
 		}
 		job.State, job.ExitCode, job.Lost = JobCompleted, 1, true
 		job.Output = fmt.Sprintf(lostMessage, job.RunnerName)
+		s.jobEnded(job)
 		if r, ok := s.runners[job.RunnerID]; ok && r.JobID == job.ID {
 			r.Busy, r.JobID, r.Status = false, 0, StatusOffline
 		}

@@ -119,7 +119,8 @@ func (c *Remote) WaitRunnersOnline(ctx context.Context, scope string, n int) err
 }
 
 func toWireSpec(spec JobSpec) wireJobSpec {
-	return wireJobSpec{Name: spec.Name, Command: spec.Command, SleepSeconds: spec.Sleep.Seconds()}
+	return wireJobSpec{Name: spec.Name, Command: spec.Command, SleepSeconds: spec.Sleep.Seconds(),
+		Repository: spec.Repository, Workflow: spec.Workflow, Event: spec.Event}
 }
 
 // AssignJob is Server.AssignJob.

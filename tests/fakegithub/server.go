@@ -53,6 +53,31 @@ type Options struct {
 	// Logger receives one debug line per request; nil discards. Tokens and
 	// JIT configs are never logged.
 	Logger *slog.Logger
+
+	// GHESVersion makes the fake a GitHub Enterprise Server of that
+	// version, e.g. "3.17": before 3.9 there are no scale sets
+	// (runner-registration answers 404); before 3.18 a scale set keeps
+	// only its first label, the others silently dropped. Empty: like
+	// github.com.
+	GHESVersion string
+	// ScaleSetMode is ScaleSetModeGitHub (the default: jobs assigned
+	// server-side, JobAssigned) or ScaleSetModeGHES (JobAvailable, then
+	// assigned once the listener acquires them).
+	ScaleSetMode string
+	// ScaleSetLongPoll is how long a message poll waits before 202
+	// (default 2s; GitHub's is about 50s).
+	ScaleSetLongPoll time.Duration
+	// ScaleSetSessionExpiry ends a message session nobody polled for that
+	// long (default 1m; negative: never).
+	ScaleSetSessionExpiry time.Duration
+	// ScaleSetAssignTimeout is how long a job assigned to a scale set may
+	// wait for one of its runners before it is canceled and assigned again
+	// (default 5m).
+	ScaleSetAssignTimeout time.Duration
+	// ScaleSetTokenLifetime is the lifetime of the admin and message-queue
+	// tokens (JWT exp; default 1h). The client renews an admin token with
+	// less than a minute left before every call.
+	ScaleSetTokenLifetime time.Duration
 }
 
 // Token is an API credential and what it may reach.
@@ -121,6 +146,9 @@ func New(opts Options) (*Server, error) {
 		closed:       make(chan struct{}),
 	}
 	if err := s.initState(version, opts.StatusLag, opts.JobLostTimeout); err != nil {
+		return nil, fmt.Errorf("cannot create fake GitHub: %w", err)
+	}
+	if err := s.initScaleSets(opts); err != nil {
 		return nil, fmt.Errorf("cannot create fake GitHub: %w", err)
 	}
 	if opts.JobLostTimeout < 0 {
@@ -238,6 +266,9 @@ type call struct {
 // own endpoints under "/_fake/".
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	path := r.URL.Path
+	if s.serveScaleSets(w, r) {
+		return
+	}
 	if strings.HasPrefix(path, fakePrefix) {
 		s.serveFake(w, r)
 		return

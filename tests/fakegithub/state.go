@@ -73,6 +73,8 @@ type runnerState struct {
 	// lastContact is when its process last spoke to the broker; zero if
 	// no process ever did.
 	lastContact time.Time
+	// scaleSetID is the scale set whose JIT config made it, or 0.
+	scaleSetID int64
 }
 
 type registration struct {
@@ -105,6 +107,7 @@ type state struct {
 	changed            chan struct{} // closed and replaced on every change
 	downloads          downloads
 	deletions          []Deletion // every DELETE of a runner answered, oldest first
+	scaleSets          scaleSetState
 }
 
 func (s *Server) initState(version string, statusLag, jobLostTimeout time.Duration) error {
@@ -125,10 +128,12 @@ func (s *Server) initState(version string, statusLag, jobLostTimeout time.Durati
 	return s.downloads.setVersion(version)
 }
 
-// notify wakes every waiter. The caller holds s.mu.
+// notify wakes every waiter, and places the queued jobs that the change
+// may let run. The caller holds s.mu.
 func (s *Server) notify() {
 	close(s.changed)
 	s.changed = make(chan struct{})
+	s.dispatchJobs()
 }
 
 // labelID gives each label name one id for the life of the server. The
