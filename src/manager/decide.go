@@ -34,6 +34,8 @@ type Snapshot struct {
 	// said the records were gone (Platform.Tombstones): no list shows one
 	// registered in a scope the unit has left.
 	Tombstones []Tombstone
+	// Demand is what the demand feed had said when the snapshot was read.
+	Demand Demand
 }
 
 // Tombstone is a GitHub record to remove whose instance is gone, or going:
@@ -88,6 +90,12 @@ type View struct {
 	// Forced: it goes instance first even if it may be running a job: it
 	// stayed unresponsive or unverifiable past Timeouts.Unresponsive.
 	Forced bool
+	// JobStarted: the demand feed says it took a job (Engine.JobStarted):
+	// it is busy, whatever GitHub's list says.
+	JobStarted bool
+	// JobEnded: the feed says its job is over (Engine.JobCompleted): it is
+	// on its way out, neither counted nor idle excess.
+	JobEnded bool
 }
 
 // runnerID is the GitHub id to ask about: the listed record's, else the
@@ -108,11 +116,18 @@ func (v View) runnerID() int64 {
 // listedBusy tells whether GitHub lists the runner running a job.
 func (v View) listedBusy() bool { return v.Runner != nil && v.Runner.Busy }
 
+// mayBeBusy tells whether the runner may be running a job: a removal of
+// runners without one passes it by.
+func (v View) mayBeBusy() bool { return v.State == runner.Busy || v.listedBusy() || v.JobStarted }
+
 // healthy views count towards the target: they are, or may soon be, or
 // may be busy, runners. An unlisted instance with a runner id counts until
 // GitHub says its runner is gone: a list that skipped a busy runner must
 // not make the engine start another.
 func (v View) healthy() bool {
+	if v.JobEnded {
+		return false // it exits on its own: its replacement is due now
+	}
 	switch v.State {
 	case runner.Idle, runner.Busy, runner.Creating, runner.Offline, runner.Unresponsive:
 		return !v.Expired
@@ -212,6 +227,8 @@ func joinInstance(inst *cloud.Instance, r *Runner, s Snapshot, t Timeouts) View 
 		return s.Now.Sub(t)
 	}
 	youngerThanCreation := s.Now.Sub(inst.CreatedAt) < t.Creation
+	v.JobStarted = markedSince(s.Demand.Started, inst.Name, s.Now, t.Unresponsive)
+	v.JobEnded = markedSince(s.Demand.Completed, inst.Name, s.Now, t.Offline)
 	switch {
 	case inst.Status == cloud.Stopped:
 		// The one final state: the runner exited, or someone stopped it.
@@ -227,14 +244,14 @@ func joinInstance(inst *cloud.Instance, r *Runner, s Snapshot, t Timeouts) View 
 		// keeps it while GitHub says it is busy, until the long limit.
 		v.State = runner.Unresponsive
 		v.Forced = since(seen.Troubled) >= t.Unresponsive
-		v.Expired = v.Forced || (!v.listedBusy() && since(seen.Troubled) >= t.Offline)
+		v.Expired = v.Forced || (!v.listedBusy() && !v.JobStarted && since(seen.Troubled) >= t.Offline)
 	case elsewhere(inst, s) || inst.Owner.Model == "":
 		// Registered in another scope or named before model tags: not
 		// ours to count, ours to remove once GitHub says it is idle or
 		// gone (asked in its own scope, so a busy one is kept).
 		v.State = runner.Retiring
 		v.Forced = elsewhere(inst, s) && since(seen.Troubled) >= t.Unresponsive
-		v.Expired = !v.listedBusy()
+		v.Expired = !v.listedBusy() && !v.JobStarted
 	case r != nil && r.Busy:
 		v.State = runner.Busy
 	case r != nil && r.Online:
@@ -249,6 +266,12 @@ func joinInstance(inst *cloud.Instance, r *Runner, s Snapshot, t Timeouts) View 
 		}
 	default: // registered, offline
 		v.State, v.Expired = offline(inst, seen, s.Now, t)
+	}
+	if v.JobStarted && (v.State == runner.Idle || v.State == runner.Creating) {
+		// GitHub's list lags behind the job messages: the feed's word
+		// closes the moment a scale-down could take it for idle. Only
+		// GitHub, asked before any removal, settles the rest.
+		v.State = runner.Busy
 	}
 	return v
 }
@@ -297,10 +320,37 @@ func (m Mode) String() string {
 	return [...]string{"reconcile", "flush-idle", "flush-all", "drain-idle", "drain-all", "cleanup"}[m]
 }
 
+// Scale is what a cycle scales to, read once per cycle.
+type Scale struct {
+	Desired int // runners to keep (Demand.Desired)
+	// Max caps the unit's instances, every one the snapshot holds (busy,
+	// stopped, retiring: until removed); 0: no cap.
+	Max int
+	// CoolDown: idle runners above Desired go only once the excess has
+	// lasted this long (0: at once), so a burst does not thrash.
+	// ExcessSince is when it began (zero: it begins now; the engine keeps
+	// it across cycles from Plan.Excess).
+	CoolDown    time.Duration
+	ExcessSince time.Time
+	Now         time.Time
+}
+
+// coolDownOver tells whether an idle excess may go now.
+func (s Scale) coolDownOver() bool {
+	return s.CoolDown <= 0 || (!s.ExcessSince.IsZero() && s.Now.Sub(s.ExcessSince) >= s.CoolDown)
+}
+
 // Plan is what a cycle will do.
 type Plan struct {
-	Create int
-	Remove []Removal
+	// Create is the runners to create; Room, how many of them fit under
+	// the cap before any of Remove has deleted an instance (each one
+	// deleted makes room for one more). Room is less than Create only
+	// when the cap binds.
+	Create, Room int
+	Remove       []Removal
+	// Excess is the idle runners above Desired, in Remove once the excess
+	// has lasted the cool-down.
+	Excess int
 }
 
 // Removal is one runner to remove and why.
@@ -313,22 +363,29 @@ type Removal struct {
 }
 
 // Decide is the engine's whole policy, a pure function of the views: clean
-// up what is broken or orphaned, then scale to target, never touching a
-// busy runner unless mode is FlushAll or DrainAll. What it plans to remove
-// may still be kept: Engine.remove asks GitHub first (see there).
-func Decide(views []View, target int, mode Mode) Plan {
+// up what is broken or orphaned, then scale to the desired count under the
+// cap, never touching a runner that may be busy unless mode is FlushAll or
+// DrainAll. What it plans to remove may still be kept: Engine.remove asks
+// GitHub first (see there).
+func Decide(views []View, s Scale, mode Mode) Plan {
 	var plan Plan
-	healthy := 0
+	healthy, instances, freeing := 0, 0, 0
 	idle := make([]*View, 0, len(views)) // pointers: copies of every idle view would cost more than the rest
 	for i := range views {
 		v := &views[i]
+		if v.Instance != nil {
+			instances++ // whatever its state: it holds a place under the cap
+		}
 		switch {
 		case v.Expired:
 			plan.Remove = append(plan.Remove, Removal{*v, string(v.State), mode.busyToo()})
 			if v.healthy() {
 				healthy++ // may be busy: counted until GitHub says it is gone
 			}
-		case mode.busyToo() || (mode != Reconcile && mode != Cleanup && v.State != runner.Busy && !v.listedBusy()):
+			if v.Instance != nil {
+				freeing++
+			}
+		case mode.busyToo() || (mode != Reconcile && mode != Cleanup && !v.mayBeBusy()):
 			// A runner GitHub does not list busy is removed GitHub-first,
 			// so one that is busy after all is kept.
 			plan.Remove = append(plan.Remove, Removal{*v, "flush", mode.busyToo()})
@@ -344,15 +401,23 @@ func Decide(views []View, target int, mode Mode) Plan {
 		// snapshot (see Engine.Run); a drain replaces nothing.
 		return plan
 	}
-	if excess := healthy - target; excess > 0 {
+	if excess := healthy - s.Desired; excess > 0 {
+		plan.Excess = min(excess, len(idle))
+		if plan.Excess == 0 || !s.coolDownOver() {
+			return plan
+		}
 		// Newest idle runners go first: older ones are likelier to be
 		// handed the next job GitHub queues.
 		sort.Slice(idle, func(i, j int) bool { return idle[i].Instance.CreatedAt.After(idle[j].Instance.CreatedAt) })
-		for _, v := range idle[:min(excess, len(idle))] {
+		for _, v := range idle[:plan.Excess] {
 			plan.Remove = append(plan.Remove, Removal{View: *v, Reason: "scale-down"})
 		}
 	} else if mode == Reconcile {
-		plan.Create = -excess
+		plan.Create, plan.Room = -excess, -excess
+		if s.Max > 0 {
+			plan.Room = min(plan.Create, max(s.Max-instances, 0))
+			plan.Create = min(plan.Create, max(s.Max-instances+freeing, 0))
+		}
 	}
 	return plan
 }

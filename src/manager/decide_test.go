@@ -1,6 +1,7 @@
 package manager
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -156,7 +157,7 @@ func TestDecide(t *testing.T) {
 	}
 	for _, test := range tests {
 		t.Run(test.name, func(t *testing.T) {
-			plan := Decide(test.views, test.target, test.mode)
+			plan := Decide(test.views, Scale{Desired: test.target}, test.mode)
 			if plan.Create != test.create {
 				t.Errorf("create %d, want %d", plan.Create, test.create)
 			}
@@ -226,5 +227,134 @@ func TestJoinTombstones(t *testing.T) {
 				t.Errorf("tombstone view %+v: want retiring, not counted, asked about runner 1 in its own scope", v)
 			}
 		})
+	}
+}
+
+// Demand scaling: the shortfall is created up to the cap, which counts
+// every instance, and idle runners above the desired count go only once
+// the excess has lasted the cool-down.
+func TestDecideScaling(t *testing.T) {
+	idleOld, idleNew := view("idle-old", runner.Idle, time.Hour), view("idle-new", runner.Idle, time.Minute)
+	busy, busy2 := view("busy", runner.Busy, time.Hour), view("busy2", runner.Busy, time.Hour)
+	stopped, stopped2 := expired(view("stopped", runner.Stopped, time.Hour)), expired(view("stopped2", runner.Stopped, time.Hour))
+	retiring := view("retiring", runner.Retiring, time.Hour) // a busy runner of an old path: not counted, holds a place
+	tomb := View{Name: "tomb", State: runner.Retiring, Tombstone: &Tombstone{RunnerID: 8, Name: "tomb"}}
+	started := view("started", runner.Offline, time.Hour)
+	started.JobStarted = true
+	ended := view("ended", runner.Idle, time.Hour)
+	ended.JobEnded = true
+	scale := func(desired, max int) Scale { return Scale{Desired: desired, Max: max, Now: t0} }
+	cooling := func(desired int, cool, since time.Duration) Scale {
+		s := Scale{Desired: desired, CoolDown: cool, Now: t0}
+		if since >= 0 {
+			s.ExcessSince = t0.Add(-since)
+		}
+		return s
+	}
+	tests := []struct {
+		name               string
+		views              []View
+		scale              Scale
+		mode               Mode
+		create, room, more int // more: idle excess seen
+		remove             []string
+	}{
+		{"demand above the target creates the shortfall", []View{idleOld}, scale(3, 0), Reconcile, 2, 2, 0, nil},
+		{"no cap: every create at once", []View{busy, busy2, stopped, stopped2}, scale(4, 0), Reconcile, 2, 2, 0, []string{"stopped", "stopped2"}},
+		{"the cap counts stopped instances until they are removed", []View{busy, stopped}, scale(4, 3), Reconcile, 2, 1, 0, []string{"stopped"}},
+		{"a bound cap waits for every removal", []View{busy, busy2, stopped, stopped2}, scale(4, 4), Reconcile, 2, 0, 0, []string{"stopped", "stopped2"}},
+		{"the cap counts retiring instances", []View{busy, retiring}, scale(3, 3), Reconcile, 1, 1, 0, nil},
+		{"a tombstone holds no place", []View{busy, tomb}, scale(2, 2), Reconcile, 1, 1, 0, nil},
+		{"over the cap, busy runners stay", []View{busy, busy2}, scale(1, 1), Reconcile, 0, 0, 0, nil},
+		{"a runner whose job ended neither counts nor goes", []View{ended}, scale(1, 0), Reconcile, 1, 1, 0, nil},
+		{"a runner whose job ended is no idle excess", []View{ended, idleOld}, scale(0, 0), Reconcile, 0, 0, 1, []string{"idle-old"}},
+		{"flush-idle spares a runner the feed says took a job", []View{started, idleOld}, scale(2, 0), FlushIdle, 0, 0, 0, []string{"idle-old"}},
+		{"drain-idle spares it too", []View{started}, scale(0, 0), DrainIdle, 0, 0, 0, nil},
+		{"flush-busy does not", []View{started}, scale(1, 0), FlushAll, 0, 0, 0, []string{"started"}},
+		{"excess begins: nothing goes yet", []View{idleOld, idleNew}, cooling(1, 30*time.Second, -1), Reconcile, 0, 0, 1, nil},
+		{"excess within the cool-down", []View{idleOld, idleNew}, cooling(1, 30*time.Second, 29*time.Second), Reconcile, 0, 0, 1, nil},
+		{"excess past the cool-down goes, newest first", []View{idleOld, idleNew}, cooling(1, 30*time.Second, 30*time.Second), Reconcile, 0, 0, 1, []string{"idle-new"}},
+		{"cleanup waits out the cool-down too", []View{idleOld, idleNew}, cooling(0, 30*time.Second, time.Second), Cleanup, 0, 0, 2, nil},
+		{"busy runners are no excess", []View{busy, busy2}, cooling(0, 30*time.Second, time.Hour), Reconcile, 0, 0, 0, nil},
+		{"no cool-down: at once", []View{idleOld, idleNew}, cooling(0, 0, -1), Reconcile, 0, 0, 2, []string{"idle-new", "idle-old"}},
+	}
+	for _, test := range tests {
+		t.Run(test.name, func(t *testing.T) {
+			plan := Decide(test.views, test.scale, test.mode)
+			if plan.Create != test.create || plan.Room != test.room || plan.Excess != test.more {
+				t.Errorf("create %d room %d excess %d, want %d %d %d", plan.Create, plan.Room, plan.Excess, test.create, test.room, test.more)
+			}
+			var names []string
+			for _, r := range plan.Remove {
+				names = append(names, r.Name)
+			}
+			if strings.Join(names, ",") != strings.Join(test.remove, ",") {
+				t.Errorf("remove %v, want %v", names, test.remove)
+			}
+		})
+	}
+}
+
+// The demand feed's job events, as Join reads them from the snapshot: a
+// runner that took a job is busy whatever GitHub's list says (for as long
+// as any runner may be kept busy unverified); one whose job ended is on
+// its way out (for an offline timeout at most).
+func TestJoinJobMarks(t *testing.T) {
+	name := testID.NewName()
+	at := func(ago time.Duration) map[string]time.Time { return map[string]time.Time{name: t0.Add(-ago)} }
+	online := &Runner{ID: 1, Name: name, Online: true}
+	tests := []struct {
+		name      string
+		runner    *Runner
+		instance  cloud.Instance
+		demand    Demand
+		state     runner.State
+		expired   bool
+		started   bool
+		ended     bool
+		unhealthy bool
+	}{
+		{"listed idle, took a job", online, inst(name, time.Hour, cloud.Running), Demand{Started: at(time.Second)}, runner.Busy, false, true, false, false},
+		{"not yet listed, took a job", nil, inst(name, time.Minute, cloud.Running), Demand{Started: at(time.Second)}, runner.Busy, false, true, false, false},
+		{"registered offline young, took a job", &Runner{ID: 1, Name: name}, inst(name, time.Minute, cloud.Running), Demand{Started: at(time.Second)}, runner.Busy, false, true, false, false},
+		{"stopped after its job", online, inst(name, time.Hour, cloud.Stopped), Demand{Started: at(time.Minute)}, runner.Stopped, true, true, false, true},
+		{"took a job a day ago, GitHub lists it idle", online, inst(name, 25*time.Hour, cloud.Running), Demand{Started: at(DefaultTimeouts.Unresponsive)}, runner.Idle, false, false, false, false},
+		{"frozen, took a job", online, inst(name, time.Hour, cloud.Unresponsive), Demand{Started: at(time.Hour)}, runner.Unresponsive, false, true, false, false},
+		{"job ended, still listed idle", online, inst(name, time.Hour, cloud.Running), Demand{Completed: at(time.Second)}, runner.Idle, false, false, true, true},
+		{"job ended, still listed busy", &Runner{ID: 1, Name: name, Online: true, Busy: true}, inst(name, time.Hour, cloud.Running), Demand{Started: at(time.Minute), Completed: at(time.Second)}, runner.Busy, false, true, true, true},
+		{"job ended long ago, never left", online, inst(name, 2*time.Hour, cloud.Running), Demand{Completed: at(DefaultTimeouts.Offline)}, runner.Idle, false, false, false, false},
+	}
+	for _, test := range tests {
+		t.Run(test.name, func(t *testing.T) {
+			// Troubled long ago: a frozen runner listed idle would expire.
+			snap := Snapshot{Now: t0, Scope: testScope, Seen: map[string]Sighting{name: {First: t0.Add(-2 * time.Hour), Troubled: t0.Add(-time.Hour)}},
+				Instances: []cloud.Instance{test.instance}, Demand: test.demand}
+			if test.runner != nil {
+				snap.Runners = []Runner{*test.runner}
+			}
+			views := Join(snap, testID, DefaultTimeouts)
+			if len(views) != 1 {
+				t.Fatalf("views %+v", views)
+			}
+			v := views[0]
+			if v.State != test.state || v.Expired != test.expired || v.JobStarted != test.started || v.JobEnded != test.ended || v.healthy() == test.unhealthy {
+				t.Errorf("state %s expired %v started %v ended %v healthy %v, want %s %v %v %v %v",
+					v.State, v.Expired, v.JobStarted, v.JobEnded, v.healthy(), test.state, test.expired, test.started, test.ended, !test.unhealthy)
+			}
+		})
+	}
+}
+
+// A job mark goes with its runner: forgotten once a snapshot shows neither
+// its instance nor its record; a mark made since that snapshot was read
+// (a runner created since) stays.
+func TestDemandForgetsMarksOfGoneRunners(t *testing.T) {
+	d := newDemand(Settings{Target: 1})
+	d.started["gone"], d.started["here"], d.completed["listed"], d.completed["again"] = t0, t0, t0, t0
+	snap := Snapshot{Instances: []cloud.Instance{{Name: "here"}}, Runners: []Runner{{Name: "listed"}}, Demand: d.read()}
+	d.started["late"], d.completed["again"] = t0.Add(time.Second), t0.Add(time.Second)
+	d.forget(snap)
+	if _, ok := d.started["gone"]; ok || len(d.started) != 2 || len(d.completed) != 2 {
+		t.Errorf("marks started %v completed %v: want gone's forgotten, the rest kept", d.started, d.completed)
 	}
 }

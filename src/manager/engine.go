@@ -58,7 +58,16 @@ type Platform interface {
 type Settings struct {
 	Identity runner.Identity // whose runners these are
 	Scope    runner.Scope    // where new runners register (what Runners lists)
-	Target   int             // runners to keep
+	// Target is the runners to keep: the warm pool a unit keeps idle on
+	// top of its demand (SetDemand), or a classic unit's fixed pool.
+	Target int
+	// Max caps the unit's instances, busy ones included, at every moment;
+	// 0: no cap.
+	Max int
+	// CoolDown: idle runners above the desired count go only once the
+	// excess has lasted this long (default 30 s), so a burst does not
+	// thrash. A unit never fed demand scales down at once.
+	CoolDown time.Duration
 	Timeouts Timeouts
 	// Parallelism bounds concurrent creates and removes.
 	Parallelism int
@@ -69,6 +78,7 @@ type Settings struct {
 // Outcome is what one cycle did.
 type Outcome struct {
 	Views    []View // the state the cycle started from
+	Desired  int    // the runners it scaled to
 	Created  int
 	Removed  map[string]int // by reason
 	Failures map[string]int // by operation: list, register, create, remove
@@ -106,13 +116,18 @@ type Engine struct {
 	// creating ends with StopCreating.
 	creating     context.Context
 	stopCreating context.CancelFunc
+
+	demand *demand // the demand feed's input: its own lock
+	// excessSince is since when idle runners have been above the desired
+	// count (zero: they are not), across cycles; the turn's.
+	excessSince time.Time
 }
 
 // New returns an engine.
 func New(c cloud.Cloud, p Platform, s Settings, log *slog.Logger) *Engine {
 	creating, stopCreating := context.WithCancel(context.Background())
 	return &Engine{cloud: c, platform: p, settings: withDefaults(s), log: log, now: time.Now, seen: map[string]Sighting{}, turn: make(chan struct{}, 1),
-		creating: creating, stopCreating: stopCreating}
+		creating: creating, stopCreating: stopCreating, demand: newDemand(s)}
 }
 
 // StopCreating stops creation for good, at once: the cycle in progress
@@ -169,6 +184,9 @@ func withDefaults(s Settings) Settings {
 	}
 	if s.CallTimeout == 0 {
 		s.CallTimeout = 5 * time.Minute
+	}
+	if s.CoolDown == 0 {
+		s.CoolDown = 30 * time.Second
 	}
 	return s
 }
@@ -233,6 +251,7 @@ func (e *Engine) SetSettings(s Settings) {
 	e.lock(context.Background())
 	defer e.unlock()
 	e.settings = withDefaults(s)
+	e.demand.set(s)
 }
 
 func (e *Engine) runLocked(ctx context.Context, mode Mode) (Outcome, error) {
@@ -255,17 +274,23 @@ func (e *Engine) runLocked(ctx context.Context, mode Mode) (Outcome, error) {
 		out.Errors = append(out.Errors, err)
 	}
 	out.Views = Join(snap, e.settings.Identity, e.settings.Timeouts)
-	plan := Decide(out.Views, e.settings.Target, mode)
-	e.log.Info("reconcile plan", "mode", mode, "runners", len(out.Views), "create", plan.Create, "remove", len(plan.Remove))
+	plan := e.decide(out.Views, snap, mode)
+	out.Desired = snap.Demand.Desired
+	e.log.Info("reconcile plan", "mode", mode, "runners", len(out.Views), "desired", out.Desired, "create", plan.Create, "remove", len(plan.Remove))
 
 	var mu sync.Mutex
 	record := func(f func()) { mu.Lock(); f(); mu.Unlock() }
 	var removed []string
 	var created []View
+	noRoom := 0
+	// Removals go first into the work: every one has started before any
+	// create may wait for the room it frees under the cap.
+	room := newRoom(plan.Room, plan.Create, len(plan.Remove))
 	work := make([]func(), 0, len(plan.Remove)+plan.Create)
 	for _, r := range plan.Remove {
 		work = append(work, func() {
-			op, err := e.remove(ctx, r)
+			deleted, op, err := e.removeUnlessTaken(ctx, r)
+			room.removed(deleted)
 			record(func() {
 				if err != nil {
 					out.Failures[op]++
@@ -279,6 +304,10 @@ func (e *Engine) runLocked(ctx context.Context, mode Mode) (Outcome, error) {
 	}
 	for range plan.Create {
 		work = append(work, func() {
+			if !room.take(ctx, e.creating.Done()) {
+				record(func() { noRoom++ }) // the next cycle tries again
+				return
+			}
 			name, op, err := e.create(ctx)
 			record(func() {
 				if errors.Is(err, errCreationStopped) {
@@ -294,6 +323,9 @@ func (e *Engine) runLocked(ctx context.Context, mode Mode) (Outcome, error) {
 		})
 	}
 	parallel(work, e.settings.Parallelism)
+	if noRoom > 0 && e.creating.Err() == nil && ctx.Err() == nil {
+		e.log.Info("the cap leaves no room for more runners until instances are removed", "max", e.settings.Max, "not-created", noRoom)
+	}
 	for _, r := range plan.Remove {
 		if r.Tombstone != nil {
 			seen := e.seen[r.Name]
@@ -303,6 +335,36 @@ func (e *Engine) runLocked(ctx context.Context, mode Mode) (Outcome, error) {
 	}
 	e.setLast(after(out.Views, removed, created), snap.Now)
 	return out, nil
+}
+
+// decide reads the cycle's scale from the snapshot and the cool-down
+// clock, decides, and moves the clock: it runs while idle runners have
+// been above the desired count in every reconcile since it started.
+func (e *Engine) decide(views []View, snap Snapshot, mode Mode) Plan {
+	s := Scale{Desired: snap.Demand.Desired, Max: e.settings.Max, Now: snap.Now, ExcessSince: e.excessSince}
+	if snap.Demand.Fed {
+		s.CoolDown = e.settings.CoolDown
+	}
+	plan := Decide(views, s, mode)
+	if mode == Reconcile || mode == Cleanup {
+		switch {
+		case plan.Excess == 0:
+			e.excessSince = time.Time{}
+		case e.excessSince.IsZero():
+			e.excessSince = snap.Now
+		}
+	}
+	return plan
+}
+
+// removeUnlessTaken removes r, unless it goes only for being idle and the
+// demand feed has said since the snapshot that it took a job.
+func (e *Engine) removeUnlessTaken(ctx context.Context, r Removal) (deleted bool, failedOp string, err error) {
+	if !r.BusyToo && (r.Reason == "scale-down" || r.Reason == "flush") && e.tookAJob(r.Name) {
+		e.log.Info("runner took a job; keeping it", "runner", r.Name, "reason", r.Reason)
+		return false, "kept", nil
+	}
+	return e.remove(ctx, r)
 }
 
 // after is what a cycle that started from views leaves: less what it
@@ -359,8 +421,10 @@ func (e *Engine) snapshot(ctx context.Context, withoutGitHub bool) (s Snapshot, 
 	id := e.settings.Identity
 	instances = slices.DeleteFunc(instances, func(i cloud.Instance) bool { return !id.OwnsInstance(i.Name, i.Owner) })
 	runners = slices.DeleteFunc(runners, func(r Runner) bool { return id.Generation(r.Name) == runner.NotOurs })
-	s = Snapshot{Instances: instances, Runners: runners, Now: e.now(), Scope: e.settings.Scope, Seen: e.seen, Tombstones: tombstones}
+	s = Snapshot{Instances: instances, Runners: runners, Now: e.now(), Scope: e.settings.Scope, Seen: e.seen, Tombstones: tombstones,
+		Demand: e.demand.read()}
 	e.sight(s)
+	e.demand.forget(s)
 	return s, githubErr, nil
 }
 
@@ -492,17 +556,19 @@ func (e *Engine) create(cycle context.Context) (name, failedOp string, err error
 // is asked about every cycle, whatever scope the unit moves to, until
 // GitHub says it is gone (see removeTombstone).
 // op is "" when the runner was removed or deliberately kept.
-func (e *Engine) remove(ctx context.Context, r Removal) (failedOp string, err error) {
+func (e *Engine) remove(ctx context.Context, r Removal) (deleted bool, failedOp string, err error) {
 	if r.Tombstone != nil {
-		return e.removeTombstone(ctx, r)
+		failedOp, err = e.removeTombstone(ctx, r)
+		return false, failedOp, err
 	}
 	instanceFirst := r.State == runner.Stopped || r.Forced || (r.BusyToo && (r.State == runner.Busy || r.listedBusy()))
 	id := r.runnerID()
 	var githubErr error
 	if instanceFirst && r.Instance != nil {
 		if op, err := e.deleteInstance(ctx, r, id); err != nil {
-			return op, err
+			return false, op, err
 		}
+		deleted = true
 	}
 	confirmed := id == 0
 	if id != 0 {
@@ -512,13 +578,13 @@ func (e *Engine) remove(ctx context.Context, r Removal) (failedOp string, err er
 			confirmed = true
 		case errors.Is(err, ErrBusy) && !instanceFirst && !r.BusyToo:
 			e.log.Info("runner is running a job; keeping it", "runner", r.Name, "reason", r.Reason)
-			return "kept", nil
+			return false, "kept", nil
 		case errors.Is(err, ErrBusy):
 			// Its instance is gone or going; GitHub lets go once the job
 			// fails, and a later cycle removes the record (its tombstone).
 			e.log.Info("runner record still busy at GitHub; removing it later", "runner", r.Name)
 		case err != nil && !instanceFirst && r.Instance != nil && !r.BusyToo:
-			return "remove", fmt.Errorf("cannot remove runner %s from GitHub, so its instance is kept: %w", r.Name, err)
+			return false, "remove", fmt.Errorf("cannot remove runner %s from GitHub, so its instance is kept: %w", r.Name, err)
 		case err != nil:
 			// Asked to remove busy runners too (flush-busy, the unit going
 			// away), the instance goes whatever GitHub said; its tombstone
@@ -532,14 +598,15 @@ func (e *Engine) remove(ctx context.Context, r Removal) (failedOp string, err er
 			unconfirmed = 0
 		}
 		if op, err := e.deleteInstance(ctx, r, unconfirmed); err != nil {
-			return op, err
+			return deleted, op, err
 		}
+		deleted = true
 	}
 	if githubErr != nil {
-		return "remove", githubErr
+		return deleted, "remove", githubErr
 	}
 	e.log.Info("runner removed", "runner", r.Name, "reason", r.Reason)
-	return "", nil
+	return deleted, "", nil
 }
 
 // removeTombstone asks GitHub once more about a record whose instance is
