@@ -112,3 +112,18 @@ func NeedsOperator(err error) bool {
 
 // NewOperatorError is a sentinel error of text that needs the operator.
 func NewOperatorError(text string) error { return &OperatorError{Err: errors.New(text)} }
+
+// Watcher is implemented by clouds that can tell when one of the
+// deployment's instances stops (an ephemeral runner powers off after its
+// job), so a finished runner is replaced at once rather than at the next
+// reconcile interval. LXD reads its event stream; OpenStack polls the
+// deployment's servers cheaply.
+type Watcher interface {
+	// Watch calls changed, from any goroutine, soon after an instance of
+	// the deployment stopped or went away; it may call it for other
+	// changes too (after a reconnection, when it could have missed one),
+	// so changed must be cheap and non-blocking. Watch blocks until ctx
+	// ends, reconnecting by itself with a bounded backoff, and returns only
+	// ctx's error.
+	Watch(ctx context.Context, changed func()) error
+}
