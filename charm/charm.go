@@ -408,11 +408,25 @@ func statusFromReport(r api.RunnersReport) (Status, string) {
 		return Maintenance, r.Problem
 	case r.AsOf.IsZero():
 		return Waiting, "waiting for the runner manager's first reconcile cycle"
+	case r.OnDemand && r.Online < r.Expected:
+		return Waiting, fmt.Sprintf("%d of %d runners online (%s on demand): %d busy, %d idle", r.Online, r.Expected, demandBounds(r), r.Busy, idle)
+	case r.OnDemand:
+		return Active, fmt.Sprintf("%d runners (%s on demand): %d busy, %d idle", r.Online, demandBounds(r), r.Busy, idle)
 	case r.Online < r.Expected:
 		return Waiting, fmt.Sprintf("%d of %d runners online: %d idle, %d busy", r.Online, r.Expected, idle, r.Busy)
 	default:
 		return Active, fmt.Sprintf("%d runners: %d idle, %d busy", r.Online, idle, r.Busy)
 	}
+}
+
+// demandBounds is how many runners a scale set's unit keeps: "1–4", or
+// "1 or more" without a cap. Only the base is waited for: the runners
+// above it come and go with the jobs.
+func demandBounds(r api.RunnersReport) string {
+	if r.Max == 0 {
+		return fmt.Sprintf("%d or more", r.Expected)
+	}
+	return fmt.Sprintf("%d–%d", r.Expected, r.Max)
 }
 
 // soFar is a duration as a status says it: seconds under a minute, then

@@ -44,7 +44,7 @@ func (c *Charm) hostProblems(s Settings) []string {
 			problems[i].Field = from
 		}
 	}
-	return optionProblems(problems)
+	return s.optionProblems(problems)
 }
 
 // modelProxyOption names the model's config behind the runners' proxy
@@ -85,9 +85,11 @@ func managerConfig(s Settings, modelUUID, unit, stateDir string, model Proxy) (*
 		Model:             modelUUID,
 		StateDir:          stateDir,
 		Runners:           s.Runners,
+		MaxRunners:        s.MaxRunners,
 		ReconcileInterval: s.ReconcileInterval,
 		GitHub: config.GitHub{
 			Path: s.Path.String(), APIURL: s.GitHubAPIURL, Token: s.Token, Group: s.Group, Labels: s.Labels,
+			ScaleSet: s.ScaleSet,
 		},
 		Runner: config.RunnerImage{DockerhubMirror: s.DockerhubMirror, Denylist: s.Denylist},
 	}
@@ -122,7 +124,8 @@ func drainBefore(old, new *config.File) (drain, busyToo bool) {
 	}
 	identity := old.GitHub.Path != new.GitHub.Path || old.GitHub.APIURL != new.GitHub.APIURL ||
 		old.GitHub.Token != new.GitHub.Token || !sameApp(old.GitHub.App, new.GitHub.App) ||
-		old.GitHub.Group != new.GitHub.Group || strings.Join(old.GitHub.Labels, ",") != strings.Join(new.GitHub.Labels, ",")
+		old.GitHub.Group != new.GitHub.Group || strings.Join(old.GitHub.Labels, ",") != strings.Join(new.GitHub.Labels, ",") ||
+		old.GitHub.ScaleSet != new.GitHub.ScaleSet // the runners of another scale set, or classic ones
 	return identity, false
 }
 

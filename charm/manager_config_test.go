@@ -56,6 +56,8 @@ func TestDrainBefore(t *testing.T) {
 		{"group", func(f *config.File) { f.GitHub.Group = "g" }, true, false},
 		{"app", func(f *config.File) { f.GitHub.App = &config.GitHubApp{ID: 1} }, true, false},
 		{"cloud", func(f *config.File) { f.LXD, f.OpenStack = nil, &config.OpenStack{} }, true, true},
+		{"cap", func(f *config.File) { f.MaxRunners = 4 }, false, false},
+		{"into a scale set", func(f *config.File) { f.GitHub.ScaleSet = "linux" }, true, false},
 	}
 	for _, test := range tests {
 		next := base()
@@ -77,7 +79,7 @@ func TestOptionProblems(t *testing.T) {
 		{Field: "lxd.memory", Problem: "is required"},
 		{Field: "state-dir", Problem: "is required"},
 	}
-	got := strings.Join(optionProblems(problems), "; ")
+	got := strings.Join(Settings{}.optionProblems(problems), "; ")
 	want := `github-api-url: "http://x" must use https; vm-memory is required; state-dir is required`
 	if got != want {
 		t.Errorf("optionProblems = %q, want %q", got, want)
@@ -132,6 +134,8 @@ func TestHostProblems(t *testing.T) {
 	}
 	container := vm
 	container.RunnerType = RunnerTypeContainer
+	scaleSet36 := container // the longest name unit 0 takes
+	scaleSet36.ScaleSet = strings.Repeat("n", 36)
 	tests := []struct {
 		name string
 		s    Settings
@@ -148,6 +152,10 @@ func TestHostProblems(t *testing.T) {
 		},
 			"the model's juju-https-proxy must be an http(s) URL"},
 		{"model proxy without a scheme", container, func(c *Charm) { c.Getenv = envWith(c.Getenv, "JUJU_CHARM_HTTP_PROXY", "squid.internal:3128") }, ""},
+		{"scale set name too long for this unit's number", scaleSet36, func(c *Charm) {
+			c.Unit, c.StateDir = "github-runner/10", filepath.Join(DefaultStateRoot, "github-runner-10")
+		},
+			`runner-scale-set: "` + strings.Repeat("n", 36) + `" is too long: the unit's scale set, "` + strings.Repeat("n", 36) + `-10-`},
 		{"model's no-proxy on two lines", container, func(c *Charm) { c.Getenv = envWith(c.Getenv, "JUJU_CHARM_NO_PROXY", "a\nb") },
 			"the model's juju-no-proxy must be one line"},
 	}

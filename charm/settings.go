@@ -20,7 +20,9 @@ type Settings struct {
 	GitHubAPIURL      string
 	Group             string
 	Labels            []string
-	Runners           int
+	Runners           int    // kept idle and ready (classic: the fixed pool)
+	MaxRunners        int    // the cap on every runner of the unit; 0: none
+	ScaleSet          string // runner-scale-set; empty: classic runners
 	RunnerType        string
 	BaseImage         string
 	CPU               int
@@ -31,6 +33,10 @@ type Settings struct {
 	DockerhubMirror   string
 	RunnerHTTPProxy   string
 	OpenStack         *OpenStack // nil: runners are LXD instances on this machine
+
+	// basePool: base-virtual-machines and max-total-virtual-machines set
+	// the runners, not virtual-machines (which names their problems).
+	basePool bool
 }
 
 // GitHubApp is GitHub App authentication, the alternative to a token.
@@ -174,12 +180,10 @@ func (r *configReader) readRunners(s *Settings) {
 		r.invalid("labels", err)
 	}
 	s.Labels = labels
-	// runner-type, base-image, vm-cpu, virtual-machines and
-	// reconcile-interval have their rules in src/config: fileProblems
-	// applies them. The sizes are read by config's reader.
-	if n, ok := r.integer("virtual-machines"); ok {
-		s.Runners = int(n)
-	}
+	// runner-type, base-image, vm-cpu, the runner counts, the scale set's
+	// name and reconcile-interval have their rules in src/config:
+	// fileProblems applies them. The sizes are read by config's reader.
+	r.readPool(s)
 	if n, ok := r.integer("vm-cpu"); ok {
 		s.CPU = int(n)
 	}
@@ -196,6 +200,29 @@ func (r *configReader) readRunners(s *Settings) {
 	if minutes, ok := r.integer("reconcile-interval"); ok {
 		s.ReconcileInterval = minutesDuration(minutes)
 	}
+}
+
+// readPool reads how many runners the unit keeps: virtual-machines, the
+// fixed pool, while base-virtual-machines and max-total-virtual-machines
+// are both 0 (as the Python charm reads them); otherwise those two. A
+// scale set of virtual-machines is a fixed pool too: its cap is the pool.
+// (A number that is not whole is reported, and read as 0.)
+func (r *configReader) readPool(s *Settings) {
+	s.ScaleSet = r.str("runner-scale-set")
+	pool, _ := r.integer("virtual-machines")
+	base, _ := r.integer("base-virtual-machines")
+	most, _ := r.integer("max-total-virtual-machines")
+	if base == 0 && most == 0 {
+		s.Runners = int(pool)
+		if s.ScaleSet != "" && pool > 0 {
+			s.MaxRunners = int(pool)
+		}
+		return
+	}
+	if pool != 0 {
+		r.problem("set either virtual-machines or base-virtual-machines/max-total-virtual-machines, not both (virtual-machines to 0 for the latter)")
+	}
+	s.Runners, s.MaxRunners, s.basePool = int(base), int(most), true
 }
 
 // minutesDuration is a number of minutes as a duration, saturated rather
@@ -244,7 +271,9 @@ func (r *configReader) readOpenStack(s *Settings) {
 // operator sets. Fields the charm fills in itself (unit, model, state-dir)
 // have no option and keep their own names.
 var optionOf = map[string]string{
-	"runners":                    "virtual-machines",
+	"runners":                    "virtual-machines", // base-virtual-machines when it is set (Settings.option)
+	"max-runners":                "max-total-virtual-machines",
+	"github.scale-set":           "runner-scale-set",
 	"reconcile-interval":         "reconcile-interval",
 	"github":                     "token",
 	"github.path":                "path",
@@ -284,7 +313,7 @@ func fileProblems(s Settings, already []string) []string {
 		return []string{err.Error()}
 	}
 	var problems []string
-	for _, p := range optionProblems(f.Problems()) {
+	for _, p := range s.optionProblems(f.Problems()) {
 		option, _, _ := strings.Cut(p, " ")
 		option = strings.TrimSuffix(option, ":")
 		if !mentions(already, option) {
@@ -311,12 +340,13 @@ func mentions(problems []string, option string) bool {
 	return false
 }
 
-// optionProblems restates the config file's problems in option names,
-// each once (runner-http-proxy is both of the file's proxies).
-func optionProblems(problems []config.Problem) []string {
+// optionProblems restates the config file's problems, of the file these
+// settings make, in option names, each once (runner-http-proxy is both of
+// the file's proxies).
+func (s Settings) optionProblems(problems []config.Problem) []string {
 	var texts []string
 	for _, p := range problems {
-		if option, ok := optionOf[p.Field]; ok {
+		if option, ok := s.option(p.Field); ok {
 			p.Field = option
 		}
 		if text := p.String(); !slices.Contains(texts, text) {
@@ -324,4 +354,15 @@ func optionProblems(problems []config.Problem) []string {
 		}
 	}
 	return texts
+}
+
+// option names the option behind a field of the config file these
+// settings make: the runner counts come from virtual-machines or from
+// base-virtual-machines and max-total-virtual-machines (readPool).
+func (s Settings) option(field string) (string, bool) {
+	if field == "runners" && s.basePool {
+		return "base-virtual-machines", true
+	}
+	option, ok := optionOf[field]
+	return option, ok
 }

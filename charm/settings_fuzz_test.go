@@ -95,6 +95,9 @@ func checkManagerAccepts(t *testing.T, data []byte, s Settings) {
 	if err != nil {
 		t.Fatalf("ParseSettings(%s) accepted settings whose identity the manager refuses: %v", data, err)
 	}
+	if name := read.GitHub.ScaleSet; name != "" && !strings.HasPrefix(id.ScaleSetName(name), name+"-") {
+		t.Fatalf("ParseSettings(%s) accepted a scale-set name the unit's scale set cuts: %q", data, id.ScaleSetName(name))
+	}
 	if _, err := github.New(service.GitHubConfig(read, nil)); err != nil {
 		t.Fatalf("ParseSettings(%s) accepted settings the manager's GitHub client refuses: %v", data, err)
 	}
@@ -116,7 +119,8 @@ func checkManagerAccepts(t *testing.T, data []byte, s Settings) {
 // the name config.yaml gives it: it starts with an option ("vm-cpu must
 // …", "path: …"), or with the model's option ("the model's
 // juju-http-proxy …"), or is about both credentials ("set either token or
-// a GitHub App (github-app-id, …)"); and every option-like name in it is
+// a GitHub App (github-app-id, …)") or both ways to count runners ("set
+// either virtual-machines or …"); and every option-like name in it is
 // an option of config.yaml.
 func checkNamesOptions(t *testing.T, data []byte, problem string) {
 	t.Helper()
@@ -125,7 +129,8 @@ func checkNamesOptions(t *testing.T, data []byte, problem string) {
 	}
 	first, _, _ := strings.Cut(problem, " ")
 	first = strings.TrimSuffix(first, ":")
-	if !charmOptions(t)[first] && !strings.HasPrefix(problem, "the model's juju-") && !strings.HasPrefix(problem, "set either token or a GitHub App (") {
+	if !charmOptions(t)[first] && !strings.HasPrefix(problem, "the model's juju-") && !strings.HasPrefix(problem, "set either token or a GitHub App (") &&
+		!strings.HasPrefix(problem, "set either virtual-machines or ") {
 		t.Fatalf("ParseSettings(%s): problem %q does not start with an option of config.yaml", data, problem)
 	}
 	for _, m := range optionLike.FindAllStringSubmatch(problem, -1) {
@@ -138,7 +143,7 @@ func checkNamesOptions(t *testing.T, data []byte, problem string) {
 
 // optionLike is a word shaped like a hyphenated option name, after a
 // space, a parenthesis or a comma (a quoted value is not one).
-var optionLike = regexp.MustCompile(`(?:^|[ (,])((?:github|openstack|vm|runner|base|virtual|reconcile|dockerhub|juju)-[a-z-]*[a-z])\b`)
+var optionLike = regexp.MustCompile(`(?:^|[ (,/])((?:github|openstack|vm|runner|base|max|virtual|reconcile|dockerhub|juju)-[a-z-]*[a-z])\b`)
 
 // charmOptions is the options config.yaml declares.
 func charmOptions(t *testing.T) map[string]bool {
@@ -196,6 +201,12 @@ func checkSettings(t *testing.T, data []byte, s Settings) {
 	}
 	if labels, err := config.ParseLabels(strings.Join(s.Labels, ",")); err != nil || len(labels) != len(s.Labels) {
 		fail("labels that do not read back")
+	}
+	if s.MaxRunners < 0 || s.MaxRunners != 0 && s.Runners > s.MaxRunners {
+		fail("a cap below the base")
+	}
+	if s.ScaleSet != "" && !regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$`).MatchString(s.ScaleSet) {
+		fail("a scale-set name GitHub's client cannot take")
 	}
 	if s.Runners < 0 || s.CPU < 1 || s.ReconcileInterval < time.Minute || s.ReconcileInterval > 24*time.Hour || s.Group == "" {
 		fail("a number out of range")

@@ -21,6 +21,7 @@ func defaults() map[string]any {
 		"runner-http-proxy": "", "openstack-clouds-yaml": "", "openstack-flavor": "",
 		"openstack-network": "", "openstack-image": "", "github-app-id": json.Number("0"),
 		"github-app-installation-id": json.Number("0"), "github-app-private-key": "",
+		"base-virtual-machines": json.Number("0"), "max-total-virtual-machines": json.Number("0"), "runner-scale-set": "",
 	}
 }
 
@@ -59,6 +60,40 @@ func TestParseSettingsValid(t *testing.T) {
 	}
 	if s.Runners != 1 || s.CPU != 2 || s.Memory != 7<<30 || s.RunnerType != RunnerTypeContainer || s.OpenStack != nil {
 		t.Errorf("runner settings = %+v", s)
+	}
+}
+
+// virtual-machines is the fixed pool while base-virtual-machines and
+// max-total-virtual-machines are 0; in a scale set it is fixed too (base and
+// cap). The new options give the base and the cap.
+func TestParseSettingsScaling(t *testing.T) {
+	tests := []struct {
+		name         string
+		changes      map[string]any
+		runners, max int
+		scaleSet     string
+	}{
+		{"default", nil, 1, 0, ""},
+		{"virtual-machines", map[string]any{"virtual-machines": json.Number("3")}, 3, 0, ""},
+		{"virtual-machines in a scale set", map[string]any{"virtual-machines": json.Number("3"), "runner-scale-set": "linux"}, 3, 3, "linux"},
+		{"base and max", map[string]any{"virtual-machines": json.Number("0"), "base-virtual-machines": json.Number("1"), "max-total-virtual-machines": json.Number("4"),
+			"runner-scale-set": " linux "}, 1, 4, "linux"},
+		{"base alone", map[string]any{"virtual-machines": json.Number("0"), "base-virtual-machines": json.Number("2")}, 2, 0, ""},
+		{"max alone", map[string]any{"virtual-machines": json.Number("0"), "max-total-virtual-machines": json.Number("5"), "runner-scale-set": "x"}, 0, 5, "x"},
+	}
+	for _, test := range tests {
+		s, err := ParseSettings(with(test.changes))
+		if err != nil {
+			t.Errorf("%s: %v", test.name, err)
+			continue
+		}
+		if s.Runners != test.runners || s.MaxRunners != test.max || s.ScaleSet != test.scaleSet {
+			t.Errorf("%s: runners %d max %d scale set %q, want %d %d %q", test.name, s.Runners, s.MaxRunners, s.ScaleSet, test.runners, test.max, test.scaleSet)
+		}
+		f, err := managerConfig(s, testModel, "github-runner/0", "/x", Proxy{})
+		if err != nil || f.Runners != test.runners || f.MaxRunners != test.max || f.GitHub.ScaleSet != test.scaleSet {
+			t.Errorf("%s: config file %+v, %v", test.name, f, err)
+		}
 	}
 }
 
@@ -103,6 +138,19 @@ func TestParseSettingsProblems(t *testing.T) {
 		{"path with spaces", map[string]any{"path": "my org"}, []string{"path:"}},
 		{"bad label", map[string]any{"labels": "ok,not ok,x.y"}, []string{`labels: "not ok", "x.y" may only contain`}},
 		{"negative runners", map[string]any{"virtual-machines": json.Number("-1")}, []string{"virtual-machines must be 0 or more"}},
+		{"virtual-machines with base", map[string]any{"virtual-machines": json.Number("2"), "base-virtual-machines": json.Number("1")},
+			[]string{"set either virtual-machines or base-virtual-machines/max-total-virtual-machines, not both"}},
+		{"virtual-machines with max", map[string]any{"max-total-virtual-machines": json.Number("4")},
+			[]string{"set either virtual-machines or base-virtual-machines/max-total-virtual-machines, not both"}},
+		{"base above max", map[string]any{"virtual-machines": json.Number("0"), "base-virtual-machines": json.Number("3"), "max-total-virtual-machines": json.Number("2")},
+			[]string{"max-total-virtual-machines must be 0 (no cap) or at least the base of 3 runners, not 2"}},
+		{"negative base", map[string]any{"virtual-machines": json.Number("0"), "base-virtual-machines": json.Number("-1"), "max-total-virtual-machines": json.Number("2")},
+			[]string{"base-virtual-machines must be 0 or more, not -1"}},
+		{"negative max", map[string]any{"virtual-machines": json.Number("0"), "max-total-virtual-machines": json.Number("-2")},
+			[]string{"max-total-virtual-machines must be 0 (no cap) or more, not -2"}},
+		{"base not a number", map[string]any{"base-virtual-machines": "many"}, []string{"base-virtual-machines must be a whole number"}},
+		{"scale set name", map[string]any{"runner-scale-set": "linux x64"}, []string{`runner-scale-set: "linux x64" may only contain letters, digits`}},
+		{"scale set name too long", map[string]any{"runner-scale-set": strings.Repeat("n", 37)}, []string{`runner-scale-set: "` + strings.Repeat("n", 37) + `" is too long: the unit's scale set`}},
 		{"no cpu", map[string]any{"vm-cpu": json.Number("0")}, []string{"vm-cpu must be at least 1"}},
 		{"memory unit", map[string]any{"vm-memory": "7GB"}, []string{`vm-memory: "7GB" is not a size`}},
 		{"disk zero", map[string]any{"vm-disk": "0GiB"}, []string{`vm-disk: "0GiB" must be more than zero`}},

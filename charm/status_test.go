@@ -60,6 +60,10 @@ func TestStatusFromReport(t *testing.T) {
 		{"first cycle", api.RunnersReport{Expected: 2}, Waiting, "waiting for the runner manager's first reconcile cycle"},
 		{"runners coming", api.RunnersReport{Expected: 2, Online: 1, AsOf: now}, Waiting, "1 of 2 runners online: 1 idle, 0 busy"},
 		{"all online", api.RunnersReport{Expected: 2, Online: 2, Busy: 1, AsOf: now}, Active, "2 runners: 1 idle, 1 busy"},
+		{"on demand", api.RunnersReport{Expected: 1, Desired: 3, Max: 4, OnDemand: true, Online: 3, Busy: 2, AsOf: now}, Active, "3 runners (1–4 on demand): 2 busy, 1 idle"},
+		{"on demand without a cap", api.RunnersReport{OnDemand: true, Desired: 2, Online: 2, Busy: 2, AsOf: now}, Active, "2 runners (0 or more on demand): 2 busy, 0 idle"},
+		{"on demand, busy above the base", api.RunnersReport{Expected: 1, Desired: 4, Max: 4, OnDemand: true, Online: 3, Busy: 3, AsOf: now}, Active, "3 runners (1–4 on demand): 3 busy, 0 idle"},
+		{"warm pool coming", api.RunnersReport{Expected: 2, Desired: 2, Max: 4, OnDemand: true, Online: 1, AsOf: now}, Waiting, "1 of 2 runners online (2–4 on demand): 0 busy, 1 idle"},
 	}
 	for _, test := range tests {
 		if status, message := statusFromReport(test.report); status != test.status || message != test.message {

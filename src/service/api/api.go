@@ -50,6 +50,13 @@ type RunnersReport struct {
 	// build can take half an hour) started; zero when none has run for
 	// long.
 	PreparingSince time.Time `json:"preparing-since,omitzero"`
+	// OnDemand: the unit's runners are a scale set's, and it scales on
+	// demand between Expected (the base) and Max (0: no cap). Desired is
+	// how many runners it wants now: the base plus the jobs GitHub has
+	// assigned it, up to Max.
+	OnDemand bool `json:"on-demand,omitempty"`
+	Desired  int  `json:"desired,omitempty"`
+	Max      int  `json:"max,omitempty"`
 }
 
 // ReconcileResult is the outcome of one reconcile cycle.
