@@ -14,8 +14,7 @@ type Demand struct {
 	// assigned, up to Max (Target alone until SetDemand is called).
 	Desired int
 	// Fed: SetDemand was called, so the unit scales on demand and idle
-	// runners above Desired wait out the cool-down. A fixed pool's excess
-	// is the operator's doing: it goes at once.
+	// runners above Desired wait out the cool-down (see Settings.CoolDown).
 	Fed bool
 	// Started and Completed are the runners the feed said took a job, and
 	// whose job ended, by name: when it said so.

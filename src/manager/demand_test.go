@@ -310,6 +310,27 @@ func TestFixedPoolUnchanged(t *testing.T) {
 	b.assertConsistent(t, 3)
 }
 
+// A restarted manager of a unit that scales on demand keeps a burst's idle
+// runners until the cool-down has passed, by when the feed has spoken:
+// desired is Target alone until then.
+func TestOnDemandCoolsDownFromTheStart(t *testing.T) {
+	b := newDemandBed(t, demandSettings(0, 0), nil)
+	b.engine.SetDemand(3)
+	b.run(t, manager.Reconcile)
+	b.onlineAll()
+	s := demandSettings(0, 0)
+	s.OnDemand = true
+	restarted := manager.New(b.cloud, b.platform, s, slog.New(slog.NewTextHandler(io.Discard, nil))).WithClock(b.clock)
+	if out, err := restarted.Run(context.Background(), manager.Reconcile); err != nil || out.RemovedTotal() != 0 {
+		t.Errorf("the restarted manager's first cycle: %+v, %v; want nothing removed", out, err)
+	}
+	restarted.SetDemand(3) // the session's statistics
+	b.advance(time.Minute)
+	if out, err := restarted.Run(context.Background(), manager.Reconcile); err != nil || out.RemovedTotal() != 0 || out.Created != 0 {
+		t.Errorf("after the feed spoke: %+v, %v; want the burst's runners kept", out, err)
+	}
+}
+
 // A runner whose job ended is replaced at once, though GitHub still lists
 // it: the warm pool is not one short while it exits. It is not removed as
 // idle excess meanwhile; its own exit ends it.

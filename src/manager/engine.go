@@ -66,8 +66,15 @@ type Settings struct {
 	Max int
 	// CoolDown: idle runners above the desired count go only once the
 	// excess has lasted this long (default 30 s), so a burst does not
-	// thrash. A unit never fed demand scales down at once.
+	// thrash, once the unit scales on demand: from its first SetDemand,
+	// or from the start with OnDemand. A fixed pool's excess is the
+	// operator's doing and goes at once.
 	CoolDown time.Duration
+	// OnDemand: a demand feed (a scale set's listener) will call
+	// SetDemand. The cool-down holds from the first cycle, so a restarted
+	// manager does not remove the idle runners of a burst before the
+	// feed's first word.
+	OnDemand bool
 	Timeouts Timeouts
 	// Parallelism bounds concurrent creates and removes.
 	Parallelism int
@@ -342,7 +349,7 @@ func (e *Engine) runLocked(ctx context.Context, mode Mode) (Outcome, error) {
 // been above the desired count in every reconcile since it started.
 func (e *Engine) decide(views []View, snap Snapshot, mode Mode) Plan {
 	s := Scale{Desired: snap.Demand.Desired, Max: e.settings.Max, Now: snap.Now, ExcessSince: e.excessSince}
-	if snap.Demand.Fed {
+	if snap.Demand.Fed || e.settings.OnDemand {
 		s.CoolDown = e.settings.CoolDown
 	}
 	plan := Decide(views, s, mode)
