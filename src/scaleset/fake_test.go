@@ -112,8 +112,13 @@ func TestFakeGHES(t *testing.T) {
 		if err := s.Ensure(context.Background()); err == nil {
 			t.Fatal("Ensure succeeded")
 		}
-		if want := "this GitHub Enterprise Server does not support runner scale sets (they need 3.9 or later): unset runner-scale-set to use classic runners"; s.Problem() != want {
+		want := "this GitHub Enterprise Server does not support runner scale sets (they need 3.9 or later): unset runner-scale-set to use classic runners"
+		if s.Problem() != want {
 			t.Errorf("problem %q, want %q", s.Problem(), want)
+		}
+		// The engine reports a failed create's error: the same words.
+		if _, _, err := s.Register(context.Background(), "r-1"); err == nil || err.Error() != want {
+			t.Errorf("Register: %v, want %q", err, want)
 		}
 	})
 	t.Run("3.17 drops labels", func(t *testing.T) {

@@ -281,8 +281,11 @@ func (s *Set) Ensure(ctx context.Context) error {
 	defer cancel()
 	set, err := s.ensure(ctx)
 	if err != nil {
-		s.setProblem(&s.setup, s.explain(err))
-		return err
+		// The engine reports a Register's error as its problem: the
+		// same words as Problem's.
+		explained := &explainedError{text: s.explain(err), err: err}
+		s.setProblem(&s.setup, explained.text)
+		return explained
 	}
 	s.id.Store(int64(set.ID))
 	s.setProblem(&s.setup, s.droppedLabels(set))
@@ -527,6 +530,15 @@ func (s *Set) close(session *gh.MessageSessionClient) {
 		s.log.Info("cannot close the scale set's message session (it expires by itself)", "scale-set", s.name, "error", redact(err))
 	}
 }
+
+// explainedError is an error in the words the operator reads.
+type explainedError struct {
+	text string
+	err  error
+}
+
+func (e *explainedError) Error() string { return e.text }
+func (e *explainedError) Unwrap() error { return e.err }
 
 // explain is Ensure's error in words.
 func (s *Set) explain(err error) string {

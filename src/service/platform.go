@@ -33,6 +33,10 @@ type platform struct {
 	remembered *scopes
 	// newClient opens a client (github.New).
 	newClient func(github.Config) (*github.Client, error)
+	// scaleSet, when the unit owns a runner scale set, registers its
+	// runners (JIT configurations of the set); listing and removing them
+	// stay the REST API's, as for every runner.
+	scaleSet registrar
 
 	mu     sync.Mutex
 	others map[otherClient]*github.Client
@@ -68,7 +72,20 @@ func (p *platform) Runners(ctx context.Context) ([]manager.Runner, error) {
 	}
 	return out, nil
 }
+
+// registrar registers runners in the unit's scale set (scaleset.Set).
+type registrar interface {
+	Register(ctx context.Context, name string) (runnerID int64, jit string, err error)
+}
+
 func (p *platform) Register(ctx context.Context, name string) (manager.Registration, error) {
+	if p.scaleSet != nil {
+		id, jit, err := p.scaleSet.Register(ctx, name)
+		if err != nil {
+			return manager.Registration{}, err
+		}
+		return manager.Registration{RunnerID: id, JITConfig: jit}, nil
+	}
 	reg, err := p.client.RegisterRunner(ctx, name, p.labels)
 	if err != nil {
 		return manager.Registration{}, err
