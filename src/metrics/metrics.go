@@ -31,26 +31,40 @@ type Metrics struct {
 	created                       prometheus.Counter
 	removed, failures             *prometheus.CounterVec
 	createdToOnline, onlineToBusy prometheus.Histogram
+	assigned, running, desired    prometheus.Gauge
+	queuedToAssigned              prometheus.Histogram
+	assignedToStarted             prometheus.Histogram
 
 	mu     sync.Mutex
 	events io.Writer
 	seen   map[string]*stage // per runner, while it exists
 	cycles uint64            // ObserveCycle's calls
+	// feed: the scale-set feed reports the unit's jobs, so their messages,
+	// not the cycles, write runner_start and runner_stop.
+	feed bool
+	now  func() time.Time
 }
 
 // stage is what this process has seen of one runner.
 type stage struct {
 	online, busy time.Time
 	cycle        uint64 // the last cycle that saw it
+	// The job messages seen, and the events log lines written, so that
+	// each is once whatever comes first or again.
+	jobStarted, jobDone       bool
+	startWritten, stopWritten bool
 }
 
 // stageBuckets span a container's seconds to a slow VM's many minutes.
 var stageBuckets = []float64{5, 10, 20, 30, 45, 60, 90, 120, 180, 300, 600, 1200, 1800, 3600}
 
+// jobBuckets span a warm runner's fraction of a second to an hour's wait.
+var jobBuckets = []float64{0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1200, 1800, 3600}
+
 // New returns metrics for flavor (the application name); events, if not
 // nil, receives the events log.
 func New(flavor string, events io.Writer) *Metrics {
-	m := &Metrics{Registry: prometheus.NewRegistry(), flavor: flavor, events: events, seen: map[string]*stage{}}
+	m := &Metrics{Registry: prometheus.NewRegistry(), flavor: flavor, events: events, seen: map[string]*stage{}, now: time.Now}
 	gauge := func(name, help string) prometheus.Gauge {
 		return prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "github_runner", Name: name, Help: help})
 	}
@@ -77,8 +91,16 @@ func New(flavor string, events io.Writer) *Metrics {
 		Help: "Time from a runner's instance creation until GitHub showed it online.", Buckets: stageBuckets})
 	m.onlineToBusy = prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: "github_runner", Name: "online_to_busy_seconds",
 		Help: "Time a runner waited online before its job.", Buckets: stageBuckets})
+	m.assigned = gauge("assigned_jobs", "Jobs GitHub has assigned to the unit's scale set, waiting or running (its statistics' totalAssignedJobs).")
+	m.running = gauge("running_jobs", "Jobs of the unit's scale set running (its statistics' totalRunningJobs).")
+	m.desired = gauge("desired_runners", "Runners the unit wants now: the base plus the jobs assigned to its scale set, up to the cap; without a scale set, the fixed pool.")
+	m.queuedToAssigned = prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: "github_runner", Name: "job_queued_to_assigned_seconds",
+		Help: "Time from a job's queueing until GitHub assigned it to the unit's scale set, from the job's messages.", Buckets: jobBuckets})
+	m.assignedToStarted = prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: "github_runner", Name: "job_assigned_to_started_seconds",
+		Help: "Time from a job's assignment to the unit's scale set until a runner of it started the job, from the job's messages.", Buckets: jobBuckets})
 	m.Registry.MustRegister(m.expected, m.idle, m.busy, m.offline, m.unresponsive, m.retiring, m.failedCycles, m.rateRemaining, m.rateLimit, m.reconcileDuration,
 		m.created, m.removed, m.failures, m.createdToOnline, m.onlineToBusy,
+		m.assigned, m.running, m.desired, m.queuedToAssigned, m.assignedToStarted,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -112,14 +134,18 @@ func (m *Metrics) ObserveCycle(now time.Time, c Cycle) {
 		m.observeStage(now, r)
 	}
 	for name, s := range m.seen {
-		if s.cycle != m.cycles {
-			if !s.busy.IsZero() {
-				m.event(now, "runner_stop", map[string]any{"status": "normal", "job_duration": nonNegative(now.Sub(s.busy))})
-			}
-			delete(m.seen, name)
+		if s.cycle == m.cycles || s.jobStarted && !s.jobDone && now.Sub(s.busy) < jobMemory {
+			continue // seen, or its job is running though GitHub's list does not show it
 		}
+		if !s.busy.IsZero() && !m.feed && !s.stopWritten {
+			m.event(now, "runner_stop", map[string]any{"status": "normal", "job_duration": nonNegative(now.Sub(s.busy))})
+		}
+		delete(m.seen, name)
 	}
 	m.expected.Set(float64(c.Expected))
+	if !m.feed {
+		m.desired.Set(float64(c.Expected))
+	}
 	m.idle.Set(float64(counts[runner.Idle]))
 	m.busy.Set(float64(counts[runner.Busy]))
 	m.offline.Set(float64(counts[runner.Offline]))
@@ -160,8 +186,22 @@ func (m *Metrics) observeStage(now time.Time, r Sample) {
 		s.busy = now
 		idle := nonNegative(now.Sub(s.online))
 		m.onlineToBusy.Observe(idle)
-		m.event(now, "runner_start", map[string]any{"idle": idle})
+		if !m.feed {
+			s.startWritten = true
+			m.event(now, "runner_start", map[string]any{"idle": idle})
+		}
 	}
+}
+
+// stageOf is what this process has seen of the named runner, made if it
+// has seen nothing yet.
+func (m *Metrics) stageOf(name string) *stage {
+	s, ok := m.seen[name]
+	if !ok {
+		s = &stage{cycle: m.cycles}
+		m.seen[name] = s
+	}
+	return s
 }
 
 // ObserveFailedCycle records a cycle that could not read its snapshot: it
