@@ -26,7 +26,7 @@ import (
 var fastTiming = Timing{
 	Retries: -1, Call: 20 * time.Second, Close: 5 * time.Second,
 	Conflict: 100 * time.Millisecond, ConflictPatience: 500 * time.Millisecond, ConflictSlow: 200 * time.Millisecond,
-	BackoffMin: 50 * time.Millisecond, BackoffMax: 500 * time.Millisecond, Healthy: time.Second,
+	BackoffMin: 50 * time.Millisecond, BackoffMax: 500 * time.Millisecond,
 }
 
 func newFakeService(t *testing.T, opts fakegithub.Options) *fakegithub.Server {
@@ -405,4 +405,25 @@ func busyboxPath(t *testing.T) string {
 		}
 	}
 	return dir
+}
+
+// A broker that keeps failing is the problem once it lasted, and no
+// longer once a poll is answered.
+func TestFakeListenBrokerOutage(t *testing.T) {
+	fake := newFakeService(t, fakegithub.Options{})
+	s := newFakeSet(t, fake)
+	if err := fake.InjectFault(fakegithub.Fault{Endpoint: fakegithub.ScaleSetMessageGet, Kind: fakegithub.ServerError, Status: 503}); err != nil {
+		t.Fatal(err)
+	}
+	r := &recorder{}
+	listen(t, s, r)
+	eventually(t, "the outage's problem", func() bool {
+		return strings.Contains(s.Problem(), "the listener of runner scale set "+s.Name()+" keeps failing")
+	})
+	fake.ClearFaults()
+	eventually(t, "the problem's end", func() bool { return s.Problem() == "" })
+	if _, err := fake.QueueJob("org", []string{"linux"}, fakegithub.JobSpec{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "demand after the outage", func() bool { return r.lastDesired() == 1 })
 }

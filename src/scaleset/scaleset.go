@@ -70,7 +70,8 @@ type Timing struct {
 	// the message queue (the broker holds one about 50 s).
 	Request, Poll time.Duration
 	// Retries is how many times the client retries a transport error or
-	// a 5xx (with its own backoff, 1 s to 30 s); negative: none.
+	// a 5xx (with its own backoff, 1 s to 30 s); 0: the default, negative:
+	// none.
 	Retries int
 	// Call bounds one Ensure or Register, retries included.
 	Call time.Duration
@@ -82,8 +83,8 @@ type Timing struct {
 	// expires server-side within minutes.
 	Conflict, ConflictPatience, ConflictSlow time.Duration
 	// BackoffMin and BackoffMax pace new sessions after a failure,
-	// doubling; a session that lasted Healthy resets it.
-	BackoffMin, BackoffMax, Healthy time.Duration
+	// doubling; a session that answers a poll resets it.
+	BackoffMin, BackoffMax time.Duration
 }
 
 // DefaultTiming is a manager's: calls that fail give up within minutes,
@@ -92,7 +93,7 @@ var DefaultTiming = Timing{
 	Request: time.Minute, Poll: 90 * time.Second, Retries: 4,
 	Call: 3 * time.Minute, Close: 10 * time.Second,
 	Conflict: 10 * time.Second, ConflictPatience: 3 * time.Minute, ConflictSlow: time.Minute,
-	BackoffMin: time.Second, BackoffMax: 2 * time.Minute, Healthy: time.Minute,
+	BackoffMin: time.Second, BackoffMax: 2 * time.Minute,
 }
 
 func (t Timing) withDefaults() Timing {
@@ -100,7 +101,7 @@ func (t Timing) withDefaults() Timing {
 	for _, f := range []struct{ v, def *time.Duration }{
 		{&t.Request, &d.Request}, {&t.Poll, &d.Poll}, {&t.Call, &d.Call}, {&t.Close, &d.Close},
 		{&t.Conflict, &d.Conflict}, {&t.ConflictPatience, &d.ConflictPatience}, {&t.ConflictSlow, &d.ConflictSlow},
-		{&t.BackoffMin, &d.BackoffMin}, {&t.BackoffMax, &d.BackoffMax}, {&t.Healthy, &d.Healthy},
+		{&t.BackoffMin, &d.BackoffMin}, {&t.BackoffMax, &d.BackoffMax},
 	} {
 		if *f.v <= 0 {
 			*f.v = *f.def
@@ -155,7 +156,7 @@ func New(cfg Config) (*Set, error) {
 	timing := cfg.Timing.withDefaults()
 	retries := timing.Retries
 	if retries < 0 {
-		retries = 0 // the client reads 0 as its default, 4
+		retries = 0 // set after the client's defaults: none
 	}
 	opts := []gh.HTTPOption{gh.WithTimeout(timing.Request), gh.WithRetryMax(retries), gh.WithLogger(log)}
 	info := gh.SystemInfo{System: "github-runner-charm", Subsystem: "manager"}
@@ -442,18 +443,17 @@ func (s *Set) removeStale(ctx context.Context, name string, setID int) error {
 // Listen hands the set's demand and job events to scaler (and rec, if not
 // nil) until ctx ends: one message session at a time, opened again after
 // any failure, with backoff; the set made again if GitHub deleted it. On
-// return the session is closed.
+// return the session is closed. Failures that last are the problem.
 func (s *Set) Listen(ctx context.Context, scaler listener.Scaler, rec listener.MetricsRecorder) {
+	t := &trouble{set: s}
 	backoff := s.timing.BackoffMin
-	var conflictSince time.Time
+	wait := func() {
+		sleep(ctx, backoff)
+		backoff = min(2*backoff, s.timing.BackoffMax)
+	}
 	for ctx.Err() == nil {
-		wait := func() bool {
-			ok := sleep(ctx, backoff)
-			backoff = min(2*backoff, s.timing.BackoffMax)
-			return ok
-		}
 		id, err := s.setID(ctx)
-		if err != nil {
+		if err != nil { // Ensure's problem says it
 			s.log.Warn("cannot set up the runner scale set", "scale-set", s.name, "error", redact(err))
 			wait()
 			continue
@@ -464,13 +464,9 @@ func (s *Set) Listen(ctx context.Context, scaler listener.Scaler, rec listener.M
 		case ctx.Err() != nil:
 			return
 		case isConflict(err):
-			if conflictSince.IsZero() {
-				conflictSince = time.Now()
-			}
 			pause := s.timing.Conflict
-			if time.Since(conflictSince) >= s.timing.ConflictPatience {
+			if t.failed(fmt.Sprintf("another listener holds the message session of runner scale set %s: a manager that stopped uncleanly leaves one for a few minutes; if it lasts, another unit or model uses this scale set's name", s.name)) {
 				pause = s.timing.ConflictSlow
-				s.setProblem(&s.session, fmt.Sprintf("another listener holds the message session of runner scale set %s: a manager that stopped uncleanly leaves one for a few minutes; if it lasts, another unit or model uses this scale set's name", s.name))
 			}
 			s.log.Info("the scale set's session is held by another listener; asking again", "scale-set", s.name, "in", pause)
 			sleep(ctx, pause)
@@ -481,24 +477,66 @@ func (s *Set) Listen(ctx context.Context, scaler listener.Scaler, rec listener.M
 			wait()
 			continue
 		default:
+			t.failed(fmt.Sprintf("cannot open the message session of runner scale set %s, retrying: %s", s.name, redact(err)))
 			s.log.Warn("cannot open the scale set's message session", "scale-set", s.name, "error", redact(err))
 			wait()
 			continue
 		}
-		conflictSince = time.Time{}
-		s.setProblem(&s.session, "")
-		started := time.Now()
-		err = s.run(ctx, session, id, scaler, rec)
+		healthy := func() {
+			t.healthy()
+			backoff = s.timing.BackoffMin
+		}
+		err = s.run(ctx, session, id, &watchedScaler{Scaler: scaler, healthy: healthy}, rec)
 		s.close(session)
 		if ctx.Err() != nil {
 			return
 		}
-		if time.Since(started) >= s.timing.Healthy {
-			backoff = s.timing.BackoffMin
-		}
+		t.failed(fmt.Sprintf("the listener of runner scale set %s keeps failing, retrying: %s", s.name, redact(err)))
 		s.log.Warn("the scale set's listener stopped; opening a new session", "scale-set", s.name, "error", redact(err), "in", backoff)
 		wait()
 	}
+}
+
+// trouble is how long Listen has been failing: a failure is the problem
+// once failures lasted ConflictPatience (a crashed manager's session, a
+// broker hiccup clear by themselves sooner).
+type trouble struct {
+	set   *Set
+	since time.Time
+}
+
+// failed notes a failure, and reports it as the problem (true) once
+// failures lasted.
+func (t *trouble) failed(text string) bool {
+	if t.since.IsZero() {
+		t.since = time.Now()
+	}
+	if time.Since(t.since) < t.set.timing.ConflictPatience {
+		return false
+	}
+	t.set.setProblem(&t.set.session, text)
+	return true
+}
+
+func (t *trouble) healthy() {
+	t.since = time.Time{}
+	t.set.setProblem(&t.set.session, "")
+}
+
+// watchedScaler calls healthy once a session has answered a poll: the
+// listener's second desired count (its first is the session's own
+// statistics).
+type watchedScaler struct {
+	listener.Scaler
+	calls   int
+	healthy func()
+}
+
+func (w *watchedScaler) HandleDesiredRunnerCount(ctx context.Context, count int) (int, error) {
+	if w.calls++; w.calls == 2 {
+		w.healthy()
+	}
+	return w.Scaler.HandleDesiredRunnerCount(ctx, count)
 }
 
 func (s *Set) run(ctx context.Context, session *gh.MessageSessionClient, id int, scaler listener.Scaler, rec listener.MetricsRecorder) error {
