@@ -78,6 +78,11 @@ func Run(ctx context.Context, f *config.File, newCloud CloudFactory, log *slog.L
 	}
 	httpServer := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	go httpServer.Serve(listener)
+	if w, ok := c.(cloud.Watcher); ok {
+		// A runner that finished is replaced at once, not at the next
+		// interval.
+		go w.Watch(ctx, srv.Wake)
+	}
 	srv.Run(ctx)
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

@@ -20,8 +20,9 @@ import (
 	"github.com/canonical/github-runner-charm/src/service/api"
 )
 
-// Server runs the engine every interval and on demand, and answers the
-// charm on the unit's socket.
+// Server runs the engine every interval, when woken (a runner finished,
+// demand changed) and on demand, and answers the charm on the unit's
+// socket.
 type Server struct {
 	Engine   *manager.Engine
 	Expected int
@@ -61,6 +62,10 @@ type Server struct {
 	// image.
 	building sync.Mutex
 
+	// wake holds a pending Wake (see wakes).
+	wakeOnce sync.Once
+	wake     chan struct{}
+
 	// loop orders the periodic cycles with drains: see cycle.
 	loop sync.Mutex
 	// drained: a drain was asked for. The charm drains just before it stops
@@ -84,22 +89,71 @@ type problem struct {
 	blocks bool
 }
 
-// Run runs a reconcile at once and then every Interval until ctx ends. A
-// cycle in progress when ctx ends is finished first, within its own bounds,
-// but for its image preparation, which is cut short: a build can be redone,
-// and the stop that ended ctx must not wait minutes for one.
+// Run runs a reconcile at once, then every Interval after the last cycle,
+// and soon after each Wake, until ctx ends. A cycle in progress when ctx
+// ends is finished first, within its own bounds, but for its image
+// preparation, which is cut short: a build can be redone, and the stop that
+// ended ctx must not wait minutes for one.
 func (s *Server) Run(ctx context.Context) {
 	s.mu.Lock()
 	s.stopping = ctx
 	s.mu.Unlock()
+	wake := s.wakes()
 	for {
+		// A cycle serves every wake before it starts; a wake during it
+		// asks for the next.
+		select {
+		case <-wake:
+		default:
+		}
+		started := time.Now()
 		s.periodic()
+		interval := time.NewTimer(s.Interval)
 		select {
 		case <-ctx.Done():
+			interval.Stop()
 			return
-		case <-time.After(s.Interval):
+		case <-interval.C:
+		case <-wake:
+			interval.Stop()
+			// Wakes that come together (ten runners ending their jobs
+			// at once) share a cycle: see wakeSpacing.
+			spacing := time.NewTimer(wakeSpacing - time.Since(started))
+			select {
+			case <-ctx.Done():
+				spacing.Stop()
+				return
+			case <-spacing.C:
+			}
 		}
 	}
+}
+
+// wakeSpacing is the least time from the start of one cycle to the start
+// of one a Wake asks for. The first wake after a quiet spell is served at
+// once (a lone finished runner's replacement waits for nothing: delaying
+// every wake by a debounce would be the whole of the replacement latency's
+// budget), and wakes arriving in a burst, or during a cycle, coalesce into
+// one more cycle. So ten runners ending together cost at most two cycles,
+// and a stream of wakes at most one cycle per spacing, each a GitHub list:
+// a cycle that creates takes longer than this anyway.
+const wakeSpacing = 500 * time.Millisecond
+
+// Wake asks the loop for a reconcile as soon as the cycle in progress, if
+// any, ends (see Run and wakeSpacing). It never blocks: wakes before the
+// next cycle starts are all served by it.
+func (s *Server) Wake() {
+	select {
+	case s.wakes() <- struct{}{}:
+	default: // a wake is pending already
+	}
+}
+
+// wakes is the pending-wake channel, of capacity one, made on first use
+// (the Server is a struct literal).
+func (s *Server) wakes() chan struct{} {
+	s.wakeOnce.Do(func() { s.wake = make(chan struct{}, 1) })
+	return s.wake
 }
 
 // periodic runs the loop's cycle: a reconcile, or a cleanup once drained
