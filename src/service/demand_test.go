@@ -32,9 +32,11 @@ type fakeDemandMetrics struct {
 	started, finished []metrics.JobEvent
 }
 
-func (m *fakeDemandMetrics) ObserveDemand(d metrics.Demand)        { m.demand = append(m.demand, d) }
-func (m *fakeDemandMetrics) ObserveJobStarted(j metrics.JobEvent)   { m.started = append(m.started, j) }
-func (m *fakeDemandMetrics) ObserveJobCompleted(j metrics.JobEvent) { m.finished = append(m.finished, j) }
+func (m *fakeDemandMetrics) ObserveDemand(d metrics.Demand)       { m.demand = append(m.demand, d) }
+func (m *fakeDemandMetrics) ObserveJobStarted(j metrics.JobEvent) { m.started = append(m.started, j) }
+func (m *fakeDemandMetrics) ObserveJobCompleted(j metrics.JobEvent) {
+	m.finished = append(m.finished, j)
+}
 
 type countingWaker struct{ wakes int }
 
