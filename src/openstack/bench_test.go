@@ -17,15 +17,20 @@ import (
 
 // BenchmarkRunnerOnline measures, for 1 and 5 runners created in parallel,
 // the mean time from the Create call until the runner is online at the
-// fake GitHub (Create waits for ACTIVE; then the played VM reads its
-// user-data through the admin API, about a second on the bed, and starts
-// the runner), next to the mean time of a plain
-// gophercloud create of the same flavor, image and network polled until
-// ACTIVE at the same interval, measured in the same run. It prints
+// fake GitHub (Create waits for ACTIVE; then the played VM starts the
+// runner), next to the mean time of a plain gophercloud create of the
+// same flavor, image and network polled until ACTIVE at the same interval,
+// measured in the same run. It prints
 //
 //	BENCH openstack-runner-online <seconds> s n=<N> raw=<seconds> ratio=<ours/raw>
 //
-// Each size runs once whatever b.N is: a round is seconds of Nova.
+// The fake driver boots nothing, so a helper plays each VM the way a guest
+// boots: the runner application is unpacked beforehand (it is in the
+// image), and the user-data is read while the server builds (a guest reads
+// it from its config drive, with no API call; the helper needs two, as an
+// admin, which are not the create's). The runner starts when Create
+// returns. Each size runs its rounds whatever b.N is: a round is seconds
+// of Nova.
 func BenchmarkRunnerOnline(b *testing.B) {
 	bed := requireBed(b)
 	srv := fakeGitHub(b)
@@ -35,14 +40,20 @@ func BenchmarkRunnerOnline(b *testing.B) {
 	defer cancel()
 	// The first server after the services start is slow; it is neither's.
 	rawRound(b, ctx, bed, c, 1)
-	for _, n := range []int{1, 5} {
-		b.Run(fmt.Sprintf("n=%d", n), func(b *testing.B) {
-			ours, active := onlineRound(b, ctx, bed, c, srv, n)
-			raw := rawRound(b, ctx, bed, c, n)
-			b.ReportMetric(ours.Seconds(), "s/runner-online")
-			b.ReportMetric(active.Seconds(), "s/runner-active")
-			b.ReportMetric(raw.Seconds(), "s/raw-active")
-			fmt.Printf("BENCH openstack-runner-online %.2f s n=%d raw=%.2f ratio=%.2f\n", ours.Seconds(), n, raw.Seconds(), ours.Seconds()/raw.Seconds())
+	// A single server is seconds of a shared machine's noise: n=1 takes
+	// the mean of three rounds, ours and raw in turn.
+	for _, size := range []struct{ n, rounds int }{{1, 3}, {5, 1}} {
+		b.Run(fmt.Sprintf("n=%d", size.n), func(b *testing.B) {
+			var ours, active, raw []time.Duration
+			for range size.rounds {
+				o, a := onlineRound(b, ctx, bed, c, srv, size.n)
+				ours, active = append(ours, o), append(active, a)
+				raw = append(raw, rawRound(b, ctx, bed, c, size.n))
+			}
+			b.ReportMetric(mean(ours).Seconds(), "s/runner-online")
+			b.ReportMetric(mean(active).Seconds(), "s/runner-active")
+			b.ReportMetric(mean(raw).Seconds(), "s/raw-active")
+			fmt.Printf("BENCH openstack-runner-online %.2f s n=%d raw=%.2f ratio=%.2f rounds=%d\n", mean(ours).Seconds(), size.n, mean(raw).Seconds(), mean(ours).Seconds()/mean(raw).Seconds(), size.rounds)
 		})
 	}
 }
@@ -53,8 +64,8 @@ func BenchmarkRunnerOnline(b *testing.B) {
 // runners are deleted afterwards.
 func onlineRound(b *testing.B, ctx context.Context, bed *bed, c *Cloud, srv *fakegithub.Server, n int) (online, active time.Duration) {
 	type bench struct {
-		name, repo, jit string
-		id              int64
+		name, repo, jit, dir string
+		id                   int64
 	}
 	runners := make([]bench, n)
 	for i := range runners {
@@ -62,6 +73,10 @@ func onlineRound(b *testing.B, ctx context.Context, bed *bed, c *Cloud, srv *fak
 		r.name = newRunnerName(c)
 		r.repo = fmt.Sprintf("canonical/bench-%d-%s", i, r.name[len(r.name)-6:])
 		r.id, r.jit = register(b, srv, r.repo, r.name)
+		var err error
+		if r.dir, err = installRunner(b, srv); err != nil {
+			b.Fatal(err)
+		}
 	}
 	durations := make([]time.Duration, n)
 	actives := make([]time.Duration, n)
@@ -70,22 +85,31 @@ func onlineRound(b *testing.B, ctx context.Context, bed *bed, c *Cloud, srv *fak
 	for i, r := range runners {
 		wg.Go(func() {
 			start := time.Now()
+			boot := make(chan *vmBoot, 1)
+			readCtx, stopReading := context.WithCancel(ctx)
+			defer stopReading()
+			go func() { boot <- awaitBoot(readCtx, bed, r.name) }()
 			if err := c.Create(ctx, cloud.CreateRequest{Name: r.name, RunnerID: r.id, JITConfig: r.jit}); err != nil {
 				errs[i] = err
 				return
 			}
 			actives[i] = time.Since(start)
-			if _, err := startVM(b, bed, srv, r.name); err != nil {
+			vb := <-boot
+			if vb == nil {
+				errs[i] = fmt.Errorf("cannot read the user-data of %s", r.name)
+				return
+			}
+			read := time.Since(start)
+			if _, err := vb.run(b, bed, r.dir); err != nil {
 				errs[i] = err
 				return
 			}
-			played := time.Since(start)
 			if err := srv.WaitRunnersOnline(ctx, r.repo, 1); err != nil {
 				errs[i] = err
 				return
 			}
 			durations[i] = time.Since(start)
-			b.Logf("%s: ACTIVE after %v, VM playing after %v, online after %v", r.name, actives[i].Round(time.Millisecond), played.Round(time.Millisecond), durations[i].Round(time.Millisecond))
+			b.Logf("%s: ACTIVE after %v, user-data in hand after %v, online after %v", r.name, actives[i].Round(time.Millisecond), read.Round(time.Millisecond), durations[i].Round(time.Millisecond))
 		})
 	}
 	wg.Wait()
@@ -98,6 +122,21 @@ func onlineRound(b *testing.B, ctx context.Context, bed *bed, c *Cloud, srv *fak
 		b.Fatal(err)
 	}
 	return mean(durations), mean(actives)
+}
+
+// awaitBoot reads the server's user-data as soon as Nova has the server,
+// as a guest has its config drive from the start; nil when ctx ends first.
+func awaitBoot(ctx context.Context, bed *bed, name string) *vmBoot {
+	for {
+		if vb, err := readBoot(bed, name); err == nil {
+			return vb
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
 
 // rawRound creates n servers with gophercloud alone and returns the mean

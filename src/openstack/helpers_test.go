@@ -275,6 +275,25 @@ func playVM(t testing.TB, b *bed, srv *fakegithub.Server, name string) *vm {
 
 // startVM is playVM for any goroutine: it returns its error.
 func startVM(t testing.TB, b *bed, srv *fakegithub.Server, name string) (*vm, error) {
+	boot, err := readBoot(b, name)
+	if err != nil {
+		return nil, err
+	}
+	dir, err := installRunner(t, srv)
+	if err != nil {
+		return nil, err
+	}
+	return boot.run(t, b, dir)
+}
+
+// vmBoot is what a played VM boots with: its server and its user-data.
+type vmBoot struct {
+	serverID, userData, jit string
+}
+
+// readBoot reads the server's user-data through the API, as an admin, as
+// a VM reads its config drive, and takes the JIT config out of it.
+func readBoot(b *bed, name string) (*vmBoot, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	page, err := servers.List(b.compute, servers.ListOpts{Name: "^" + regexp.QuoteMeta(name) + "$"}).AllPages(ctx)
@@ -300,15 +319,17 @@ func startVM(t testing.TB, b *bed, srv *fakegithub.Server, name string) (*vm, er
 	if m == nil {
 		return nil, fmt.Errorf("user-data of %s carries no JIT config:\n%s", name, script)
 	}
-	v := &vm{serverID: asAdmin.ID, userData: string(script), done: make(chan error, 1)}
-	dir, err := installRunner(t, srv)
-	if err != nil {
-		return nil, err
-	}
+	return &vmBoot{serverID: asAdmin.ID, userData: string(script), jit: m[1]}, nil
+}
+
+// run starts the runner application unpacked in dir with the JIT config,
+// the way the start script does.
+func (boot *vmBoot) run(t testing.TB, b *bed, dir string) (*vm, error) {
+	v := &vm{serverID: boot.serverID, userData: boot.userData, done: make(chan error, 1)}
 	// As the start script does: the JIT config in the environment.
 	cmd := exec.Command("sh", filepath.Join(dir, "run.sh"))
 	cmd.Dir = dir
-	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + dir, "RUNNER_ALLOW_RUNASROOT=1", "ACTIONS_RUNNER_INPUT_JITCONFIG=" + m[1]}
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + dir, "RUNNER_ALLOW_RUNASROOT=1", "ACTIONS_RUNNER_INPUT_JITCONFIG=" + boot.jit}
 	cmd.Stdout, cmd.Stderr = &v.output, &v.output
 	// The listener's long poll is a child of its own: the whole group
 	// goes when the test ends, and nothing holds the output pipe open.
@@ -323,7 +344,7 @@ func startVM(t testing.TB, b *bed, srv *fakegithub.Server, name string) (*vm, er
 			// The start script powers off; the API's stop is the same to Nova.
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			defer cancel()
-			err = servers.Stop(ctx, b.compute, asAdmin.ID).ExtractErr()
+			err = servers.Stop(ctx, b.compute, boot.serverID).ExtractErr()
 		}
 		v.done <- err
 	}()
