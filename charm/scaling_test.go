@@ -42,7 +42,7 @@ func TestConfigChangedBlocksOnRunnerCounts(t *testing.T) {
 		changes map[string]any
 		want    string
 	}{
-		{"virtual-machines and base", map[string]any{"base-virtual-machines": json.Number("2"), "runner-scale-set": "linux"},
+		{"virtual-machines and base", map[string]any{"virtual-machines": json.Number("2"), "base-virtual-machines": json.Number("2"), "runner-scale-set": "linux"},
 			"invalid config: set either virtual-machines or base-virtual-machines/max-total-virtual-machines, not both"},
 		{"cap below the base", map[string]any{"virtual-machines": json.Number("0"), "base-virtual-machines": json.Number("3"), "max-total-virtual-machines": json.Number("2")},
 			"invalid config: max-total-virtual-machines must be 0 (no cap) or at least the base of 3 runners, not 2"},

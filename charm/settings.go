@@ -202,6 +202,9 @@ func (r *configReader) readRunners(s *Settings) {
 	}
 }
 
+// defaultVirtualMachines is config.yaml's default for virtual-machines.
+const defaultVirtualMachines = 1
+
 // readPool reads how many runners the unit keeps: virtual-machines, the
 // fixed pool, while base-virtual-machines and max-total-virtual-machines
 // are both 0 (as the Python charm reads them); otherwise those two. A
@@ -219,8 +222,11 @@ func (r *configReader) readPool(s *Settings) {
 		}
 		return
 	}
-	if pool != 0 {
-		r.problem("set either virtual-machines or base-virtual-machines/max-total-virtual-machines, not both (virtual-machines to 0 for the latter)")
+	// Juju cannot tell a value left at its default from one set to it: an
+	// operator who sets the new options and leaves virtual-machines alone
+	// (its default, a runner, keeps upgraded units running) means them.
+	if pool != 0 && pool != defaultVirtualMachines {
+		r.problem("set either virtual-machines or base-virtual-machines/max-total-virtual-machines, not both (virtual-machines to 0 or its default 1 for the latter)")
 	}
 	s.Runners, s.MaxRunners, s.basePool = int(base), int(most), true
 }

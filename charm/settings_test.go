@@ -140,7 +140,7 @@ func TestParseSettingsProblems(t *testing.T) {
 		{"negative runners", map[string]any{"virtual-machines": json.Number("-1")}, []string{"virtual-machines must be 0 or more"}},
 		{"virtual-machines with base", map[string]any{"virtual-machines": json.Number("2"), "base-virtual-machines": json.Number("1")},
 			[]string{"set either virtual-machines or base-virtual-machines/max-total-virtual-machines, not both"}},
-		{"virtual-machines with max", map[string]any{"max-total-virtual-machines": json.Number("4")},
+		{"virtual-machines with max", map[string]any{"virtual-machines": json.Number("3"), "max-total-virtual-machines": json.Number("4")},
 			[]string{"set either virtual-machines or base-virtual-machines/max-total-virtual-machines, not both"}},
 		{"base above max", map[string]any{"virtual-machines": json.Number("0"), "base-virtual-machines": json.Number("3"), "max-total-virtual-machines": json.Number("2")},
 			[]string{"max-total-virtual-machines must be 0 (no cap) or at least the base of 3 runners, not 2"}},
@@ -217,5 +217,21 @@ func TestParseSettingsProblems(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// An operator switching to the new options need not touch virtual-machines:
+// at its default it gives way (Juju cannot tell it from one set to 1).
+func TestParseSettingsNewPoolOptionsBesideTheDefault(t *testing.T) {
+	for _, pool := range []string{"0", "1"} {
+		s, err := ParseSettings(with(map[string]any{
+			"virtual-machines": json.Number(pool), "base-virtual-machines": json.Number("2"), "max-total-virtual-machines": json.Number("4"),
+		}))
+		if err != nil {
+			t.Fatalf("virtual-machines=%s: %v", pool, err)
+		}
+		if s.Runners != 2 || s.MaxRunners != 4 {
+			t.Errorf("virtual-machines=%s: runners %d max %d, want 2 and 4", pool, s.Runners, s.MaxRunners)
+		}
 	}
 }
