@@ -74,6 +74,80 @@
 // WaitRunnersOnline, WaitJob and WaitRunnerGone wait for those steps;
 // SetRunnerStatus, SetRunnerBusy and RemoveRunner force a state.
 //
+// # Runner scale sets
+//
+// The fake also serves the runner scale-set service, as the client
+// github.com/actions/scaleset (v0.4.0) and its listener use it; the test
+// in scaleset_test.go drives that client end to end. With the config URL
+// URL()+"/<org>" or URL()+"/<owner>/<repo>" (a host that is not
+// github.com, so the client calls the API under /api/v3):
+//
+//   - Bootstrap: POST …/actions/runners/registration-token (the REST
+//     endpoint, Bearer PAT), then POST /api/v3/actions/runner-registration
+//     with "RemoteAuth <registration token>" and {"url": <config URL>}:
+//     201 {url, token}, url the tenant's service, URL()+"/_svc/t<n>/", and
+//     token an HS256 JWT with exp (Options.ScaleSetTokenLifetime, default
+//     1h). No GitHub App path: the fake has no App installations.
+//   - The service under /_svc/<tenant>/ (api-version ignored, trailing
+//     slashes tolerated; 401 without the admin token): runner groups by
+//     name (1 "Default", and an organisation's AddRunnerGroup ones); scale
+//     sets: create (200), get by name and group, by id, PATCH (non-zero
+//     fields), DELETE (204), names unique in a group (409); sessions: one
+//     per scale set (a second one 409 RunnerScaleSetSessionConflictException),
+//     PATCH refresh (404 for an unknown session), DELETE (204; 400
+//     RunnerScaleSetSessionExpiredException for an unknown one), and a
+//     session nobody polled for Options.ScaleSetSessionExpiry (default 1m)
+//     ends; the session of a deleted scale set is refused 404
+//     RunnerScaleSetNotFoundException; acquirejobs; generatejitconfig (an
+//     offline ephemeral runner of the scope at once, in the REST list with
+//     the scale set's labels and nothing else, the encodedJITConfig in the
+//     format of the REST JIT config, so run.sh runs it; 409
+//     AgentExistsException for a name taken); agents by id (404
+//     AgentNotFoundException) and ?agentName=, DELETE (204, also for a
+//     missing one; 400 JobStillRunningException while it has a job).
+//     Errors are {"typeName", "message"}, typeName the service's exception
+//     name, as the client maps it to its sentinels.
+//   - The message queue, messageQueueUrl …/_queue/<session>/message, with
+//     the session's token: a long poll of Options.ScaleSetLongPoll
+//     (default 2s, GitHub's is 50s), then 202; 401 once the session is
+//     gone. Each message carries at most 50 job messages and the
+//     statistics of its delivery; one not deleted comes again, same id,
+//     until DELETE …/message/<id>; lastMessageId skips what the client
+//     saw. X-ScaleSetMaxCapacity is the scale set's capacity.
+//
+// Jobs: QueueJob(scope, labels, spec) is a workflow job with runs-on
+// labels. It goes to a scale set of the scope (an organisation's sets
+// serve its repositories) whose labels contain all of them and that has
+// room (the capacity of its last poll, minus its unfinished jobs): one with
+// an idle online runner first, else the most room. Options.ScaleSetMode
+// ScaleSetModeGitHub (the default) assigns it at once (JobAssigned);
+// ScaleSetModeGHES offers it (JobAvailable) and assigns it once acquired.
+// Statistics count it assigned (totalAssignedJobs = waiting + running)
+// until it ends. The first idle online runner of the set whose process
+// polls the broker takes it (JobStarted with runnerId and runnerName);
+// its end is JobCompleted ("succeeded" or "failed"), and the ephemeral
+// runner goes. A job no runner took within Options.ScaleSetAssignTimeout
+// (default 5m) is JobCompleted "canceled" (runnerName "") and assigned
+// again, up to 3 times; then it ends canceled. A job no scale set can
+// take goes to an idle online runner outside scale sets with its labels,
+// as AssignJobToAny does, or waits queued until a set or runner can take
+// it. Job carries what the messages say: Repository, Workflow, QueuedAt,
+// AssignedAt, StartedAt, FinishedAt, Result; WaitJob waits for a queued
+// job's end too.
+//
+// Hooks: ScaleSets(scope) (id, name, labels, runner group, statistics,
+// session owner, capacity, messages), ScaleSetMessages(id),
+// DeleteScaleSet(id) (GitHub deleting an inactive set: its waiting jobs
+// wait for another), ExpireSessions(). Options.GHESVersion plays a GitHub
+// Enterprise Server: "3.8" (before 3.9) has no scale sets,
+// runner-registration answers 404; "3.17" (before 3.18) keeps a scale
+// set's name as its only label, the others silently dropped. The
+// endpoint keys (RunnerRegistration, ScaleSetCreate, ScaleSetMessageGet…,
+// all in ScaleSetEndpoints) work with Counts and InjectFault. The HTTP
+// controls: POST /_fake/control/jobs/queue, GET /_fake/control/scale-sets,
+// DELETE /_fake/control/scale-sets/{id} and POST
+// /_fake/control/scale-sets/expire-sessions, with their Remote methods.
+//
 // # The fake runner application
 //
 // The downloads endpoint offers linux x64 and arm64 tarballs
@@ -112,6 +186,7 @@
 //		-token-file tokens -status-lag 5s -runner-version 2.336.0
 //
 // with -token TOKEN[@SCOPE] (repeatable), -forbidden-token, -advertise-url,
-// -rate-limit, -job-lost-timeout, -checksum correct|wrong|missing and
-// -debug.
+// -rate-limit, -job-lost-timeout, -checksum correct|wrong|missing,
+// -ghes-version, -scale-set-mode, -scale-set-long-poll,
+// -scale-set-session-expiry, -scale-set-assign-timeout and -debug.
 package fakegithub

@@ -1,7 +1,8 @@
 // Command fakegithub serves the fake GitHub of package
 // github.com/canonical/github-runner-charm/tests/fakegithub for end-to-end
 // tests: the runner REST API, the broker for the fake runner application,
-// the runner downloads and the HTTP controls (see fakegithub.Remote).
+// the runner downloads, the runner scale-set service and the HTTP controls
+// (see fakegithub.Remote).
 //
 //	fakegithub -listen 10.1.2.1:0 -token-file tokens -url-file url -status-lag 5s
 //
@@ -99,6 +100,11 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	flags.DurationVar(&opts.JobLostTimeout, "job-lost-timeout", 0, "fail a job as lost once its runner goes unheard this long (0: never)")
 	flags.IntVar(&opts.RateLimit, "rate-limit", 5000, "primary rate limit per token and hour")
 	flags.StringVar(&opts.RunnerVersion, "runner-version", fakegithub.DefaultRunnerVersion, "runner application `version` on offer")
+	flags.StringVar(&opts.GHESVersion, "ghes-version", "", "play a GitHub Enterprise Server of this `version` (3.8: no scale sets; 3.17: one scale-set label); empty: github.com")
+	flags.StringVar(&opts.ScaleSetMode, "scale-set-mode", fakegithub.ScaleSetModeGitHub, "scale-set job flow: github.com (JobAssigned) or ghes (JobAvailable, then acquire)")
+	flags.DurationVar(&opts.ScaleSetLongPoll, "scale-set-long-poll", 0, "how long a scale-set message poll waits before 202 (default 2s)")
+	flags.DurationVar(&opts.ScaleSetSessionExpiry, "scale-set-session-expiry", 0, "end a scale-set session nobody polled this long (default 1m; negative: never)")
+	flags.DurationVar(&opts.ScaleSetAssignTimeout, "scale-set-assign-timeout", 0, "cancel and reassign a scale-set job no runner took this long (default 5m)")
 	checksum := flags.String("checksum", "correct", "sha256_checksum of the downloads: correct, wrong or missing")
 	debug := flags.Bool("debug", false, "log every request (never tokens or JIT configs)")
 	if err := flags.Parse(args); err != nil {
