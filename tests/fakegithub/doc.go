@@ -87,7 +87,10 @@
 //     with "RemoteAuth <registration token>" and {"url": <config URL>}:
 //     201 {url, token}, url the tenant's service, URL()+"/_svc/t<n>/", and
 //     token an HS256 JWT with exp (Options.ScaleSetTokenLifetime, default
-//     1h). No GitHub App path: the fake has no App installations.
+//     1h). A GitHub App client first mints an installation token: POST
+//     /api/v3/app/installations/{id}/access_tokens with the App's JWT
+//     (RS256, iss, exp; the signature is not checked) gives 201 and a
+//     token that may use every scope.
 //   - The service under /_svc/<tenant>/ (api-version ignored, trailing
 //     slashes tolerated; 401 without the admin token): runner groups by
 //     name (1 "Default", and an organisation's AddRunnerGroup ones); scale

@@ -25,6 +25,9 @@ import (
 // the method and the path relative to the Actions service URL, without the
 // api-version query or a trailing slash.
 const (
+	// AppInstallationToken is GitHub's installation access token, which
+	// the scale-set client mints (as a GitHub App) before every bootstrap.
+	AppInstallationToken   = "POST /app/installations/{installation_id}/access_tokens"
 	RunnerRegistration     = "POST /actions/runner-registration"
 	ScaleSetRunnerGroups   = "GET /_apis/runtime/runnergroups"
 	ScaleSetList           = "GET /_apis/runtime/runnerscalesets"
@@ -71,7 +74,7 @@ const svcPrefix = "/_svc/"
 // ScaleSetEndpoints lists the scale-set endpoint keys, in a stable order.
 // Endpoints lists the REST ones.
 func ScaleSetEndpoints() []string {
-	keys := []string{RunnerRegistration}
+	keys := []string{AppInstallationToken, RunnerRegistration}
 	for _, e := range svcEndpoints {
 		keys = append(keys, e.key)
 	}
@@ -97,7 +100,10 @@ var svcEndpoints = []*endpoint{
 	newEndpoint(ScaleSetMessageDelete, "", (*Server).svcDeleteMessage),
 }
 
-var registrationEndpoint = newEndpoint(RunnerRegistration, docsBase, (*Server).runnerRegistration)
+var (
+	registrationEndpoint = newEndpoint(RunnerRegistration, docsBase, (*Server).runnerRegistration)
+	appTokenEndpoint     = newEndpoint(AppInstallationToken, docsBase+"/apps/apps#create-an-installation-access-token-for-an-app", (*Server).appInstallationToken)
+)
 
 func isScaleSetEndpoint(key string) bool {
 	return slices.Contains(ScaleSetEndpoints(), key)
@@ -225,6 +231,10 @@ func (s *Server) serveScaleSets(w http.ResponseWriter, r *http.Request) bool {
 	path := r.URL.Path
 	if strings.TrimPrefix(path, apiPrefix) == "/actions/runner-registration" && r.Method == http.MethodPost {
 		s.serveSvc(w, r, registrationEndpoint, nil, "")
+		return true
+	}
+	if e, vars := routeIn([]*endpoint{appTokenEndpoint}, r.Method, strings.TrimPrefix(path, apiPrefix)); e != nil {
+		s.serveSvc(w, r, e, vars, "")
 		return true
 	}
 	rest, ok := strings.CutPrefix(path, svcPrefix)
@@ -398,7 +408,8 @@ func (s *Server) runnerRegistration(w http.ResponseWriter, r *http.Request, c *c
 	})
 }
 
-// writeErrorLocked is writeError for a caller that holds s.mu.
+// writeErrorLocked is writeError without the rate-limit headers, for a
+// caller that may hold s.mu.
 func (s *Server) writeErrorLocked(w http.ResponseWriter, status int, message string) {
 	w.Header().Set("Content-Type", "application/json; charset=utf-8")
 	w.Header().Set("X-GitHub-Request-Id", fmt.Sprintf("FA4E:SVC:%X", time.Now().UnixNano()))

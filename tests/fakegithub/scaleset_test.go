@@ -2,7 +2,11 @@ package fakegithub_test
 
 import (
 	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
 	"encoding/base64"
+	"encoding/pem"
 	"errors"
 	"io"
 	"net/http"
@@ -924,5 +928,31 @@ func TestScaleSetPrefersAnIdleRunner(t *testing.T) {
 	other, _ := srv.QueueJob(testOrg, []string{"any"}, fakegithub.JobSpec{})
 	if other, _ = srv.Job(other.ID); other.ScaleSetID != int64(a.ID) {
 		t.Errorf("job went to scale set %d, want the one with more room (%d)", other.ScaleSetID, a.ID)
+	}
+}
+
+// A GitHub App's client mints an installation token for its bootstrap.
+func TestScaleSetGitHubApp(t *testing.T) {
+	srv := fakegithub.NewTest(t, fakegithub.Options{})
+	ctx := testContext(t, time.Minute)
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyPEM := pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(key)})
+	client, err := scaleset.NewClientWithGitHubApp(scaleset.ClientWithGitHubAppConfig{
+		GitHubConfigURL: srv.URL() + "/" + testOrg,
+		GitHubAppAuth:   scaleset.GitHubAppAuth{ClientID: "123", InstallationID: 7, PrivateKey: string(keyPEM)},
+	}, scaleset.WithRetryMax(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	createScaleSet(t, ctx, client, "app")
+	if got := srv.Count(fakegithub.AppInstallationToken); got != 1 {
+		t.Errorf("%d installation tokens minted, want 1", got)
+	}
+	resp, data := rawRequest(t, "POST", srv.URL()+"/api/v3/app/installations/7/access_tokens", "Bearer not-a-jwt", "")
+	if resp.StatusCode != 401 {
+		t.Errorf("an installation token for a bad JWT: %d %s", resp.StatusCode, data)
 	}
 }
