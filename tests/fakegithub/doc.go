@@ -141,15 +141,19 @@
 // Hooks: ScaleSets(scope) (id, name, labels, runner group, statistics,
 // session owner, capacity, messages), ScaleSetMessages(id),
 // DeleteScaleSet(id) (GitHub deleting an inactive set: its waiting jobs
-// wait for another), ExpireSessions(). Options.GHESVersion plays a GitHub
+// wait for another), ExpireSessions(), ExpireQueueTokens() (the next poll
+// answers 401 and the client refreshes its session). A scale-set job whose
+// runner is lost (Options.JobLostTimeout) ends "failed". Options.GHESVersion plays a GitHub
 // Enterprise Server: "3.8" (before 3.9) has no scale sets,
 // runner-registration answers 404; "3.17" (before 3.18) keeps a scale
 // set's name as its only label, the others silently dropped. The
 // endpoint keys (RunnerRegistration, ScaleSetCreate, ScaleSetMessageGet…,
 // all in ScaleSetEndpoints) work with Counts and InjectFault. The HTTP
 // controls: POST /_fake/control/jobs/queue, GET /_fake/control/scale-sets,
-// DELETE /_fake/control/scale-sets/{id} and POST
-// /_fake/control/scale-sets/expire-sessions, with their Remote methods.
+// DELETE /_fake/control/scale-sets/{id}, POST
+// /_fake/control/scale-sets/expire-sessions and POST
+// /_fake/control/scale-sets/expire-queue-tokens, with their Remote
+// methods.
 //
 // # The fake runner application
 //

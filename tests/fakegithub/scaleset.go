@@ -844,6 +844,20 @@ func (s *Server) ExpireSessions() {
 	s.notify()
 }
 
+// ExpireQueueTokens ends every session's message-queue token, as when it
+// reaches its exp: the next poll answers 401, and the client refreshes
+// the session (PATCH) for a new one.
+func (s *Server) ExpireQueueTokens() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, set := range s.scaleSets.sets {
+		if set.session != nil {
+			set.session.token = s.newJWT(set.session.id, time.Now())
+		}
+	}
+	s.notify()
+}
+
 // expireSessions ends the sessions nobody polled for the session expiry.
 // The caller holds s.mu.
 func (s *Server) expireSessions(now time.Time) {

@@ -20,6 +20,7 @@ func (s *Server) addScaleSetControlRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("GET "+controlPath+"/scale-sets", s.controlScaleSets)
 	mux.HandleFunc("DELETE "+controlPath+"/scale-sets/{id}", s.controlDeleteScaleSet)
 	mux.HandleFunc("POST "+controlPath+"/scale-sets/expire-sessions", s.controlExpireSessions)
+	mux.HandleFunc("POST "+controlPath+"/scale-sets/expire-queue-tokens", s.controlExpireQueueTokens)
 }
 
 func (s *Server) controlQueueJob(w http.ResponseWriter, r *http.Request) {
@@ -54,6 +55,16 @@ func (s *Server) controlDeleteScaleSet(w http.ResponseWriter, r *http.Request) {
 func (s *Server) controlExpireSessions(w http.ResponseWriter, r *http.Request) {
 	s.ExpireSessions()
 	w.WriteHeader(http.StatusNoContent)
+}
+
+func (s *Server) controlExpireQueueTokens(w http.ResponseWriter, r *http.Request) {
+	s.ExpireQueueTokens()
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// ExpireQueueTokens is Server.ExpireQueueTokens.
+func (c *Remote) ExpireQueueTokens(ctx context.Context) error {
+	return c.do(ctx, "POST", "/scale-sets/expire-queue-tokens", nil, nil)
 }
 
 // QueueJob is Server.QueueJob.

@@ -450,7 +450,7 @@ func (s *Server) svcGetMessage(w http.ResponseWriter, r *http.Request, c *call) 
 	}()
 	for {
 		s.mu.Lock()
-		if s.scaleSets.sets[set.id] != set || set.session != sess {
+		if s.scaleSets.sets[set.id] != set || set.session != sess || sess.token != bearer(r) {
 			s.mu.Unlock()
 			writeQueueUnauthorized(w)
 			return

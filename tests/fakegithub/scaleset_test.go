@@ -956,3 +956,56 @@ func TestScaleSetGitHubApp(t *testing.T) {
 		t.Errorf("an installation token for a bad JWT: %d %s", resp.StatusCode, data)
 	}
 }
+
+// An expired queue token: the client refreshes its session and goes on.
+func TestScaleSetQueueTokenRefresh(t *testing.T) {
+	srv := fakegithub.NewTest(t, fakegithub.Options{ScaleSetLongPoll: 200 * time.Millisecond})
+	ctx := testContext(t, time.Minute)
+	client := newScaleSetClient(t, srv, testOrg)
+	set, session := newSession(t, ctx, client, "refresh")
+	before := session.Session()
+	scaler, done := runListener(t, ctx, session, set.ID, 1)
+	scaler.waitFor(t, ctx, "the initial count", lastDesired(0))
+	srv.ExpireQueueTokens()
+	srv.QueueJob(testOrg, []string{"refresh"}, fakegithub.JobSpec{})
+	scaler.waitFor(t, ctx, "the job, after the refresh", lastDesired(1))
+	after := session.Session()
+	if after.SessionID != before.SessionID || after.MessageQueueAccessToken == before.MessageQueueAccessToken {
+		t.Errorf("session %s token changed %v after the refresh, want the same session and a new token",
+			after.SessionID, after.MessageQueueAccessToken != before.MessageQueueAccessToken)
+	}
+	if got := srv.Count(fakegithub.ScaleSetSessionRefresh); got != 1 {
+		t.Errorf("%d refreshes, want 1", got)
+	}
+	select {
+	case err := <-done:
+		t.Fatalf("the listener stopped: %v", err)
+	default:
+	}
+}
+
+// A scale-set job whose runner dies mid-job ends failed: JobCompleted.
+func TestScaleSetLostJob(t *testing.T) {
+	srv := fakegithub.NewTest(t, fakegithub.Options{ScaleSetLongPoll: 200 * time.Millisecond, JobLostTimeout: 2 * time.Second})
+	ctx := testContext(t, time.Minute)
+	client := newScaleSetClient(t, srv, testOrg)
+	set, session := newSession(t, ctx, client, "lost")
+	scaler, _ := runListener(t, ctx, session, set.ID, 1)
+	scaler.waitFor(t, ctx, "the initial count", lastDesired(0))
+	job, _ := srv.QueueJob(testOrg, []string{"lost"}, fakegithub.JobSpec{Command: "sleep 60"})
+	jit, err := client.GenerateJitRunnerConfig(ctx, &scaleset.RunnerScaleSetJitRunnerSetting{Name: "doomed"}, set.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := os.Getenv("PATH")
+	proc := startScript(t, installRunner(t, srv, path), path, "run.sh", "--jitconfig", jit.EncodedJITConfig)
+	scaler.waitFor(t, ctx, "JobStarted", func(s *testScaler) bool { return len(s.started) == 1 })
+	proc.kill()
+	scaler.waitFor(t, ctx, "JobCompleted", func(s *testScaler) bool { return len(s.completed) == 1 })
+	if got := scaler.completed[0]; got.Result != "failed" || got.RunnerName != "doomed" {
+		t.Errorf("JobCompleted %+v", got)
+	}
+	if job, _ = srv.Job(job.ID); !job.Lost || job.Result != fakegithub.ResultFailed {
+		t.Errorf("job %+v", job)
+	}
+}
