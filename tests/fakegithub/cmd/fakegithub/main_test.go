@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/actions/scaleset"
+
 	"github.com/canonical/github-runner-charm/tests/fakegithub"
 )
 
@@ -193,11 +195,56 @@ func TestBadFlags(t *testing.T) {
 		{"-token", "@canonical"},
 		{"-token-file", "/nonexistent"},
 		{"-listen", "256.0.0.1:1"},
+		{"-scale-set-mode", "azure"},
+		{"-ghes-version", "three"},
 		{"stray"},
 	} {
 		var stderr bytes.Buffer
 		if err := run(context.Background(), args, &stderr); err == nil {
 			t.Errorf("run(%q) succeeded", args)
 		}
+	}
+}
+
+// The scale-set flags reach the service: a GHES 3.17 in GHES mode keeps
+// one label and offers jobs to acquire.
+func TestBinaryScaleSetFlags(t *testing.T) {
+	base, _ := startBinary(t, "-listen", "127.0.0.1:0", "-ghes-version", "3.17", "-scale-set-mode", "ghes",
+		"-scale-set-long-poll", "100ms", "-scale-set-session-expiry", "-1s", "-scale-set-assign-timeout", "1m")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	client, err := scaleset.NewClientWithPersonalAccessToken(scaleset.NewClientWithPersonalAccessTokenConfig{
+		GitHubConfigURL: base + "/canonical", PersonalAccessToken: fakegithub.DefaultToken,
+	}, scaleset.WithRetryMax(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	set, err := client.CreateRunnerScaleSet(ctx, &scaleset.RunnerScaleSet{Name: "bin", RunnerGroupID: 1,
+		Labels: []scaleset.Label{{Name: "bin"}, {Name: "extra"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(set.Labels) != 1 || set.Labels[0].Name != "bin" {
+		t.Errorf("labels %+v, want the name alone (GHES 3.17)", set.Labels)
+	}
+	session, err := client.MessageSessionClient(ctx, set.ID, "bin-owner")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer session.Close(context.Background())
+	if msg, err := session.GetMessage(ctx, 0, 1); err != nil || msg != nil {
+		t.Fatalf("first poll %+v, %v", msg, err)
+	}
+	remote := fakegithub.NewRemote(base)
+	if _, err := remote.QueueJob(ctx, "canonical/repo", []string{"bin"}, fakegithub.JobSpec{}); err != nil {
+		t.Fatal(err)
+	}
+	msg, err := session.GetMessage(ctx, 0, 1)
+	if err != nil || msg == nil || len(msg.JobAvailableMessages) != 1 {
+		t.Fatalf("message %+v, %v, want a JobAvailable (GHES mode)", msg, err)
+	}
+	sets, err := remote.ScaleSets(ctx, "canonical")
+	if err != nil || len(sets) != 1 || sets[0].SessionOwner != "bin-owner" || sets[0].Statistics.TotalAvailableJobs != 1 {
+		t.Errorf("ScaleSets %+v, %v", sets, err)
 	}
 }
