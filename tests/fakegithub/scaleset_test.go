@@ -1009,3 +1009,53 @@ func TestScaleSetLostJob(t *testing.T) {
 		t.Errorf("job %+v", job)
 	}
 }
+
+// Runner groups and updates: a scale set moves to an organisation's group
+// (PATCH merges what it is given); names are unique within a group.
+func TestScaleSetGroupsAndUpdate(t *testing.T) {
+	srv := fakegithub.NewTest(t, fakegithub.Options{})
+	ctx := testContext(t, time.Minute)
+	groupID := srv.AddRunnerGroup(testOrg, "ci-runners")
+	client := newScaleSetClient(t, srv, testOrg)
+	group, err := client.GetRunnerGroupByName(ctx, "ci-runners")
+	if err != nil || group.ID != int(groupID) || group.IsDefault {
+		t.Fatalf("group %+v, %v", group, err)
+	}
+	if _, err := client.GetRunnerGroupByName(ctx, "nope"); err == nil {
+		t.Error("found a group that does not exist")
+	}
+	set := createScaleSet(t, ctx, client, "mover", "mover", "gpu")
+	if _, err := client.CreateRunnerScaleSet(ctx, &scaleset.RunnerScaleSet{Name: "mover", RunnerGroupID: 1}); err == nil || !strings.Contains(err.Error(), "409") {
+		t.Errorf("a second scale set of the same name in the group: %v, want 409", err)
+	}
+	moved, err := client.UpdateRunnerScaleSet(ctx, set.ID, &scaleset.RunnerScaleSet{RunnerGroupID: group.ID})
+	if err != nil || moved.RunnerGroupID != group.ID || moved.RunnerGroupName != "ci-runners" || moved.Name != "mover" ||
+		!slices.Equal(labelNames(moved.Labels), []string{"mover", "gpu"}) {
+		t.Fatalf("moved %+v, %v", moved, err)
+	}
+	if got, err := client.GetRunnerScaleSet(ctx, group.ID, "mover"); err != nil || got == nil || got.ID != set.ID {
+		t.Errorf("by name in the new group: %+v, %v", got, err)
+	}
+	if got, err := client.GetRunnerScaleSet(ctx, 1, "mover"); err != nil || got != nil {
+		t.Errorf("by name in the old group: %+v, %v", got, err)
+	}
+	relabelled, err := client.UpdateRunnerScaleSet(ctx, set.ID, &scaleset.RunnerScaleSet{Labels: []scaleset.Label{{Name: "mover"}, {Name: "cuda"}}})
+	if err != nil || !slices.Equal(labelNames(relabelled.Labels), []string{"mover", "cuda"}) || relabelled.RunnerGroupID != group.ID {
+		t.Errorf("relabelled %+v, %v", relabelled, err)
+	}
+	if sets := srv.ScaleSets(testOrg); len(sets) != 1 || sets[0].RunnerGroupName != "ci-runners" {
+		t.Errorf("ScaleSets %+v", sets)
+	}
+	// A repository's scale set lives in the default group.
+	repoClient := newScaleSetClient(t, srv, testOrg+"/repo")
+	if _, err := repoClient.GetRunnerGroupByName(ctx, "ci-runners"); err == nil {
+		t.Error("a repository sees the organisation's group")
+	}
+	repoSet := createScaleSet(t, ctx, repoClient, "mover")
+	if sets := srv.ScaleSets(testOrg + "/repo"); len(sets) != 1 || sets[0].ID != int64(repoSet.ID) {
+		t.Errorf("repository scale sets %+v", sets)
+	}
+	if _, err := repoClient.GetRunnerScaleSetByID(ctx, set.ID); err == nil {
+		t.Error("a repository's client read the organisation's scale set")
+	}
+}
