@@ -7,6 +7,7 @@ package scaleset
 import (
 	"bytes"
 	"context"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -117,8 +118,8 @@ func TestFakeGHES(t *testing.T) {
 			t.Errorf("problem %q, want %q", s.Problem(), want)
 		}
 		// The engine reports a failed create's error: the same words.
-		if _, _, err := s.Register(context.Background(), "r-1"); err == nil || err.Error() != want {
-			t.Errorf("Register: %v, want %q", err, want)
+		if _, _, err := s.Register(context.Background(), "r-1"); err == nil || err.Error() != want || !errors.Is(err, ErrUnsupported) {
+			t.Errorf("Register: %v, want %q (ErrUnsupported)", err, want)
 		}
 	})
 	t.Run("3.17 drops labels", func(t *testing.T) {

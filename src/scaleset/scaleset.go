@@ -284,7 +284,7 @@ func (s *Set) Ensure(ctx context.Context) error {
 	if err != nil {
 		// The engine reports a Register's error as its problem: the
 		// same words as Problem's.
-		explained := &explainedError{text: s.explain(err), err: err}
+		explained := s.explain(err)
 		s.setProblem(&s.setup, explained.text)
 		return explained
 	}
@@ -569,21 +569,26 @@ func (s *Set) close(session *gh.MessageSessionClient) {
 	}
 }
 
+// ErrUnsupported: GitHub has no runner scale sets (a GitHub Enterprise
+// Server before 3.9); only the operator can change that.
+var ErrUnsupported = errors.New("runner scale sets are not supported")
+
 // explainedError is an error in the words the operator reads.
 type explainedError struct {
 	text string
-	err  error
+	errs []error // the client's, and ErrUnsupported if it applies
 }
 
-func (e *explainedError) Error() string { return e.text }
-func (e *explainedError) Unwrap() error { return e.err }
+func (e *explainedError) Error() string   { return e.text }
+func (e *explainedError) Unwrap() []error { return e.errs }
 
 // explain is Ensure's error in words.
-func (s *Set) explain(err error) string {
+func (s *Set) explain(err error) *explainedError {
 	if isRegistrationNotFound(err) && !s.hosted {
-		return "this GitHub Enterprise Server does not support runner scale sets (they need 3.9 or later): unset runner-scale-set to use classic runners"
+		return &explainedError{text: "this GitHub Enterprise Server does not support runner scale sets (they need 3.9 or later): unset runner-scale-set to use classic runners",
+			errs: []error{ErrUnsupported, err}}
 	}
-	return fmt.Sprintf("cannot set up runner scale set %s: %s", s.name, redact(err))
+	return &explainedError{text: fmt.Sprintf("cannot set up runner scale set %s: %s", s.name, redact(err)), errs: []error{err}}
 }
 
 // The client's errors carry no type for most statuses; its text does

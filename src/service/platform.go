@@ -10,6 +10,7 @@ import (
 	"github.com/canonical/github-runner-charm/src/github"
 	"github.com/canonical/github-runner-charm/src/manager"
 	"github.com/canonical/github-runner-charm/src/runner"
+	"github.com/canonical/github-runner-charm/src/scaleset"
 )
 
 // defaultLabels are what GitHub's own config.sh adds and JIT does not;
@@ -201,6 +202,7 @@ func (p *platform) InUse(_ context.Context, scopes []runner.Scope) error {
 // limits, outages, full disks) time or a retry should clear (Maintenance).
 var needsOperator = []error{
 	github.ErrBadCredentials, github.ErrPermission, github.ErrNotFound, github.ErrRunnerGroupNotFound,
+	scaleset.ErrUnsupported,
 }
 
 // blocksOperator tells whether a problem needs the operator.

@@ -17,6 +17,7 @@ import (
 	"github.com/canonical/github-runner-charm/src/manager"
 	"github.com/canonical/github-runner-charm/src/metrics"
 	"github.com/canonical/github-runner-charm/src/runner"
+	"github.com/canonical/github-runner-charm/src/scaleset"
 	"github.com/canonical/github-runner-charm/src/service/api"
 )
 
@@ -55,8 +56,17 @@ func Run(ctx context.Context, f *config.File, newCloud CloudFactory, log *slog.L
 	if err := platform.remembered.remember(scope, platform.current); err != nil {
 		return err
 	}
+	// A scale set's unit registers its runners in the set and scales on
+	// its demand; a classic one keeps its fixed pool.
+	var set *scaleset.Set
+	if f.GitHub.ScaleSet != "" {
+		if set, err = scaleset.New(ScaleSetConfig(f, id, log)); err != nil {
+			return err
+		}
+		platform.scaleSet = set
+	}
 	engine := manager.New(c, platform, manager.Settings{
-		Identity: id, Scope: scope, Target: f.Runners,
+		Identity: id, Scope: scope, Target: f.Runners, Max: f.MaxRunners, OnDemand: set != nil,
 		Timeouts: manager.Timeouts{Creation: f.Timeouts.Creation, Offline: f.Timeouts.Offline, Unresponsive: f.Timeouts.Unresponsive},
 	}, log)
 	updater := &updater{github: gh, cloud: c, cacheDir: filepath.Join(f.StateDir, "runner-application"), log: log}
@@ -82,6 +92,13 @@ func Run(ctx context.Context, f *config.File, newCloud CloudFactory, log *slog.L
 		// A runner that finished is replaced at once, not at the next
 		// interval.
 		go w.Watch(ctx, srv.Wake)
+	}
+	if set != nil {
+		srv.DemandProblem, srv.OnDemand, srv.Max = set.Problem, true, f.MaxRunners
+		listening := listenForDemand(ctx, set, newDemand(engine, srv.Metrics, srv))
+		// The session is closed on the way out: the next manager's
+		// would otherwise wait for it to expire (409).
+		defer func() { <-listening }()
 	}
 	srv.Run(ctx)
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

@@ -1,6 +1,7 @@
 package service
 
 import (
+	"context"
 	"log/slog"
 
 	"github.com/canonical/github-runner-charm/src/config"
@@ -20,4 +21,15 @@ func ScaleSetConfig(f *config.File, id runner.Identity, log *slog.Logger) scales
 		c.App = &scaleset.App{ID: a.ID, InstallationID: a.InstallationID, PrivateKey: a.PrivateKey}
 	}
 	return c
+}
+
+// listenForDemand runs the scale set's listener, feeding d, until ctx
+// ends; the channel closes once the listener has closed its session.
+func listenForDemand(ctx context.Context, set *scaleset.Set, d *demand) <-chan struct{} {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		set.Listen(ctx, d, d)
+	}()
+	return done
 }

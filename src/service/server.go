@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -45,6 +46,13 @@ type Server struct {
 	// besides its runners (image, profile, ACL, security group): the unit
 	// is going away. POST /teardown runs it once no instance is left.
 	Teardown func(context.Context) error
+	// DemandProblem, on a scale set's unit, is what keeps its demand feed
+	// from working, in words ("" when nothing does): reported beside the
+	// cycles' problem. OnDemand and Max say the unit scales on demand, up
+	// to Max runners (0: no cap).
+	DemandProblem func() string
+	OnDemand      bool
+	Max           int
 
 	mu       sync.Mutex
 	problem  problem
@@ -456,12 +464,32 @@ func (s *Server) runners(w http.ResponseWriter, r *http.Request) {
 	report.AsOf = at
 	p := s.currentProblem()
 	report.Problem, report.Blocking = p.text, p.blocks
+	s.reportDemand(&report)
 	s.mu.Lock()
 	if since := s.preparingSince; !since.IsZero() && time.Since(since) >= prepareNotice {
 		report.PreparingSince = since
 	}
 	s.mu.Unlock()
 	writeJSON(w, http.StatusOK, report)
+}
+
+// reportDemand adds a scale set's unit's demand, and its feed's problem,
+// to the report.
+func (s *Server) reportDemand(report *api.RunnersReport) {
+	if s.OnDemand {
+		report.OnDemand, report.Max, report.Desired = true, s.Max, s.Engine.Desired()
+	}
+	if s.DemandProblem == nil {
+		return
+	}
+	// A create that failed for the same reason says it already.
+	switch p := s.DemandProblem(); {
+	case p == "" || strings.Contains(report.Problem, p):
+	case report.Problem == "":
+		report.Problem = p
+	default:
+		report.Problem += "; " + p
+	}
 }
 
 func (s *Server) flush(w http.ResponseWriter, r *http.Request) {
