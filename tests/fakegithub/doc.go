@@ -136,7 +136,7 @@
 // as AssignJobToAny does, or waits queued until a set or runner can take
 // it. Job carries what the messages say: Repository, Workflow, QueuedAt,
 // AssignedAt, StartedAt, FinishedAt, Result; WaitJob waits for a queued
-// job's end too.
+// job's end too, WaitJobStarted for a runner to pick it up.
 //
 // Hooks: ScaleSets(scope) (id, name, labels, runner group, statistics,
 // session owner, capacity, messages), ScaleSetMessages(id),
@@ -149,7 +149,8 @@
 // set's name as its only label, the others silently dropped. The
 // endpoint keys (RunnerRegistration, ScaleSetCreate, ScaleSetMessageGet…,
 // all in ScaleSetEndpoints) work with Counts and InjectFault. The HTTP
-// controls: POST /_fake/control/jobs/queue, GET /_fake/control/scale-sets,
+// controls: POST /_fake/control/jobs/queue, GET
+// /_fake/control/jobs/{id}/started, GET /_fake/control/scale-sets,
 // DELETE /_fake/control/scale-sets/{id}, POST
 // /_fake/control/scale-sets/expire-sessions and POST
 // /_fake/control/scale-sets/expire-queue-tokens, with their Remote

@@ -17,6 +17,7 @@ type queueJobRequest struct {
 
 func (s *Server) addScaleSetControlRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("POST "+controlPath+"/jobs/queue", s.controlQueueJob)
+	mux.HandleFunc("GET "+controlPath+"/jobs/{id}/started", s.controlWaitJobStarted)
 	mux.HandleFunc("GET "+controlPath+"/scale-sets", s.controlScaleSets)
 	mux.HandleFunc("DELETE "+controlPath+"/scale-sets/{id}", s.controlDeleteScaleSet)
 	mux.HandleFunc("POST "+controlPath+"/scale-sets/expire-sessions", s.controlExpireSessions)
@@ -34,6 +35,25 @@ func (s *Server) controlQueueJob(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeControl(w, http.StatusCreated, job)
+}
+
+func (s *Server) controlWaitJobStarted(w http.ResponseWriter, r *http.Request) {
+	id, ok := pathID(w, r)
+	if !ok {
+		return
+	}
+	ctx, cancel, err := waitContext(r)
+	if err != nil {
+		writeControlError(w, err)
+		return
+	}
+	defer cancel()
+	job, err := s.WaitJobStarted(ctx, id)
+	if err != nil {
+		writeControlError(w, err)
+		return
+	}
+	writeControl(w, http.StatusOK, job)
 }
 
 func (s *Server) controlScaleSets(w http.ResponseWriter, r *http.Request) {
@@ -71,6 +91,13 @@ func (c *Remote) ExpireQueueTokens(ctx context.Context) error {
 func (c *Remote) QueueJob(ctx context.Context, scope string, labels []string, spec JobSpec) (Job, error) {
 	var job Job
 	err := c.do(ctx, "POST", "/jobs/queue", queueJobRequest{Scope: scope, Labels: labels, Spec: toWireSpec(spec)}, &job)
+	return job, err
+}
+
+// WaitJobStarted is Server.WaitJobStarted; the wait ends with ctx.
+func (c *Remote) WaitJobStarted(ctx context.Context, jobID int64) (Job, error) {
+	var job Job
+	err := c.do(ctx, "GET", fmt.Sprintf("/jobs/%d/started?%s", jobID, waitQuery(ctx)), nil, &job)
 	return job, err
 }
 

@@ -1,6 +1,7 @@
 package fakegithub
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -107,6 +108,25 @@ func (s *Server) newJob(scope string, labels []string, spec JobSpec) *jobState {
 	}}
 	s.jobs[id] = job
 	return job
+}
+
+// WaitJobStarted waits until a runner process has picked a job up (it is
+// in progress, or already completed) and returns it: the moment a queued
+// job starts running, for latency measurements.
+func (s *Server) WaitJobStarted(ctx context.Context, id int64) (Job, error) {
+	var job Job
+	err := s.waitFor(ctx, func() (bool, error) {
+		state, ok := s.jobs[id]
+		if !ok {
+			return false, fmt.Errorf("cannot wait for job %d: %w", id, ErrNotFound)
+		}
+		job = state.Job
+		return job.State != JobQueued, nil
+	})
+	if err != nil {
+		return job, fmt.Errorf("cannot wait for job %d to start: %w", id, err)
+	}
+	return job, nil
 }
 
 // scopeServes says whether runners (or scale sets) of scope may take a job

@@ -860,6 +860,22 @@ func TestScaleSetRemote(t *testing.T) {
 	if err != nil || len(sets) != 1 || sets[0].SessionOwner != "remote-owner" || sets[0].Statistics.TotalAssignedJobs != 1 || sets[0].MaxCapacity != 1 {
 		t.Fatalf("ScaleSets %+v, %v", sets, err)
 	}
+	short, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+	_, err = remote.WaitJobStarted(short, job.ID)
+	cancel()
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("waiting for a job no runner took: %v, want a deadline error", err)
+	}
+	jit, err := client.GenerateJitRunnerConfig(ctx, &scaleset.RunnerScaleSetJitRunnerSetting{Name: "remote-1"}, set.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := os.Getenv("PATH")
+	startScript(t, installRunner(t, srv, path), path, "run.sh", "--jitconfig", jit.EncodedJITConfig)
+	started, err := remote.WaitJobStarted(ctx, job.ID)
+	if err != nil || started.StartedAt.IsZero() || started.RunnerName != "remote-1" {
+		t.Errorf("WaitJobStarted: %+v, %v", started, err)
+	}
 	msg, err := session.GetMessage(ctx, 0, 1)
 	if err != nil || msg == nil || msg.JobAssignedMessages[0].EventName != "pull_request" {
 		t.Fatalf("message %+v, %v", msg, err)

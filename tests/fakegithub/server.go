@@ -57,7 +57,7 @@ type Options struct {
 	// GHESVersion makes the fake a GitHub Enterprise Server of that
 	// version, e.g. "3.17": before 3.9 there are no scale sets
 	// (runner-registration answers 404); before 3.18 a scale set keeps
-	// only its first label, the others silently dropped. Empty: like
+	// only its name as its label, the others silently dropped. Empty: like
 	// github.com.
 	GHESVersion string
 	// ScaleSetMode is ScaleSetModeGitHub (the default: jobs assigned
