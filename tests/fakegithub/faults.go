@@ -36,10 +36,13 @@ const (
 	// changes skips entries: a busy runner missing from a list is a real
 	// answer, not an error. It can fire with another fault, like Latency.
 	OmitBusyRunners
+	// EmptyResponse answers 200 with an empty body, as the scale-set
+	// broker does in an incident: the client fails to decode it (EOF).
+	EmptyResponse
 )
 
 // lastFaultKind is the highest FaultKind.
-const lastFaultKind = OmitBusyRunners
+const lastFaultKind = EmptyResponse
 
 func (k FaultKind) String() string {
 	switch k {
@@ -57,6 +60,8 @@ func (k FaultKind) String() string {
 		return "drop-connection"
 	case OmitBusyRunners:
 		return "omit-busy-runners"
+	case EmptyResponse:
+		return "empty-response"
 	}
 	return fmt.Sprintf("FaultKind(%d)", int(k))
 }
@@ -193,6 +198,8 @@ func (s *Server) applyFaults(w http.ResponseWriter, r *http.Request, c *call) bo
 		s.writeError(w, http.StatusForbidden, c.budget, "Resource not accessible by personal access token", c.endpoint.docURL)
 	case DropConnection:
 		dropConnection(w)
+	case EmptyResponse:
+		w.WriteHeader(http.StatusOK)
 	}
 	return true
 }

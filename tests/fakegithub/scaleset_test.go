@@ -823,14 +823,21 @@ func TestScaleSetFaultsAndCounts(t *testing.T) {
 	if _, err := session.GetMessage(ctx, 0, 1); err != nil {
 		t.Errorf("a poll after the faults: %v", err)
 	}
+	// A broker incident: 200 with nothing in it.
+	if err := srv.InjectFault(fakegithub.Fault{Endpoint: fakegithub.ScaleSetMessageGet, Kind: fakegithub.EmptyResponse, Times: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := session.GetMessage(ctx, 0, 1); err == nil || !strings.Contains(err.Error(), "EOF") {
+		t.Errorf("an empty 200: %v, want the client's EOF", err)
+	}
 	counts := srv.Counts()
 	for _, key := range []string{fakegithub.ScaleSetRunnerGroups, fakegithub.ScaleSetList, fakegithub.ScaleSetGet, fakegithub.ScaleSetSessionCreate, fakegithub.OrgRegistrationToken} {
 		if counts[key] == 0 {
 			t.Errorf("no count for %s in %v", key, counts)
 		}
 	}
-	if got := counts[fakegithub.ScaleSetMessageGet]; got != 3 {
-		t.Errorf("%d polls counted, want 3", got)
+	if got := counts[fakegithub.ScaleSetMessageGet]; got != 4 {
+		t.Errorf("%d polls counted, want 4", got)
 	}
 	if !slices.Contains(fakegithub.ScaleSetEndpoints(), fakegithub.ScaleSetJITConfig) || slices.Contains(fakegithub.Endpoints(), fakegithub.ScaleSetJITConfig) {
 		t.Error("the scale-set endpoints are not listed apart from the REST ones")
