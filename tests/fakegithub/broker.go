@@ -107,6 +107,9 @@ func (s *Server) brokerMessage(w http.ResponseWriter, r *http.Request) {
 		s.claimScaleSetJob(runner)
 		if job := s.jobs[runner.JobID]; runner.JobID != 0 && job.State == JobQueued {
 			job.State, job.renewed = JobInProgress, time.Now()
+			if job.StartedAt.IsZero() {
+				job.StartedAt = job.renewed.UTC()
+			}
 			s.notify()
 			spec, renew := job.Spec, s.renewInterval()
 			s.mu.Unlock()

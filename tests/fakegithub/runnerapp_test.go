@@ -339,6 +339,9 @@ func TestRunnerApplicationRunsAJITJob(t *testing.T) {
 			if err != nil {
 				t.Fatalf("%v; runner output:\n%s", err, proc.output)
 			}
+			if job.StartedAt.Before(job.AssignedAt) || job.FinishedAt.Before(job.StartedAt) || job.Result != fakegithub.ResultFailed {
+				t.Errorf("job times and result: %+v", job)
+			}
 			if want := "hello from jit-" + shell.name + " in _work\n"; job.ExitCode != 3 || job.Output != want {
 				t.Errorf("job ended with %d and %q, want 3 and %q", job.ExitCode, job.Output, want)
 			}
