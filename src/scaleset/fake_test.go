@@ -428,3 +428,23 @@ func TestFakeListenBrokerOutage(t *testing.T) {
 	}
 	eventually(t, "demand after the outage", func() bool { return r.lastDesired() == 1 })
 }
+
+// A create after GitHub deleted the set makes the set again and registers
+// the runner in it.
+func TestFakeRegisterAfterTheSetWasDeleted(t *testing.T) {
+	fake := newFakeService(t, fakegithub.Options{})
+	s := newFakeSet(t, fake)
+	if err := s.Ensure(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	old := theSet(t, fake).ID
+	if err := fake.DeleteScaleSet(old); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.Register(context.Background(), "github-runner-abc-2-0000000b"); err != nil {
+		t.Fatal(err)
+	}
+	if set := theSet(t, fake); set.ID == old || set.Statistics.TotalRegisteredRunners != 1 {
+		t.Errorf("scale set %+v after the deletion of %d", set, old)
+	}
+}
