@@ -129,6 +129,16 @@ type running struct {
 // a cap of 2 on the scale set "linux" of the fake's org, on instances.
 func runScaleSetUnit(t *testing.T, fake *fakegithub.Server, instances *managertest.Cloud) (*config.File, context.Context, *running) {
 	t.Helper()
+	logs := &lockedBuffer{}
+	t.Cleanup(func() {
+		// Run has returned (the cleanup below runs first).
+		if strings.Contains(logs.String(), fakegithub.DefaultToken) {
+			t.Error("the token was logged")
+		}
+		if !strings.Contains(logs.String(), "scale-set=") {
+			t.Errorf("the debug log says nothing of the scale set:\n%s", logs)
+		}
+	})
 	f := &config.File{Unit: "github-runner/0", Model: managertest.Model, StateDir: t.TempDir(), Runners: 1, MaxRunners: 2,
 		ReconcileInterval: time.Hour,
 		GitHub:            config.GitHub{Path: "org", APIURL: fake.URL(), Token: fakegithub.DefaultToken, ScaleSet: "linux", Labels: []string{"x64"}}}
@@ -136,7 +146,8 @@ func runScaleSetUnit(t *testing.T, fake *fakegithub.Server, instances *managerte
 	r := &running{cancel: cancel, done: make(chan struct{})}
 	go func() {
 		defer close(r.done)
-		r.err = Run(ctx, f, func(*config.File, *slog.Logger) (cloud.Provider, error) { return preparedCloud{instances}, nil }, slog.New(slog.DiscardHandler))
+		r.err = Run(ctx, f, func(*config.File, *slog.Logger) (cloud.Provider, error) { return preparedCloud{instances}, nil },
+			slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	}()
 	t.Cleanup(func() {
 		cancel()
