@@ -8,6 +8,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -335,19 +336,19 @@ func TestFakeListenRecovers(t *testing.T) {
 	}
 }
 
-// runningRunner is a fake runner application process.
-type runningRunner struct {
+// lockedBuffer is output written by another goroutine or process.
+type lockedBuffer struct {
 	mu  sync.Mutex
 	out bytes.Buffer
 }
 
-func (r *runningRunner) Write(p []byte) (int, error) {
+func (r *lockedBuffer) Write(p []byte) (int, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.out.Write(p)
 }
 
-func (r *runningRunner) output() string {
+func (r *lockedBuffer) output() string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.out.String()
@@ -355,7 +356,7 @@ func (r *runningRunner) output() string {
 
 // runRunner installs the fake's runner application and starts it with a
 // JIT configuration, with busybox's tools, as a runner instance has them.
-func runRunner(t *testing.T, fake *fakegithub.Server, jit string) *runningRunner {
+func runRunner(t *testing.T, fake *fakegithub.Server, jit string) *lockedBuffer {
 	t.Helper()
 	path := busyboxPath(t)
 	tarball, err := fakegithub.RunnerTarball(fake.RunnerVersion(), "x64")
@@ -373,7 +374,7 @@ func runRunner(t *testing.T, fake *fakegithub.Server, jit string) *runningRunner
 	cmd := exec.Command(filepath.Join(path, "sh"), filepath.Join(dir, "run.sh"), "--jitconfig", jit)
 	cmd.Env = []string{"PATH=" + path, "HOME=" + dir, "RUNNER_ALLOW_RUNASROOT=1"}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	r := &runningRunner{}
+	r := &lockedBuffer{}
 	cmd.Stdout, cmd.Stderr = r, r
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -446,5 +447,36 @@ func TestFakeRegisterAfterTheSetWasDeleted(t *testing.T) {
 	}
 	if set := theSet(t, fake); set.ID == old || set.Statistics.TotalRegisteredRunners != 1 {
 		t.Errorf("scale set %+v after the deletion of %d", set, old)
+	}
+}
+
+// The labels option changed since the set was made: Ensure gives the set
+// the new labels.
+func TestFakeEnsureUpdatesLabels(t *testing.T) {
+	fake := newFakeService(t, fakegithub.Options{})
+	if err := newFakeSet(t, fake).Ensure(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	s := newFakeSet(t, fake, func(c *Config) { c.Labels = []string{"arm64"} })
+	if err := s.Ensure(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if set := theSet(t, fake); !slices.Equal(set.Labels, []string{"linux", "arm64"}) {
+		t.Errorf("labels %v, want [linux arm64]", set.Labels)
+	}
+}
+
+// The listener's line for every poll stays out of the service's log at
+// its default level.
+func TestFakeListenLogsQuietly(t *testing.T) {
+	fake := newFakeService(t, fakegithub.Options{ScaleSetLongPoll: 50 * time.Millisecond})
+	logs := &lockedBuffer{}
+	s := newFakeSet(t, fake, func(c *Config) { c.Logger = slog.New(slog.NewTextHandler(logs, nil)) })
+	r := &recorder{}
+	stop := listen(t, s, r)
+	eventually(t, "a few polls", func() bool { return fake.Count(fakegithub.ScaleSetMessageGet) >= 3 })
+	stop()
+	if out := logs.output(); strings.Contains(out, "Getting next message") || !strings.Contains(out, "listening to the runner scale set") {
+		t.Errorf("log:\n%s", out)
 	}
 }

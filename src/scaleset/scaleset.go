@@ -540,7 +540,8 @@ func (w *watchedScaler) HandleDesiredRunnerCount(ctx context.Context, count int)
 }
 
 func (s *Set) run(ctx context.Context, session *gh.MessageSessionClient, id int, scaler listener.Scaler, rec listener.MetricsRecorder) error {
-	l, err := listener.New(session, listener.Config{ScaleSetID: id, MaxRunners: int(s.max.Load()), Logger: s.log}, listener.WithMetricsRecorder(rec))
+	l, err := listener.New(session, listener.Config{ScaleSetID: id, MaxRunners: int(s.max.Load()), Logger: slog.New(quieter{s.log.Handler()})},
+		listener.WithMetricsRecorder(rec))
 	if err != nil {
 		return err
 	}
@@ -556,6 +557,31 @@ func (s *Set) run(ctx context.Context, session *gh.MessageSessionClient, id int,
 	}()
 	s.log.Info("listening to the runner scale set", "scale-set", s.name, "scale-set-id", id, "owner", s.owner)
 	return l.Run(ctx, scaler)
+}
+
+// quieter lowers the listener's Info lines to Debug: it writes one for
+// every poll and every message, which would bury the service's log.
+type quieter struct{ slog.Handler }
+
+func (q quieter) Enabled(ctx context.Context, l slog.Level) bool {
+	return q.Handler.Enabled(ctx, demote(l))
+}
+
+func (q quieter) Handle(ctx context.Context, r slog.Record) error {
+	r.Level = demote(r.Level)
+	return q.Handler.Handle(ctx, r)
+}
+
+func (q quieter) WithAttrs(attrs []slog.Attr) slog.Handler {
+	return quieter{q.Handler.WithAttrs(attrs)}
+}
+func (q quieter) WithGroup(name string) slog.Handler { return quieter{q.Handler.WithGroup(name)} }
+
+func demote(l slog.Level) slog.Level {
+	if l == slog.LevelInfo {
+		return slog.LevelDebug
+	}
+	return l
 }
 
 // close deletes the session, within its own bound: the service is
