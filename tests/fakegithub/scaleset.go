@@ -674,7 +674,7 @@ func (s *Server) groupName(scope string, id int64) (string, bool) {
 	return "", false
 }
 
-// nameTakenInGroup: scale set names are unique within a runner group. The
+// setNameTaken: scale set names are unique within a runner group. The
 // caller holds s.mu.
 func (s *Server) setNameTaken(scope string, group int64, name string, except int64) bool {
 	for _, set := range s.scaleSets.sets {

@@ -1082,3 +1082,57 @@ func TestScaleSetGroupsAndUpdate(t *testing.T) {
 		t.Error("a repository's client read the organisation's scale set")
 	}
 }
+
+// Two units, two scale sets with the same labels, each its listener: they
+// share the jobs, each job run once, by a runner of the set it went to.
+func TestScaleSetTwoUnitsShareJobs(t *testing.T) {
+	srv := fakegithub.NewTest(t, fakegithub.Options{ScaleSetLongPoll: 500 * time.Millisecond})
+	ctx := testContext(t, time.Minute)
+	client := newScaleSetClient(t, srv, testOrg)
+	type unit struct {
+		set    *scaleset.RunnerScaleSet
+		scaler *testScaler
+	}
+	var units []unit
+	for _, name := range []string{"pool-0", "pool-1"} {
+		set, session := newSession(t, ctx, client, name, "pool", name)
+		scaler, _ := runListener(t, ctx, session, set.ID, 2)
+		scaler.waitFor(t, ctx, "the initial count", lastDesired(0))
+		units = append(units, unit{set, scaler})
+	}
+	for range 4 {
+		if _, err := srv.QueueJob(testOrg+"/repo", []string{"pool"}, fakegithub.JobSpec{Command: "true"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	path := os.Getenv("PATH")
+	for _, u := range units {
+		u.scaler.waitFor(t, ctx, u.set.Name+" at its capacity", lastDesired(2))
+		for i := range 2 {
+			jit, err := client.GenerateJitRunnerConfig(ctx, &scaleset.RunnerScaleSetJitRunnerSetting{Name: u.set.Name + "-" + string(rune('a'+i))}, u.set.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// Each runner its own machine: the application keeps its
+			// configuration in its directory.
+			startScript(t, installRunner(t, srv, path), path, "run.sh", "--jitconfig", jit.EncodedJITConfig)
+		}
+	}
+	seen := map[string]string{}
+	for _, u := range units {
+		u.scaler.waitFor(t, ctx, u.set.Name+"'s two jobs", func(s *testScaler) bool { return len(s.completed) == 2 })
+		u.scaler.waitFor(t, ctx, u.set.Name+" idle", lastDesired(0))
+		for _, c := range u.scaler.completed {
+			if !strings.HasPrefix(c.RunnerName, u.set.Name+"-") || c.Result != "succeeded" {
+				t.Errorf("%s: JobCompleted %+v", u.set.Name, c)
+			}
+			if other, dup := seen[c.JobID]; dup {
+				t.Errorf("job %s ran on %s and %s", c.JobID, other, c.RunnerName)
+			}
+			seen[c.JobID] = c.RunnerName
+		}
+	}
+	if len(seen) != 4 {
+		t.Errorf("%d distinct jobs completed, want 4", len(seen))
+	}
+}
