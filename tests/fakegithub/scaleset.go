@@ -160,6 +160,7 @@ type scaleSetSession struct {
 	id       string
 	owner    string
 	token    string
+	expires  time.Time // the token's exp
 	queueURL string
 	lastPoll time.Time
 	polling  int // long polls in progress
@@ -852,7 +853,7 @@ func (s *Server) ExpireQueueTokens() {
 	defer s.mu.Unlock()
 	for _, set := range s.scaleSets.sets {
 		if set.session != nil {
-			set.session.token = s.newJWT(set.session.id, time.Now())
+			set.session.token, set.session.expires = s.newJWT(set.session.id, time.Now()), time.Now()
 		}
 	}
 	s.notify()
@@ -907,12 +908,19 @@ func (s *Server) svcCreateSession(w http.ResponseWriter, r *http.Request, c *cal
 	set.session = &scaleSetSession{
 		id:       id,
 		owner:    in.OwnerName,
-		token:    s.newJWT(id, time.Now().Add(s.scaleSets.tokenLifetime)),
 		queueURL: serviceURL(r, c) + "_queue/" + id + "/message",
 		lastPoll: time.Now(),
 	}
+	s.renewQueueToken(set.session)
 	s.notify()
 	writeSvcJSON(w, http.StatusOK, s.sessionOf(set))
+}
+
+// renewQueueToken gives a session a new message-queue token. The caller
+// holds s.mu.
+func (s *Server) renewQueueToken(sess *scaleSetSession) {
+	sess.expires = time.Now().Add(s.scaleSets.tokenLifetime)
+	sess.token = s.newJWT(sess.id, sess.expires)
 }
 
 // sessionFor finds the path's session of the path's scale set. The caller
@@ -934,7 +942,7 @@ func (s *Server) svcRefreshSession(w http.ResponseWriter, r *http.Request, c *ca
 			fmt.Sprintf("The session identifier %s is not valid.", c.vars["session"]))
 		return
 	}
-	set.session.token = s.newJWT(set.session.id, time.Now().Add(s.scaleSets.tokenLifetime))
+	s.renewQueueToken(set.session)
 	set.session.lastPoll = time.Now()
 	writeSvcJSON(w, http.StatusOK, s.sessionOf(set))
 }

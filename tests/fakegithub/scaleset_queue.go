@@ -431,7 +431,7 @@ func (s *Server) queueSession(r *http.Request, c *call) (*scaleSet, bool) {
 	token := bearer(r)
 	for _, set := range s.scaleSets.sets {
 		if sess := set.session; sess != nil && strings.EqualFold(sess.id, id) && set.scope == c.scope {
-			return set, token != "" && token == sess.token
+			return set, token != "" && token == sess.token && time.Now().Before(sess.expires)
 		}
 	}
 	return nil, false
@@ -470,7 +470,7 @@ func (s *Server) svcGetMessage(w http.ResponseWriter, r *http.Request, c *call) 
 	}()
 	for {
 		s.mu.Lock()
-		if s.scaleSets.sets[set.id] != set || set.session != sess || sess.token != bearer(r) {
+		if s.scaleSets.sets[set.id] != set || set.session != sess || sess.token != bearer(r) || !time.Now().Before(sess.expires) {
 			s.mu.Unlock()
 			writeQueueUnauthorized(w)
 			return
@@ -529,7 +529,7 @@ func (s *Server) svcAcquireJobs(w http.ResponseWriter, r *http.Request, c *call)
 	}
 	s.mu.Lock()
 	set := s.lookupSet(c)
-	ok := set != nil && set.session != nil && bearer(r) == set.session.token
+	ok := set != nil && set.session != nil && bearer(r) == set.session.token && time.Now().Before(set.session.expires)
 	acquired := []int64{}
 	if ok {
 		for _, id := range ids {

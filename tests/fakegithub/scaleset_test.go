@@ -1136,3 +1136,27 @@ func TestScaleSetTwoUnitsShareJobs(t *testing.T) {
 		t.Errorf("%d distinct jobs completed, want 4", len(seen))
 	}
 }
+
+// Tokens past their exp: the client bootstraps again for the admin token
+// (less than a minute left) and refreshes its session for the queue's.
+func TestScaleSetShortLivedTokens(t *testing.T) {
+	srv := fakegithub.NewTest(t, fakegithub.Options{ScaleSetLongPoll: 200 * time.Millisecond, ScaleSetTokenLifetime: time.Second})
+	ctx := testContext(t, time.Minute)
+	client := newScaleSetClient(t, srv, testOrg)
+	set, session := newSession(t, ctx, client, "brief")
+	scaler, done := runListener(t, ctx, session, set.ID, 1)
+	for srv.Count(fakegithub.ScaleSetSessionRefresh) == 0 {
+		select {
+		case err := <-done:
+			t.Fatalf("the listener stopped: %v", err)
+		case <-ctx.Done():
+			t.Fatal("the queue token never expired")
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	srv.QueueJob(testOrg, []string{"brief"}, fakegithub.JobSpec{})
+	scaler.waitFor(t, ctx, "the job after a refresh", lastDesired(1))
+	if got := srv.Count(fakegithub.RunnerRegistration); got < 3 {
+		t.Errorf("%d bootstraps, want one per service call with a token this short", got)
+	}
+}
