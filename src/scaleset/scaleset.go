@@ -134,10 +134,13 @@ type Set struct {
 	id  atomic.Int64
 	max atomic.Int64
 
-	mu       sync.Mutex
-	setup    string // Ensure's problem
-	session  string // the session's problem
-	listener *listener.Listener
+	mu    sync.Mutex
+	setup string // Ensure's problem
+	// setupBlocks: only the operator can clear Ensure's problem (a
+	// GitHub without scale sets).
+	setupBlocks bool
+	session     string // the session's problem
+	listener    *listener.Listener
 }
 
 // New returns the unit's scale set; it connects on first use.
@@ -251,6 +254,19 @@ func (s *Set) Problem() string {
 	return strings.Join(parts, "; ")
 }
 
+// NeedsOperator tells whether Problem is one only the operator can clear.
+func (s *Set) NeedsOperator() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.setupBlocks
+}
+
+func (s *Set) setBlocks(blocks bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.setupBlocks = blocks
+}
+
 func (s *Set) setProblem(field *string, text string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -286,8 +302,10 @@ func (s *Set) Ensure(ctx context.Context) error {
 		// same words as Problem's.
 		explained := s.explain(err)
 		s.setProblem(&s.setup, explained.text)
+		s.setBlocks(errors.Is(explained, ErrUnsupported))
 		return explained
 	}
+	s.setBlocks(false)
 	s.id.Store(int64(set.ID))
 	s.setProblem(&s.setup, s.droppedLabels(set))
 	return nil

@@ -94,7 +94,7 @@ func Run(ctx context.Context, f *config.File, newCloud CloudFactory, log *slog.L
 		go w.Watch(ctx, srv.Wake)
 	}
 	if set != nil {
-		srv.DemandProblem, srv.OnDemand, srv.Max = set.Problem, true, f.MaxRunners
+		srv.DemandProblem, srv.DemandBlocks, srv.OnDemand, srv.Max = set.Problem, set.NeedsOperator, true, f.MaxRunners
 		listening := listenForDemand(ctx, set, newDemand(engine, srv.Metrics, srv))
 		// The session is closed on the way out: the next manager's
 		// would otherwise wait for it to expire (409).

@@ -2,6 +2,7 @@ package service
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"path/filepath"
 	"strings"
@@ -127,7 +128,8 @@ type running struct {
 
 // runScaleSetUnit runs the service of github-runner/0 with a base of 1 and
 // a cap of 2 on the scale set "linux" of the fake's org, on instances.
-func runScaleSetUnit(t *testing.T, fake *fakegithub.Server, instances *managertest.Cloud) (*config.File, context.Context, *running) {
+// edits change the config file first.
+func runScaleSetUnit(t *testing.T, fake *fakegithub.Server, instances *managertest.Cloud, edits ...func(*config.File)) (*config.File, context.Context, *running) {
 	t.Helper()
 	logs := &lockedBuffer{}
 	t.Cleanup(func() {
@@ -142,6 +144,9 @@ func runScaleSetUnit(t *testing.T, fake *fakegithub.Server, instances *managerte
 	f := &config.File{Unit: "github-runner/0", Model: managertest.Model, StateDir: t.TempDir(), Runners: 1, MaxRunners: 2,
 		ReconcileInterval: time.Hour,
 		GitHub:            config.GitHub{Path: "org", APIURL: fake.URL(), Token: fakegithub.DefaultToken, ScaleSet: "linux", Labels: []string{"x64"}}}
+	for _, edit := range edits {
+		edit(f)
+	}
 	ctx, cancel := context.WithCancel(t.Context())
 	r := &running{cancel: cancel, done: make(chan struct{})}
 	go func() {
@@ -157,14 +162,21 @@ func runScaleSetUnit(t *testing.T, fake *fakegithub.Server, instances *managerte
 }
 
 // A GitHub Enterprise Server without scale sets is the unit's problem, in
-// words, once.
+// words, once, and only the operator can clear it: Blocked, also when no
+// create failed for it (a base of 0 creates nothing).
 func TestRunScaleSetUnitOnOldGHES(t *testing.T) {
+	for _, base := range []int{1, 0} {
+		t.Run(fmt.Sprintf("base %d", base), func(t *testing.T) { testRunScaleSetUnitOnOldGHES(t, base) })
+	}
+}
+
+func testRunScaleSetUnitOnOldGHES(t *testing.T, base int) {
 	fake := fakegithub.NewTest(t, fakegithub.Options{GHESVersion: "3.8"})
-	f, ctx, _ := runScaleSetUnit(t, fake, managertest.NewCloud())
+	f, ctx, _ := runScaleSetUnit(t, fake, managertest.NewCloud(), func(f *config.File) { f.Runners = base })
 	client := api.NewClient(filepath.Join(f.StateDir, api.SocketName), 10*time.Second)
 	want := "this GitHub Enterprise Server does not support runner scale sets (they need 3.9 or later): unset runner-scale-set to use classic runners"
 	waitUntil(t, "the problem in the report, blocking", func() bool {
 		r, err := client.Runners(ctx)
-		return err == nil && !r.AsOf.IsZero() && strings.HasSuffix(r.Problem, ": "+want) && strings.Count(r.Problem, want) == 1 && r.Blocking
+		return err == nil && !r.AsOf.IsZero() && strings.HasSuffix(r.Problem, want) && strings.Count(r.Problem, want) == 1 && r.Blocking
 	})
 }

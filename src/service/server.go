@@ -51,8 +51,11 @@ type Server struct {
 	// cycles' problem. OnDemand and Max say the unit scales on demand, up
 	// to Max runners (0: no cap).
 	DemandProblem func() string
-	OnDemand      bool
-	Max           int
+	// DemandBlocks tells whether DemandProblem's problem needs the
+	// operator (a GitHub without scale sets); nil: never.
+	DemandBlocks func() bool
+	OnDemand     bool
+	Max          int
 
 	mu       sync.Mutex
 	problem  problem
@@ -489,6 +492,9 @@ func (s *Server) reportDemand(report *api.RunnersReport) {
 		report.Problem = p
 	default:
 		report.Problem += "; " + p
+	}
+	if s.DemandBlocks != nil && s.DemandBlocks() {
+		report.Blocking = true
 	}
 }
 

@@ -112,7 +112,7 @@ func TestWakeDuringACycleRunsOneMore(t *testing.T) {
 func TestBurstOfWakesCoalesces(t *testing.T) {
 	srv, counted := runLoop(t, managertest.NewCloud(), managertest.NewPlatform(), 0, time.Hour)
 	counted.waitFor(t, 1, 10*time.Second)
-	quiet() // the first cycle is over
+	quiet()        // the first cycle is over
 	for range 10 { // over 200ms: without spacing, a cycle each
 		srv.Wake()
 		time.Sleep(20 * time.Millisecond)
