@@ -68,11 +68,19 @@ type Options struct {
 	App string
 	// Model is the unit's model UUID (default harness.DefaultModel).
 	Model string
+	// Base, Max and ScaleSet are base-virtual-machines,
+	// max-total-virtual-machines and runner-scale-set; each is set only
+	// when not zero (Runners is then usually 0).
+	Base, Max int
+	ScaleSet  string
+	// Number is the unit's number: a second unit of one application
+	// (same App, Server shared) is Number 1, not the leader.
+	Number int
 }
 
 // Bed is one unit of the charm against real LXD and the fake GitHub.
 type Bed struct {
-	T      *testing.T
+	T      testing.TB
 	LXD    lxdclient.InstanceServer
 	GitHub *fakegithub.Server
 	Unit   *harness.Unit
@@ -85,7 +93,7 @@ type Bed struct {
 // New sets up a bed and configures the unit, without deploying it. Its
 // cleanup removes the unit (stop, remove: Pebble and the manager end) and
 // then anything of its prefix still in LXD.
-func New(t *testing.T, opts Options) *Bed {
+func New(t testing.TB, opts Options) *Bed {
 	t.Helper()
 	c := lxdtest.Connect(t)
 	token := fakegithub.Token{Value: opts.Token, Scope: opts.TokenScope}
@@ -109,12 +117,12 @@ func New(t *testing.T, opts Options) *Bed {
 	if model == "" {
 		model = harness.DefaultModel
 	}
-	prefix := runner.Identity{Model: model, App: app, Unit: 0}.Prefix()
+	prefix := runner.Identity{Model: model, App: app, Unit: opts.Number}.Prefix()
 	// Registered before the harness's own cleanup, so it runs after the
 	// unit's removal (a manager still running would make more): whatever
 	// happens, nothing of the prefix is left in LXD, runner images included.
 	t.Cleanup(func() { lxdtest.DeleteAll(c, prefix+"-") })
-	u := harness.New(t, harness.Options{App: app, Leader: true, Model: model})
+	u := harness.New(t, harness.Options{App: app, Number: opts.Number, Leader: opts.Number == 0, Model: model})
 	bed := &Bed{T: t, LXD: c, GitHub: fake, Unit: u, Prefix: prefix, Label: opts.Label, Token: opts.Token}
 	t.Cleanup(func() {
 		if t.Failed() {
@@ -126,6 +134,7 @@ func New(t *testing.T, opts Options) *Bed {
 		"runner-type": "container", "base-image": lxdtest.BaseImageAlias,
 		"virtual-machines": opts.Runners, "vm-cpu": 1, "vm-memory": "256MiB", "vm-disk": "1GiB",
 	}
+	scaling(config, opts)
 	for k, v := range opts.Config {
 		config[k] = v
 	}
@@ -133,10 +142,23 @@ func New(t *testing.T, opts Options) *Bed {
 	return bed
 }
 
+// scaling sets the demand options that opts names.
+func scaling(config map[string]any, opts Options) {
+	if opts.Base != 0 {
+		config["base-virtual-machines"] = opts.Base
+	}
+	if opts.Max != 0 {
+		config["max-total-virtual-machines"] = opts.Max
+	}
+	if opts.ScaleSet != "" {
+		config["runner-scale-set"] = opts.ScaleSet
+	}
+}
+
 // startGitHub serves a fake GitHub for the bed until the test ends. The
 // manager reaches the API on loopback; runners reach the broker and
 // downloads on the bridge.
-func startGitHub(t *testing.T, c lxdclient.InstanceServer, opts fakegithub.Options, token fakegithub.Token) *fakegithub.Server {
+func startGitHub(t testing.TB, c lxdclient.InstanceServer, opts fakegithub.Options, token fakegithub.Token) *fakegithub.Server {
 	t.Helper()
 	port := FreePort(t)
 	opts.AdvertiseURL = fmt.Sprintf("http://%s:%d", lxdtest.BridgeIP(t, c), port)
@@ -254,6 +276,41 @@ func (b *Bed) WaitJob(id int64) fakegithub.Job {
 		b.T.Fatalf("job %d did not finish: %v", id, err)
 	}
 	return job
+}
+
+// QueueJob queues a workflow job asking for the bed's label, as a push
+// does: a scale set with the label, or an idle runner with it, takes it.
+func (b *Bed) QueueJob(spec fakegithub.JobSpec) fakegithub.Job {
+	b.T.Helper()
+	job, err := b.GitHub.QueueJob(Repo, []string{b.Label}, spec)
+	if err != nil {
+		b.T.Fatalf("cannot queue a job: %v", err)
+	}
+	return job
+}
+
+// Instances are the unit's runner instances in LXD (not its image
+// builders), sorted.
+func (b *Bed) Instances() []string {
+	b.T.Helper()
+	_, instances, _ := b.State()
+	return instances
+}
+
+// RunnerImage is the LXD alias of the unit's runner image ("" if none
+// yet), which a raw launch compares with.
+func (b *Bed) RunnerImage() string {
+	b.T.Helper()
+	aliases, err := b.LXD.GetImageAliases()
+	if err != nil {
+		b.T.Fatalf("cannot list LXD image aliases: %v", err)
+	}
+	for _, a := range aliases {
+		if strings.HasPrefix(a.Name, b.Prefix+"-image-") {
+			return a.Name
+		}
+	}
+	return ""
 }
 
 // ConfigPath is the manager's config file.

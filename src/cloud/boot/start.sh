@@ -18,7 +18,9 @@ say() { printf '%s github-runner-start: %s\n' "$(date -u '+%Y-%m-%dT%H:%M:%SZ')"
 stop() {
 	say "$1; powering off"
 	sync
-	poweroff || shutdown -h now || halt
+	# At once (-f): the instance is deleted next, so an orderly shutdown
+	# (seconds of stopping services) only delays its replacement.
+	poweroff -f || poweroff || shutdown -h now || halt
 	exit 0
 }
 
