@@ -133,19 +133,37 @@ type updater struct {
 	// pending: a Prepare outside a cycle (update-dependencies) saw the
 	// image change, and no cycle has replaced the idle runners for it yet.
 	pending bool
+	// prepared is when a Prepare last succeeded (see refreshEvery).
+	prepared time.Time
 }
 
-// refresh runs before each cycle: the application is cached, so this costs
-// one downloads request when nothing changed, and none for clouds whose
-// image already holds the runner. It reports a change since the last
-// cycle's, whoever's Prepare saw it, and so consumes it.
+// refreshEvery is how long a successful Prepare holds for the cycles
+// after it. Cycles woken by demand or a finished runner come seconds
+// apart, and each Prepare costs a GitHub downloads request, a checksum of
+// the cached runner application and the cloud's image checks: time that
+// a replacement or a cold job start would wait for, and GitHub calls a
+// burst would spend, to learn nothing new. A new runner version or image
+// is seen by the first cycle after it; update-dependencies prepares at
+// once.
+const refreshEvery = time.Minute
+
+// refresh runs before each cycle, and prepares when the last Prepare is
+// refreshEvery old: the application is cached, so that costs one
+// downloads request when nothing changed, and none for clouds whose image
+// already holds the runner. It reports a change since the last cycle's,
+// whoever's Prepare saw it, and so consumes it.
 func (u *updater) refresh(ctx context.Context) (changed bool, err error) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
+	if !u.prepared.IsZero() && time.Since(u.prepared) < refreshEvery {
+		changed, u.pending = u.pending, false
+		return changed, nil
+	}
 	changed, err = u.cloud.Prepare(ctx, u.fetch)
 	if err != nil {
 		return false, err
 	}
+	u.prepared = time.Now()
 	changed, u.pending = changed || u.pending, false
 	return changed, nil
 }
@@ -174,6 +192,7 @@ func (u *updater) update(ctx context.Context) (api.UpdateResult, error) {
 	if err != nil {
 		return api.UpdateResult{}, err
 	}
+	u.prepared = time.Now()
 	u.pending = u.pending || changed
 	return api.UpdateResult{Updated: changed, RunnerVersion: u.version}, nil
 }
