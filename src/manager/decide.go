@@ -373,8 +373,12 @@ func Decide(views []View, s Scale, mode Mode) Plan {
 	idle := make([]*View, 0, len(views)) // pointers: copies of every idle view would cost more than the rest
 	for i := range views {
 		v := &views[i]
-		if v.Instance != nil {
-			instances++ // whatever its state: it holds a place under the cap
+		// Every instance holds a place under the cap, in any state but
+		// stopped: a stopped one runs nothing, and goes this cycle, so its
+		// replacement need not wait for its deletion (a second of disk).
+		holdsPlace := v.Instance != nil && v.State != runner.Stopped
+		if holdsPlace {
+			instances++
 		}
 		switch {
 		case v.Expired:
@@ -382,7 +386,7 @@ func Decide(views []View, s Scale, mode Mode) Plan {
 			if v.healthy() {
 				healthy++ // may be busy: counted until GitHub says it is gone
 			}
-			if v.Instance != nil {
+			if holdsPlace {
 				freeing++
 			}
 		case mode.busyToo() || (mode != Reconcile && mode != Cleanup && !v.mayBeBusy()):

@@ -231,13 +231,14 @@ func TestJoinTombstones(t *testing.T) {
 }
 
 // Demand scaling: the shortfall is created up to the cap, which counts
-// every instance, and idle runners above the desired count go only once
+// every instance but stopped ones, and idle runners above the desired count go only once
 // the excess has lasted the cool-down.
 func TestDecideScaling(t *testing.T) {
 	idleOld, idleNew := view("idle-old", runner.Idle, time.Hour), view("idle-new", runner.Idle, time.Minute)
 	busy, busy2 := view("busy", runner.Busy, time.Hour), view("busy2", runner.Busy, time.Hour)
 	stopped, stopped2 := expired(view("stopped", runner.Stopped, time.Hour)), expired(view("stopped2", runner.Stopped, time.Hour))
 	retiring := view("retiring", runner.Retiring, time.Hour) // a busy runner of an old path: not counted, holds a place
+	gone := expired(view("gone", runner.Offline, time.Hour)) // offline too long: removed, running until then
 	tomb := View{Name: "tomb", State: runner.Retiring, Tombstone: &Tombstone{RunnerID: 8, Name: "tomb"}}
 	started := view("started", runner.Offline, time.Hour)
 	started.JobStarted = true
@@ -261,8 +262,9 @@ func TestDecideScaling(t *testing.T) {
 	}{
 		{"demand above the target creates the shortfall", []View{idleOld}, scale(3, 0), Reconcile, 2, 2, 0, nil},
 		{"no cap: every create at once", []View{busy, busy2, stopped, stopped2}, scale(4, 0), Reconcile, 2, 2, 0, []string{"stopped", "stopped2"}},
-		{"the cap counts stopped instances until they are removed", []View{busy, stopped}, scale(4, 3), Reconcile, 2, 1, 0, []string{"stopped"}},
-		{"a bound cap waits for every removal", []View{busy, busy2, stopped, stopped2}, scale(4, 4), Reconcile, 2, 0, 0, []string{"stopped", "stopped2"}},
+		{"a stopped instance holds no place: it runs nothing", []View{busy, stopped}, scale(4, 3), Reconcile, 2, 2, 0, []string{"stopped"}},
+		{"a bound cap waits for the removal of a running instance", []View{busy, busy2, gone}, scale(4, 3), Reconcile, 1, 0, 0, []string{"gone"}},
+		{"stopped instances make room at once", []View{busy, busy2, stopped, stopped2}, scale(4, 4), Reconcile, 2, 2, 0, []string{"stopped", "stopped2"}},
 		{"the cap counts retiring instances", []View{busy, retiring}, scale(3, 3), Reconcile, 1, 1, 0, nil},
 		{"a tombstone holds no place", []View{busy, tomb}, scale(2, 2), Reconcile, 1, 1, 0, nil},
 		{"over the cap, busy runners stay", []View{busy, busy2}, scale(1, 1), Reconcile, 0, 0, 0, nil},

@@ -77,8 +77,9 @@ func TestDesired(t *testing.T) {
 	}
 }
 
-// peakCloud counts the unit's instances at every moment (one counts from
-// the start of its Create until its Delete returns) and keeps the peak.
+// peakCloud counts the unit's running instances at every moment (one
+// counts from the start of its Create until it stops or its Delete
+// returns: a stopped instance runs nothing) and keeps the peak.
 // A delete lingers until a create starts after it did (or a moment
 // passes): a create the engine wrongly runs beside it is caught holding a
 // place.
@@ -121,18 +122,17 @@ func (c *peakCloud) Delete(ctx context.Context, name string) error {
 	case <-time.After(50 * time.Millisecond):
 	case <-ctx.Done():
 	}
-	_, ok := c.Cloud.Get(name)
+	inst, ok := c.Cloud.Get(name)
 	err := c.Cloud.Delete(ctx, name)
-	if err == nil && ok {
+	if err == nil && ok && inst.Status != cloud.Stopped {
 		c.add(-1)
 	}
 	return err
 }
 
-// Bursts against max 6: each round the runners that ran a job stop (their
-// instances still held until removed) while the demand asks for the cap;
-// removals and creates run in parallel, yet never more than 6 instances
-// exist, and each round still reaches the cap in one cycle.
+// Bursts against max 6: each round the runners that ran a job stop while
+// the demand asks for the cap; removals and creates run in parallel, yet never more than 6 instances run, and each round still
+// reaches the cap in one cycle.
 func TestCapHoldsUnderABurst(t *testing.T) {
 	var pc *peakCloud
 	b := newDemandBed(t, demandSettings(0, 6), func(c *managertest.Cloud) cloud.Cloud { pc = newPeakCloud(c); return pc })
@@ -152,6 +152,7 @@ func TestCapHoldsUnderABurst(t *testing.T) {
 			b.platform.Delete(name)
 			b.cloud.SetStatus(name, cloud.Stopped)
 		}
+		pc.add(-(len(names) - 1)) // stopped: they run nothing
 		b.engine.SetDemand(6 + round)
 		out := b.run(t, manager.Reconcile)
 		if pc.peak > 6 {

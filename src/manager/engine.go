@@ -297,7 +297,7 @@ func (e *Engine) runLocked(ctx context.Context, mode Mode) (Outcome, error) {
 	for _, r := range plan.Remove {
 		work = append(work, func() {
 			deleted, op, err := e.removeUnlessTaken(ctx, r)
-			room.removed(deleted)
+			room.removed(deleted && r.State != runner.Stopped) // a stopped one held no place (Decide)
 			record(func() {
 				if err != nil {
 					out.Failures[op]++
