@@ -201,7 +201,7 @@ func BenchmarkBurst(b *testing.B) {
 	if image == "" {
 		b.Fatal("the unit has no runner image to launch raw")
 	}
-	peak := sampleInstances(b, bed)
+	peak := bed.PeakInstances(b)
 	bed.GitHub.ResetCounts()
 	ids := make([]int64, burstJobs)
 	for i := range ids {
@@ -251,35 +251,6 @@ func minTime(a, b time.Time) time.Time {
 		return b
 	}
 	return a
-}
-
-// sampleInstances counts the unit's instances every 200 ms until the
-// benchmark ends; the returned function gives the most seen at once.
-func sampleInstances(b *testing.B, bed *stack.Bed) func() int {
-	var mu sync.Mutex
-	most := 0
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for ctx.Err() == nil {
-			if _, instances, _, err := bed.TryState(); err == nil {
-				mu.Lock()
-				most = max(most, len(instances))
-				mu.Unlock()
-			}
-			select {
-			case <-ctx.Done():
-			case <-time.After(200 * time.Millisecond):
-			}
-		}
-	}()
-	b.Cleanup(func() { cancel(); <-done })
-	return func() int {
-		mu.Lock()
-		defer mu.Unlock()
-		return most
-	}
 }
 
 // BenchmarkReplacementLatency measures, in both modes, the time from a

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"slices"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -42,7 +41,7 @@ func TestScaleSetScalesOnDemand(t *testing.T) {
 		Base: 1, Max: scaleSetMax, ScaleSet: scaleSetName,
 		Config: map[string]any{"reconcile-interval": 60},
 		GitHub: fakegithub.Options{ScaleSetSessionExpiry: 15 * time.Second}})
-	peak := watchInstances(t, b)
+	peak := b.PeakInstances(t)
 	b.Unit.Deploy()
 	waitRunners(t, b, 1, 0, 3*time.Minute)
 	sets := b.GitHub.ScaleSets(stack.Repo)
@@ -96,7 +95,7 @@ func TestScaleSetScalesOnDemand(t *testing.T) {
 	second := stack.New(t, stack.Options{App: strings.Split(b.Unit.Name, "/")[0], Number: 1, Server: b.GitHub,
 		Token: scaleSetToken, Label: scaleSetLabel, Base: 1, Max: scaleSetMax, ScaleSet: scaleSetName,
 		Config: map[string]any{"reconcile-interval": 60}})
-	peakSecond := watchInstances(t, second)
+	peakSecond := second.PeakInstances(t)
 	second.Unit.Deploy()
 	waitRunners(t, second, 1, 0, 3*time.Minute)
 	if sets := b.GitHub.ScaleSets(stack.Repo); len(sets) != 2 || sets[0].Name == sets[1].Name {
@@ -238,19 +237,10 @@ func killManager(t *testing.T, b *stack.Bed) {
 	})
 }
 
-// watchInstances counts the unit's runner instances in LXD, whatever
-// their state, every 200 ms until the test ends; the function returned
-// gives the most seen at once.
-func watchInstances(t *testing.T, b *stack.Bed) func() int {
-	return watch(t, func() (int, error) {
-		_, instances, _, err := b.TryState()
-		return len(instances), err
-	})
-}
-
-// watchLive is watchInstances of the instances that are not stopped.
+// watchLive is the unit's PeakInstances of the instances that are not
+// stopped.
 func watchLive(t *testing.T, b *stack.Bed) func() int {
-	return watch(t, func() (int, error) {
+	return stack.Peak(t, func() (int, error) {
 		all, err := b.LXD.GetInstances(api.InstanceTypeContainer)
 		n := 0
 		for _, inst := range all {
@@ -260,33 +250,4 @@ func watchLive(t *testing.T, b *stack.Bed) func() int {
 		}
 		return n, err
 	})
-}
-
-// watch samples count every 200 ms until the test ends; the function
-// returned gives the most seen.
-func watch(t *testing.T, count func() (int, error)) func() int {
-	var mu sync.Mutex
-	most := 0
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for ctx.Err() == nil {
-			if n, err := count(); err == nil {
-				mu.Lock()
-				most = max(most, n)
-				mu.Unlock()
-			}
-			select {
-			case <-ctx.Done():
-			case <-time.After(200 * time.Millisecond):
-			}
-		}
-	}()
-	t.Cleanup(func() { cancel(); <-done })
-	return func() int {
-		mu.Lock()
-		defer mu.Unlock()
-		return most
-	}
 }

@@ -22,6 +22,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -421,4 +422,43 @@ func Poll(limit time.Duration, ok func() bool) bool {
 		}
 	}
 	return true
+}
+
+// Peak samples count every 200 ms until the test or benchmark ends; the
+// function returned gives the most seen at once (a failed count is not a
+// sample).
+func Peak(tb testing.TB, count func() (int, error)) func() int {
+	var mu sync.Mutex
+	most := 0
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for ctx.Err() == nil {
+			if n, err := count(); err == nil {
+				mu.Lock()
+				most = max(most, n)
+				mu.Unlock()
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(200 * time.Millisecond):
+			}
+		}
+	}()
+	tb.Cleanup(func() { cancel(); <-done })
+	return func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return most
+	}
+}
+
+// PeakInstances is Peak of the unit's runner instances in LXD, whatever
+// their state.
+func (b *Bed) PeakInstances(tb testing.TB) func() int {
+	return Peak(tb, func() (int, error) {
+		_, instances, _, err := b.TryState()
+		return len(instances), err
+	})
 }
