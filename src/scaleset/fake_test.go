@@ -358,7 +358,7 @@ func (r *lockedBuffer) output() string {
 // JIT configuration, with busybox's tools, as a runner instance has them.
 func runRunner(t *testing.T, fake *fakegithub.Server, jit string) *lockedBuffer {
 	t.Helper()
-	path := busyboxPath(t)
+	path := fakegithub.BusyboxPath(t)
 	tarball, err := fakegithub.RunnerTarball(fake.RunnerVersion(), "x64")
 	if err != nil {
 		t.Fatal(err)
@@ -386,27 +386,6 @@ func runRunner(t *testing.T, fake *fakegithub.Server, jit string) *lockedBuffer 
 		<-done
 	})
 	return r
-}
-
-// busyboxPath is a directory of busybox's applets: the runner
-// application's tools.
-func busyboxPath(t *testing.T) string {
-	t.Helper()
-	busybox, err := exec.LookPath("busybox")
-	if err != nil {
-		t.Fatal("busybox is not installed (apt-get install busybox): the fake runner application needs its tools")
-	}
-	out, err := exec.Command(busybox, "--list").Output()
-	if err != nil {
-		t.Fatalf("cannot list busybox applets: %v", err)
-	}
-	dir := t.TempDir()
-	for _, applet := range strings.Fields(string(out)) {
-		if err := os.Symlink(busybox, filepath.Join(dir, applet)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return dir
 }
 
 // A broker that keeps failing is the problem once it lasted, and no

@@ -169,27 +169,7 @@ type runnerShell struct {
 
 var runnerShells = []runnerShell{
 	{"sh", func(*testing.T) string { return os.Getenv("PATH") }},
-	{"busybox", busyboxPath},
-}
-
-// busyboxPath builds a directory holding busybox applets and nothing else,
-// so that the scripts cannot lean on bash, curl, jq or GNU options.
-func busyboxPath(t *testing.T) string {
-	busybox, err := exec.LookPath("busybox")
-	if err != nil {
-		t.Skip("busybox is not installed (apt-get install busybox)")
-	}
-	out, err := exec.Command(busybox, "--list").Output()
-	if err != nil {
-		t.Fatalf("cannot list busybox applets: %v", err)
-	}
-	dir := t.TempDir()
-	for _, applet := range strings.Fields(string(out)) {
-		if err := os.Symlink(busybox, filepath.Join(dir, applet)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return dir
+	{"busybox", func(t *testing.T) string { return fakegithub.BusyboxPath(t) }},
 }
 
 // installRunner downloads the x64 application from the fake, checks it and
