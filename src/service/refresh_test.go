@@ -26,27 +26,38 @@ func (c *countingCloud) Prepare(ctx context.Context, fetch cloud.FetchRunner) (b
 // the last Prepare: no GitHub downloads request and no checksum of the
 // cached runner application (over a second for the real one on two cores)
 // before their creates. One after refreshEvery prepares again and sees a
-// new runner version.
+// new runner version. A cycle on the interval or for an action prepares
+// whatever the last did: an operator's reconcile-runners sees an image
+// API that fails now.
 func TestCyclesSecondsApartPrepareOnce(t *testing.T) {
 	const n = 2
 	b := newCostBed(t, n)
 	c := &countingCloud{versionedCloud: &versionedCloud{Cloud: b.cloud}}
 	u := &updater{github: b.client, cacheDir: t.TempDir(), log: discardLog(), cloud: c}
-	srv := &Server{Engine: b.engine(n), Expected: n, Prepare: u.refresh, Log: discardLog()}
-	for range 3 {
-		if _, err := srv.cycle(manager.Reconcile); err != nil {
+	srv := &Server{Engine: b.engine(n), Expected: n, Prepare: u.refresh, PrepareWoken: u.refreshIfStale, Log: discardLog()}
+	if _, err := srv.cycle(manager.Reconcile); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if _, err := srv.wokenCycle(); err != nil {
 			t.Fatal(err)
 		}
 	}
 	if got := c.prepares.Load(); got != 1 {
-		t.Errorf("three cycles in a row ran %d Prepares, want 1", got)
+		t.Errorf("a cycle and two woken ones ran %d Prepares, want 1", got)
 	}
 	b.github.ResetCounts()
-	if _, err := srv.cycle(manager.Reconcile); err != nil {
+	if _, err := srv.wokenCycle(); err != nil {
 		t.Fatal(err)
 	}
 	if got := b.github.Count(fakegithub.ListRepoRunnerDownloads); got != 0 {
-		t.Errorf("a cycle right after another asked GitHub for the runner downloads %d times", got)
+		t.Errorf("a woken cycle right after another asked GitHub for the runner downloads %d times", got)
+	}
+	if _, err := srv.cycle(manager.Reconcile); err != nil {
+		t.Fatal(err)
+	}
+	if got := c.prepares.Load(); got != 2 {
+		t.Errorf("a cycle for an action right after others ran %d Prepares in all, want 2", got)
 	}
 
 	if err := b.github.SetRunnerVersion("2.999.1"); err != nil {
@@ -56,12 +67,12 @@ func TestCyclesSecondsApartPrepareOnce(t *testing.T) {
 	u.mu.Lock()
 	u.prepared = time.Now().Add(-refreshEvery)
 	u.mu.Unlock()
-	out, err := srv.cycle(manager.Reconcile)
+	out, err := srv.wokenCycle()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := c.prepares.Load(); got != 2 {
-		t.Errorf("a cycle refreshEvery after the last Prepare ran %d Prepares in all, want 2", got)
+	if got := c.prepares.Load(); got != 3 {
+		t.Errorf("a woken cycle refreshEvery after the last Prepare ran %d Prepares in all, want 3", got)
 	}
 	if out.RemovedTotal() != len(old) {
 		t.Errorf("the new runner version replaced %d idle runners, want %d", out.RemovedTotal(), len(old))

@@ -79,6 +79,7 @@ func Run(ctx context.Context, f *config.File, newCloud CloudFactory, log *slog.L
 			return b.Remaining, b.Limit, ok
 		},
 		Prepare:            updater.refresh,
+		PrepareWoken:       updater.refreshIfStale,
 		UpdateDependencies: updater.update,
 		Teardown:           c.Teardown,
 	}
@@ -137,8 +138,9 @@ type updater struct {
 	prepared time.Time
 }
 
-// refreshEvery is how long a successful Prepare holds for the cycles
-// after it. Cycles woken by demand or a finished runner come seconds
+// refreshEvery is how long a successful Prepare holds for the woken
+// cycles after it (cycles on the interval, or for an action, always
+// prepare). Cycles woken by demand or a finished runner come seconds
 // apart, and each Prepare costs a GitHub downloads request, a checksum of
 // the cached runner application and the cloud's image checks: time that
 // a replacement or a cold job start would wait for, and GitHub calls a
@@ -147,18 +149,31 @@ type updater struct {
 // once.
 const refreshEvery = time.Minute
 
-// refresh runs before each cycle, and prepares when the last Prepare is
-// refreshEvery old: the application is cached, so that costs one
-// downloads request when nothing changed, and none for clouds whose image
-// already holds the runner. It reports a change since the last cycle's,
-// whoever's Prepare saw it, and so consumes it.
+// refresh runs before each cycle on the interval or for an action: the
+// application is cached, so it costs one downloads request when nothing
+// changed, and none for clouds whose image already holds the runner (and
+// an image API that fails is seen by the cycle an operator asks for). It
+// reports a change since the last cycle's, whoever's Prepare saw it, and
+// so consumes it.
 func (u *updater) refresh(ctx context.Context) (changed bool, err error) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.prepareLocked(ctx)
+}
+
+// refreshIfStale is refresh for the cycles a Wake asks for: it prepares
+// only when the last Prepare is refreshEvery old.
+func (u *updater) refreshIfStale(ctx context.Context) (changed bool, err error) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	if !u.prepared.IsZero() && time.Since(u.prepared) < refreshEvery {
 		changed, u.pending = u.pending, false
 		return changed, nil
 	}
+	return u.prepareLocked(ctx)
+}
+
+func (u *updater) prepareLocked(ctx context.Context) (changed bool, err error) {
 	changed, err = u.cloud.Prepare(ctx, u.fetch)
 	if err != nil {
 		return false, err

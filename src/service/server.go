@@ -42,6 +42,10 @@ type Server struct {
 	// reported, and the cycle still cleans up. When it reports a change (a
 	// new runner version), idle runners are replaced.
 	Prepare func(context.Context) (changed bool, err error)
+	// PrepareWoken, if set, is Prepare for the cycles a Wake asks for
+	// (e.g. one that reuses a recent Prepare); every other cycle, on the
+	// interval or for an action, runs Prepare.
+	PrepareWoken func(context.Context) (changed bool, err error)
 	// Teardown, if set, removes what the cloud holds for the deployment
 	// besides its runners (image, profile, ACL, security group): the unit
 	// is going away. POST /teardown runs it once no instance is left.
@@ -110,6 +114,7 @@ func (s *Server) Run(ctx context.Context) {
 	s.stopping = ctx
 	s.mu.Unlock()
 	wake := s.wakes()
+	woken := false
 	for {
 		// A cycle serves every wake before it starts; a wake during it
 		// asks for the next.
@@ -118,7 +123,12 @@ func (s *Server) Run(ctx context.Context) {
 		default:
 		}
 		started := time.Now()
-		s.periodic()
+		if woken {
+			s.wokenCycle()
+		} else {
+			s.periodic()
+		}
+		woken = false
 		interval := time.NewTimer(s.Interval)
 		select {
 		case <-ctx.Done():
@@ -127,6 +137,7 @@ func (s *Server) Run(ctx context.Context) {
 		case <-interval.C:
 		case <-wake:
 			interval.Stop()
+			woken = true
 			// Wakes that come together (ten runners ending their jobs
 			// at once) share a cycle: see wakeSpacing.
 			spacing := time.NewTimer(wakeSpacing - time.Since(started))
@@ -203,6 +214,22 @@ var errPrepareCutShort = errors.New("the runner image preparation was cut short"
 // cycle runs one cycle under its own context: a caller that stops waiting
 // (an action timing out, SIGTERM) does not cut a create in half.
 func (s *Server) cycle(mode manager.Mode) (manager.Outcome, error) {
+	return s.cycleWith(mode, s.Prepare)
+}
+
+// wokenCycle is the reconcile a Wake asked for: it prepares with
+// PrepareWoken, if set, since such cycles come seconds apart and a
+// replacement or a cold job start should not wait for an image check that
+// the cycle before made.
+func (s *Server) wokenCycle() (manager.Outcome, error) {
+	prepare := s.Prepare
+	if s.PrepareWoken != nil && prepare != nil {
+		prepare = s.PrepareWoken
+	}
+	return s.cycleWith(manager.Reconcile, prepare)
+}
+
+func (s *Server) cycleWith(mode manager.Mode, prepare func(context.Context) (bool, error)) (manager.Outcome, error) {
 	start := time.Now()
 	var prepareErr error
 	if s.drainSignalled() {
@@ -210,9 +237,9 @@ func (s *Server) cycle(mode manager.Mode) (manager.Outcome, error) {
 	}
 	// A drain creates nothing, so it needs no image: it never waits for a
 	// build (which can take many minutes) before removing runners.
-	if s.Prepare != nil && withoutCreates(mode) != mode {
+	if prepare != nil && withoutCreates(mode) != mode {
 		var changed bool
-		changed, prepareErr = s.prepare()
+		changed, prepareErr = s.prepare(prepare)
 		switch {
 		case prepareErr != nil:
 			// Creates would fail one by one (and register GitHub runners
@@ -264,10 +291,10 @@ func (s *Server) cycle(mode manager.Mode) (manager.Outcome, error) {
 	return out, err
 }
 
-// prepare runs Prepare as an image build (see build).
-func (s *Server) prepare() (changed bool, err error) {
+// prepare runs a Prepare as an image build (see build).
+func (s *Server) prepare(prepare func(context.Context) (bool, error)) (changed bool, err error) {
 	err = s.build(func(ctx context.Context) error {
-		changed, err = s.Prepare(ctx)
+		changed, err = prepare(ctx)
 		return err
 	})
 	return changed, err

@@ -9,8 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/canonical/lxd/shared/api"
-
 	"github.com/canonical/github-runner-charm/tests/fakegithub"
 	"github.com/canonical/github-runner-charm/tests/stack"
 )
@@ -101,7 +99,7 @@ func TestScaleSetScalesOnDemand(t *testing.T) {
 	if sets := b.GitHub.ScaleSets(stack.Repo); len(sets) != 2 || sets[0].Name == sets[1].Name {
 		t.Fatalf("scale sets with two units = %+v, want one each", sets)
 	}
-	liveFirst, liveSecond := watchLive(t, b), watchLive(t, second)
+	liveFirst, liveSecond := b.PeakInstances(t), second.PeakInstances(t)
 	jobs = queueJobs(t, b, 4, 10*time.Second)
 	done := waitJobs(t, b, jobs, 4*time.Minute)
 	byUnit := map[string]int{}
@@ -128,10 +126,10 @@ func TestScaleSetScalesOnDemand(t *testing.T) {
 	waitRunners(t, second, 1, 0, 2*time.Minute)
 
 	if got := peak(); got > scaleSetMax {
-		t.Errorf("the unit had %d instances at once, more than max-total-virtual-machines=%d", got, scaleSetMax)
+		t.Errorf("the unit ran %d instances at once, more than max-total-virtual-machines=%d", got, scaleSetMax)
 	}
 	if got := peakSecond(); got > scaleSetMax {
-		t.Errorf("the second unit had %d instances at once, more than %d", got, scaleSetMax)
+		t.Errorf("the second unit ran %d instances at once, more than %d", got, scaleSetMax)
 	}
 
 	t.Log("the drain at removal leaves no instance and no GitHub runner")
@@ -234,20 +232,5 @@ func killManager(t *testing.T, b *stack.Bed) {
 	stack.WaitFor(t, time.Minute, "Pebble restarts the manager", func() bool {
 		p := b.ManagerPID()
 		return p != 0 && p != pid
-	})
-}
-
-// watchLive is the unit's PeakInstances of the instances that are not
-// stopped.
-func watchLive(t *testing.T, b *stack.Bed) func() int {
-	return stack.Peak(t, func() (int, error) {
-		all, err := b.LXD.GetInstances(api.InstanceTypeContainer)
-		n := 0
-		for _, inst := range all {
-			if strings.HasPrefix(inst.Name, b.Prefix+"-") && !strings.Contains(inst.Name, "-img-") && inst.StatusCode != api.Stopped {
-				n++
-			}
-		}
-		return n, err
 	})
 }

@@ -27,6 +27,7 @@ import (
 	"time"
 
 	lxdclient "github.com/canonical/lxd/client"
+	lxdapi "github.com/canonical/lxd/shared/api"
 
 	"github.com/canonical/github-runner-charm/src/runner"
 	"github.com/canonical/github-runner-charm/src/service/api"
@@ -454,11 +455,17 @@ func Peak(tb testing.TB, count func() (int, error)) func() int {
 	}
 }
 
-// PeakInstances is Peak of the unit's runner instances in LXD, whatever
-// their state.
+// PeakInstances is Peak of the unit's runner instances in LXD that run
+// (not stopped): what max-total-virtual-machines caps.
 func (b *Bed) PeakInstances(tb testing.TB) func() int {
 	return Peak(tb, func() (int, error) {
-		_, instances, _, err := b.TryState()
-		return len(instances), err
+		all, err := b.LXD.GetInstances(lxdapi.InstanceTypeContainer)
+		n := 0
+		for _, inst := range all {
+			if strings.HasPrefix(inst.Name, b.Prefix+"-") && !strings.Contains(inst.Name, "-img-") && inst.StatusCode != lxdapi.Stopped {
+				n++
+			}
+		}
+		return n, err
 	})
 }
