@@ -49,7 +49,8 @@
 // request budget. InjectFault arms a Fault for one endpoint or all, for a
 // burst (Fault.Times) or until ClearFaults: ServerError (5xx),
 // PrimaryRateLimit and SecondaryRateLimit (403 or 429, with or without
-// Retry-After), Forbidden, Latency, DropConnection, EmptyResponse (200 and
+// Retry-After; one with a RetryAfter lasts that long from its injection,
+// telling every caller the same end, and then lifts itself), Forbidden, Latency, DropConnection, EmptyResponse (200 and
 // no body, a scale-set broker incident), and OmitBusyRunners (a
 // runner list that, like an eventually consistent one, leaves out the
 // runners running a job). SetRateLimitRemaining spends a token's budget for

@@ -14,12 +14,18 @@ const (
 	ServerError FaultKind = iota + 1
 	// PrimaryRateLimit answers 403 (or Fault.Status 429) with
 	// "x-ratelimit-remaining: 0", as when the hourly budget is spent.
-	// Fault.RetryAfter, when set, moves x-ratelimit-reset that far ahead;
-	// keep it short, as go-github refuses to send anything before then.
+	// Fault.RetryAfter, when set, is when the window resets, counted from
+	// the injection: every answer gives that same x-ratelimit-reset, as
+	// GitHub's fixed window does, and the fault disarms itself then (the
+	// budget is back). Keep it short, as go-github refuses to send anything
+	// before then.
 	PrimaryRateLimit
 	// SecondaryRateLimit answers 403 (or Fault.Status 429) with GitHub's
 	// secondary rate limit message and documentation URL, a Retry-After
-	// header when Fault.RetryAfter is set, and the budget untouched.
+	// header when Fault.RetryAfter is set, and the budget untouched. With
+	// Fault.RetryAfter, the limit lasts that long from the injection: each
+	// answer's Retry-After is the time left, and the fault disarms itself
+	// when it is over.
 	SecondaryRateLimit
 	// Forbidden answers 403 "Resource not accessible by personal access
 	// token", as for a token lacking the permission.
@@ -88,6 +94,18 @@ type Fault struct {
 type activeFault struct {
 	Fault
 	left int // requests left for a burst; unused when Times is 0
+	// lifts is when a rate limit with a RetryAfter is over; zero for
+	// every other fault.
+	lifts time.Time
+}
+
+// liftsAt is when a rate-limit fault injected now is over, or zero when it
+// lasts until it is cleared.
+func liftsAt(f Fault, now time.Time) time.Time {
+	if (f.Kind == PrimaryRateLimit || f.Kind == SecondaryRateLimit) && f.RetryAfter > 0 {
+		return now.Add(f.RetryAfter)
+	}
+	return time.Time{}
 }
 
 // InjectFault arms a fault. Several faults may be armed; for each request
@@ -117,7 +135,7 @@ func (s *Server) InjectFault(f Fault) error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.faults = append(s.faults, &activeFault{Fault: f, left: f.Times})
+	s.faults = append(s.faults, &activeFault{Fault: f, left: f.Times, lifts: liftsAt(f, time.Now())})
 	return nil
 }
 
@@ -131,11 +149,15 @@ func (s *Server) ClearFaults() {
 // takeFaults returns the latency to add, whether to leave busy runners out
 // of a list, and the fault to fire, if any, for one request to endpoint,
 // and counts the request against their bursts.
-func (s *Server) takeFaults(endpoint string) (delay time.Duration, omitBusy bool, fire *Fault) {
+func (s *Server) takeFaults(endpoint string) (delay time.Duration, omitBusy bool, fire *activeFault) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	now := time.Now()
 	kept := s.faults[:0]
 	for _, f := range s.faults {
+		if !f.lifts.IsZero() && !now.Before(f.lifts) {
+			continue // the limit is over
+		}
 		matches := f.Endpoint == "" || f.Endpoint == endpoint
 		if f.Kind == OmitBusyRunners {
 			matches = matches && isListRunners(endpoint)
@@ -150,7 +172,7 @@ func (s *Server) takeFaults(endpoint string) (delay time.Duration, omitBusy bool
 			omitBusy = true
 			consumed = true
 		case fire == nil:
-			fault := f.Fault
+			fault := *f
 			fire = &fault
 			consumed = true
 		}
@@ -191,9 +213,9 @@ func (s *Server) applyFaults(w http.ResponseWriter, r *http.Request, c *call) bo
 		}
 		s.writeError(w, status, c.budget, serverErrorMessage(status), docsBase)
 	case PrimaryRateLimit:
-		s.writePrimaryRateLimit(w, statusOr(fault.Status, http.StatusForbidden), c.budget, fault.RetryAfter)
+		s.writePrimaryRateLimit(w, statusOr(fault.Status, http.StatusForbidden), c.budget, fault.lifts)
 	case SecondaryRateLimit:
-		s.writeSecondaryRateLimit(w, statusOr(fault.Status, http.StatusForbidden), c.budget, fault.RetryAfter)
+		s.writeSecondaryRateLimit(w, statusOr(fault.Status, http.StatusForbidden), c.budget, time.Until(fault.lifts))
 	case Forbidden:
 		s.writeError(w, http.StatusForbidden, c.budget, "Resource not accessible by personal access token", c.endpoint.docURL)
 	case DropConnection:

@@ -308,3 +308,46 @@ func TestOmitBusyRunnersWithAServerError(t *testing.T) {
 		t.Errorf("total %d after ClearFaults, want 1", total)
 	}
 }
+
+// A rate limit lasts the time it was injected for, whoever calls during it:
+// GitHub's window resets at a fixed time (every 403 names the same reset),
+// a secondary limit's Retry-After counts down, and both are over at the
+// end, so a client that called late in the storm is not told to wait
+// longer than the rest.
+func TestRateLimitFaultsLastFromTheirInjection(t *testing.T) {
+	const holds = 3 * time.Second
+	for _, kind := range []fakegithub.FaultKind{fakegithub.PrimaryRateLimit, fakegithub.SecondaryRateLimit} {
+		t.Run(kind.String(), func(t *testing.T) {
+			t.Parallel()
+			srv := fakegithub.NewTest(t, fakegithub.Options{})
+			if err := srv.InjectFault(fakegithub.Fault{Kind: kind, RetryAfter: holds}); err != nil {
+				t.Fatal(err)
+			}
+			lifts := time.Now().Add(holds)
+			for _, at := range []time.Duration{0, 2 * time.Second} {
+				time.Sleep(time.Until(lifts.Add(-holds + at)))
+				resp, _ := request(t, srv, "GET", "/orgs/o/actions/runners", fakegithub.DefaultToken, "")
+				if resp.StatusCode != http.StatusForbidden {
+					t.Fatalf("at +%v: status %d, want 403", at, resp.StatusCode)
+				}
+				// Whole seconds, rounded up: the time left at most,
+				// and not less than a second before the lift.
+				var said time.Time
+				if kind == fakegithub.PrimaryRateLimit {
+					epoch, _ := strconv.ParseInt(resp.Header.Get("X-RateLimit-Reset"), 10, 64)
+					said = time.Unix(epoch, 0)
+				} else {
+					secs, _ := strconv.Atoi(resp.Header.Get("Retry-After"))
+					said = time.Now().Add(time.Duration(secs) * time.Second)
+				}
+				if said.Before(lifts.Add(-time.Second)) || said.After(lifts.Add(time.Second)) {
+					t.Errorf("at +%v: told to wait until %v, want about %v", at, said.Format("15:04:05.000"), lifts.Format("15:04:05.000"))
+				}
+			}
+			time.Sleep(time.Until(lifts))
+			if resp, _ := request(t, srv, "GET", "/orgs/o/actions/runners", fakegithub.DefaultToken, ""); resp.StatusCode != http.StatusOK {
+				t.Errorf("after the limit lifted: status %d, want 200", resp.StatusCode)
+			}
+		})
+	}
+}

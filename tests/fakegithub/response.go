@@ -158,13 +158,13 @@ func (s *Server) writeErrorBody(w http.ResponseWriter, status int, b *budget, bo
 }
 
 // writePrimaryRateLimit answers as GitHub does when the hourly budget is
-// spent: remaining 0 and the reset time in the headers. resetIn, when
-// positive, overrides the window's reset time.
-func (s *Server) writePrimaryRateLimit(w http.ResponseWriter, status int, b *budget, resetIn time.Duration) {
+// spent: remaining 0 and the reset time in the headers. reset, when not
+// zero, overrides the window's reset time.
+func (s *Server) writePrimaryRateLimit(w http.ResponseWriter, status int, b *budget, reset time.Time) {
 	rate := s.snapshot(b)
 	rate.remaining = 0
-	if resetIn > 0 {
-		rate.reset = time.Now().Add(resetIn)
+	if !reset.IsZero() {
+		rate.reset = reset
 	}
 	s.setCommonHeaders(w, rate)
 	w.WriteHeader(status)

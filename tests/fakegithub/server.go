@@ -300,7 +300,7 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request, e *endpoint, v
 		return
 	}
 	if e.key != GetRateLimit && !s.spend(c.budget) {
-		s.writePrimaryRateLimit(w, http.StatusForbidden, c.budget, 0)
+		s.writePrimaryRateLimit(w, http.StatusForbidden, c.budget, time.Time{})
 		return
 	}
 	if s.applyFaults(w, r, c) {
