@@ -117,9 +117,11 @@ func (c *Charm) Handle(ctx context.Context, event Event) error {
 		if err := c.Tools.ApplicationVersionSet(ctx, Version); err != nil {
 			return err
 		}
-		return c.configure(ctx)
-	case "leader-elected", "config-changed", "start":
-		return c.configure(ctx)
+		return c.configureAndPublish(ctx)
+	case "leader-elected", "config-changed", "start", "secret-changed":
+		// A secret's new revision is read as config is: configure reads
+		// every input (config, secrets, relations) each time.
+		return c.configureAndPublish(ctx)
 	case "update-status":
 		// Without systemd nothing restarts a dead Pebble but the charm.
 		if _, err := os.Stat(c.Supervisor.ConfigPath()); err == nil {
@@ -138,10 +140,48 @@ func (c *Charm) Handle(ctx context.Context, event Event) error {
 	case "remove":
 		return c.remove(ctx)
 	default:
+		if isRelationHook(event.Name) {
+			// Relation data is one more input of the configuration
+			// (the image, the tmate servers) and of what the charm
+			// publishes (cos-agent): every relation hook goes the
+			// same way as config-changed.
+			return c.configureAndPublish(ctx)
+		}
 		// Juju dispatches every event, including ones this charm has no
 		// use for; they succeed quietly.
 		return nil
 	}
+}
+
+// relationEndpoints are the charm's relations (metadata.yaml).
+var relationEndpoints = []string{"cos-agent", "debug-ssh", "image"}
+
+// isRelationHook tells a hook of one of the charm's relations:
+// <endpoint>-relation-{created,joined,changed,departed,broken}.
+func isRelationHook(hook string) bool {
+	for _, endpoint := range relationEndpoints {
+		if kind, ok := strings.CutPrefix(hook, endpoint+"-relation-"); ok {
+			switch kind {
+			case "created", "joined", "changed", "departed", "broken":
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// configureAndPublish configures the manager, then writes what the charm
+// publishes to its relations, whatever configure concluded: a Blocked unit
+// still tells COS where its metrics are (they say why it is Blocked).
+func (c *Charm) configureAndPublish(ctx context.Context) error {
+	err := c.configure(ctx)
+	if perr := c.publishCOS(ctx); perr != nil {
+		c.Log.Warn("cannot write the cos-agent relation data", "error", perr)
+		if err == nil {
+			err = perr
+		}
+	}
+	return err
 }
 
 // readSettings returns the validated settings, or an *InvalidConfigError
