@@ -1,0 +1,6 @@
+package charm
+
+import (
+	_ "github.com/prometheus/prometheus/promql/parser"
+	_ "github.com/ulikunitz/xz"
+)
