@@ -5,6 +5,8 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
+	"regexp"
+	"strconv"
 	"strings"
 )
 
@@ -46,4 +48,28 @@ func ParseAppKey(s string) (*rsa.PrivateKey, error) {
 		return nil, errors.New(want + ", not another kind of key")
 	}
 	return key, nil
+}
+
+// Issuer is the iss claim of the App's JWTs: its client ID, or its
+// numeric ID (GitHub takes either).
+func (a *GitHubApp) Issuer() string {
+	if a.ClientID != "" {
+		return a.ClientID
+	}
+	return strconv.FormatInt(a.ID, 10)
+}
+
+// appClientID is the shape of a GitHub App's client ID: "Iv1." and 16 hex
+// digits for older Apps, "Iv23li…" for newer ones; GitHub documents no
+// more than letters, digits and dots, so that, within a sane length, is
+// the rule.
+var appClientID = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$`)
+
+// ParseAppClientID checks a GitHub App's client ID (it is not secret, but
+// it travels in every JWT, so what cannot be one is refused here).
+func ParseAppClientID(s string) error {
+	if !appClientID.MatchString(s) {
+		return errors.New("must be the App's client ID, such as Iv1.0123456789abcdef (letters, digits and dots)")
+	}
+	return nil
 }

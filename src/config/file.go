@@ -51,7 +51,10 @@ type GitHub struct {
 
 // GitHubApp is GitHub App authentication.
 type GitHubApp struct {
-	ID             int64  `yaml:"id"`
+	// ID is the App's numeric ID; ClientID its client ID (Iv1.…). Exactly
+	// one is set: either is the issuer of the App's JWTs.
+	ID             int64  `yaml:"id,omitempty"`
+	ClientID       string `yaml:"client-id,omitempty"`
 	InstallationID int64  `yaml:"installation-id"`
 	PrivateKey     string `yaml:"private-key"`
 }
@@ -63,6 +66,10 @@ type RunnerImage struct {
 	NoProxy         string   `yaml:"no-proxy,omitempty"`
 	DockerhubMirror string   `yaml:"dockerhub-mirror,omitempty"`
 	Denylist        Denylist `yaml:"denylist,omitempty"`
+	// TmateServers are the debug-ssh relation's tmate servers: each new
+	// runner gets one, chosen at random, in its job environment, and the
+	// runners reach their ports whatever the denylist says.
+	TmateServers []TmateServer `yaml:"tmate-servers,omitempty"`
 }
 
 // LXD runners run on this machine.
@@ -228,7 +235,14 @@ func (f *File) Problems() []Problem {
 		}
 	}
 	if a := f.GitHub.App; a != nil {
-		if a.ID <= 0 {
+		switch {
+		case a.ClientID != "" && a.ID != 0:
+			add("github.app", "must set exactly one of id and client-id")
+		case a.ClientID != "":
+			if err := ParseAppClientID(a.ClientID); err != nil {
+				add("github.app.client-id", "%v", err)
+			}
+		case a.ID <= 0:
 			add("github.app.id", "must be the App's numeric ID")
 		}
 		if a.InstallationID <= 0 {
@@ -329,6 +343,7 @@ func (r RunnerImage) Problems() []Problem {
 	if r.DockerhubMirror != "" && !isURL(r.DockerhubMirror, "https") {
 		problems = append(problems, Problem{"runner.dockerhub-mirror", "must be an https:// URL of a registry"})
 	}
+	problems = append(problems, tmateProblems(r.TmateServers)...)
 	return problems
 }
 

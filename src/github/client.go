@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/bradleyfalzon/ghinstallation/v2"
+	jwt "github.com/golang-jwt/jwt/v4"
 
 	"github.com/canonical/github-runner-charm/src/config"
 	gh "github.com/google/go-github/v62/github"
@@ -30,7 +31,10 @@ const (
 
 // AppCredentials authenticate as a GitHub App installation.
 type AppCredentials struct {
+	// AppID is the App's numeric ID; ClientID its client ID (Iv1.…),
+	// which, when set, is the JWTs' issuer instead.
 	AppID          int64
+	ClientID       string
 	InstallationID int64
 	// PrivateKeyPEM is the App's private key, PEM encoded.
 	PrivateKeyPEM []byte
@@ -168,10 +172,34 @@ func authTransport(cfg Config, apiBase *url.URL, base http.RoundTripper) (http.R
 	if err != nil {
 		return nil, fmt.Errorf("cannot use GitHub App private key: it %w", err) // the rule never quotes it
 	}
-	itr := ghinstallation.NewFromAppsTransport(ghinstallation.NewAppsTransportFromPrivateKey(base, app.AppID, key), app.InstallationID)
+	issuer := (&config.GitHubApp{ID: app.AppID, ClientID: app.ClientID}).Issuer()
+	atr, err := ghinstallation.NewAppsTransportWithOptions(base, app.AppID,
+		ghinstallation.WithSigner(issuerSigner{issuer: issuer, next: ghinstallation.NewRSASigner(jwt.SigningMethodRS256, key)}))
+	if err != nil {
+		return nil, fmt.Errorf("cannot use GitHub App credentials: %w", err)
+	}
+	itr := ghinstallation.NewFromAppsTransport(atr, app.InstallationID)
 	// ghinstallation wants the API root without the trailing slash.
 	itr.BaseURL = strings.TrimSuffix(apiBase.String(), "/")
 	return itr, nil
+}
+
+// issuerSigner signs the App's JWTs with issuer as their iss claim:
+// ghinstallation always puts the numeric App ID there, while GitHub takes
+// the App's client ID as well (and recommends it).
+type issuerSigner struct {
+	issuer string
+	next   ghinstallation.Signer
+}
+
+func (s issuerSigner) Sign(claims jwt.Claims) (string, error) {
+	registered, ok := claims.(*jwt.RegisteredClaims)
+	if !ok {
+		return "", fmt.Errorf("cannot sign the GitHub App's JWT: unexpected claims %T", claims)
+	}
+	c := *registered
+	c.Issuer = s.issuer
+	return s.next.Sign(&c)
 }
 
 // tokenTransport adds a PAT to every API request. It is ours rather than

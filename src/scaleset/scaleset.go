@@ -33,8 +33,17 @@ import (
 // App is GitHub App authentication.
 type App struct {
 	ID             int64
+	ClientID       string // the App's client ID; when set, the JWTs' issuer instead of ID
 	InstallationID int64
 	PrivateKey     string // PEM
+}
+
+// issuer is the App's JWT issuer: its client ID, or its numeric ID.
+func (a *App) issuer() string {
+	if a.ClientID != "" {
+		return a.ClientID
+	}
+	return strconv.FormatInt(a.ID, 10)
 }
 
 // Config is the unit's scale set: where (what config.File.GitHub holds),
@@ -168,7 +177,7 @@ func New(cfg Config) (*Set, error) {
 		client, err = gh.NewClientWithGitHubApp(gh.ClientWithGitHubAppConfig{
 			GitHubConfigURL: configURL,
 			GitHubAppAuth: gh.GitHubAppAuth{
-				ClientID: strconv.FormatInt(cfg.App.ID, 10), InstallationID: cfg.App.InstallationID, PrivateKey: cfg.App.PrivateKey,
+				ClientID: cfg.App.issuer(), InstallationID: cfg.App.InstallationID, PrivateKey: cfg.App.PrivateKey,
 			},
 			SystemInfo: info,
 		}, opts...)

@@ -112,7 +112,7 @@ func Run(ctx context.Context, f *config.File, newCloud CloudFactory, log *slog.L
 func GitHubConfig(f *config.File, log *slog.Logger) github.Config {
 	c := github.Config{Path: f.GitHub.Path, BaseURL: f.GitHub.APIURL, Token: f.GitHub.Token, RunnerGroup: f.GitHub.Group, Logger: log}
 	if a := f.GitHub.App; a != nil {
-		c.App = &github.AppCredentials{AppID: a.ID, InstallationID: a.InstallationID, PrivateKeyPEM: []byte(a.PrivateKey)}
+		c.App = &github.AppCredentials{AppID: a.ID, ClientID: a.ClientID, InstallationID: a.InstallationID, PrivateKeyPEM: []byte(a.PrivateKey)}
 	}
 	return c
 }

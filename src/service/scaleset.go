@@ -18,7 +18,7 @@ func ScaleSetConfig(f *config.File, id runner.Identity, log *slog.Logger) scales
 		Option: f.GitHub.ScaleSet, Labels: f.GitHub.Labels, Identity: id, MaxRunners: f.MaxRunners, Logger: log,
 	}
 	if a := f.GitHub.App; a != nil {
-		c.App = &scaleset.App{ID: a.ID, InstallationID: a.InstallationID, PrivateKey: a.PrivateKey}
+		c.App = &scaleset.App{ID: a.ID, ClientID: a.ClientID, InstallationID: a.InstallationID, PrivateKey: a.PrivateKey}
 	}
 	return c
 }

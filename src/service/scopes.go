@@ -50,6 +50,7 @@ type rememberedScope struct {
 
 type rememberedApp struct {
 	ID             int64  `json:"id"`
+	ClientID       string `json:"client-id,omitempty"`
 	InstallationID int64  `json:"installation-id"`
 	PrivateKey     string `json:"private-key"`
 }
@@ -101,7 +102,7 @@ func openScopes(path string, log *slog.Logger) (*scopes, error) {
 func (s *scopes) remember(scope runner.Scope, c github.Config) error {
 	r := rememberedScope{APIURL: scope.APIURL, Path: scope.Path, Token: c.Token}
 	if c.App != nil {
-		r.App = &rememberedApp{ID: c.App.AppID, InstallationID: c.App.InstallationID, PrivateKey: string(c.App.PrivateKeyPEM)}
+		r.App = &rememberedApp{ID: c.App.AppID, ClientID: c.App.ClientID, InstallationID: c.App.InstallationID, PrivateKey: string(c.App.PrivateKeyPEM)}
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -136,7 +137,7 @@ func (s *scopes) credentials(scope runner.Scope, base github.Config) (github.Con
 	c := base
 	c.BaseURL, c.Path, c.Token, c.App, c.RunnerGroup = r.APIURL, r.Path, r.Token, nil, ""
 	if r.App != nil {
-		c.App = &github.AppCredentials{AppID: r.App.ID, InstallationID: r.App.InstallationID, PrivateKeyPEM: []byte(r.App.PrivateKey)}
+		c.App = &github.AppCredentials{AppID: r.App.ID, ClientID: r.App.ClientID, InstallationID: r.App.InstallationID, PrivateKeyPEM: []byte(r.App.PrivateKey)}
 	}
 	return c, true
 }
