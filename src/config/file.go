@@ -66,10 +66,6 @@ type RunnerImage struct {
 	NoProxy         string   `yaml:"no-proxy,omitempty"`
 	DockerhubMirror string   `yaml:"dockerhub-mirror,omitempty"`
 	Denylist        Denylist `yaml:"denylist,omitempty"`
-	// TmateServers are the debug-ssh relation's tmate servers: each new
-	// runner gets one, chosen at random, in its job environment, and the
-	// runners reach their ports whatever the denylist says.
-	TmateServers []TmateServer `yaml:"tmate-servers,omitempty"`
 }
 
 // LXD runners run on this machine.
@@ -343,7 +339,6 @@ func (r RunnerImage) Problems() []Problem {
 	if r.DockerhubMirror != "" && !isURL(r.DockerhubMirror, "https") {
 		problems = append(problems, Problem{"runner.dockerhub-mirror", "must be an https:// URL of a registry"})
 	}
-	problems = append(problems, tmateProblems(r.TmateServers)...)
 	return problems
 }
 
