@@ -47,6 +47,10 @@ type GitHub struct {
 	// ScaleSet is the runner-scale-set option: the base of the name of
 	// the unit's scale set (ScaleSetName); empty: classic runners.
 	ScaleSet string `yaml:"scale-set,omitempty"`
+	// PlatformLabels are the labels the charm derives from the runners'
+	// platform (architecture, application, base image or flavor, the
+	// image relation's tags); runners register with RunnerLabels.
+	PlatformLabels []string `yaml:"platform-labels,omitempty"`
 }
 
 // GitHubApp is GitHub App authentication.
@@ -66,6 +70,10 @@ type RunnerImage struct {
 	NoProxy         string   `yaml:"no-proxy,omitempty"`
 	DockerhubMirror string   `yaml:"dockerhub-mirror,omitempty"`
 	Denylist        Denylist `yaml:"denylist,omitempty"`
+	// TmateServers are the debug-ssh relation's tmate servers: each new
+	// runner gets one, chosen at random, in its job environment, and the
+	// runners reach their ports whatever the denylist says.
+	TmateServers []TmateServer `yaml:"tmate-servers,omitempty"`
 }
 
 // LXD runners run on this machine.
@@ -254,6 +262,9 @@ func (f *File) Problems() []Problem {
 	if err := labelsProblem(f.GitHub.Labels); err != nil {
 		add("github.labels", "%v", err)
 	}
+	if err := labelsProblem(f.GitHub.PlatformLabels); err != nil {
+		add("github.platform-labels", "%v", err)
+	}
 	if f.GitHub.ScaleSet != "" {
 		if err := scaleSetProblem(f.GitHub.ScaleSet, f.Model, f.Unit); err != nil {
 			add("github.scale-set", "%v", err)
@@ -339,6 +350,7 @@ func (r RunnerImage) Problems() []Problem {
 	if r.DockerhubMirror != "" && !isURL(r.DockerhubMirror, "https") {
 		problems = append(problems, Problem{"runner.dockerhub-mirror", "must be an https:// URL of a registry"})
 	}
+	problems = append(problems, tmateProblems(r.TmateServers)...)
 	return problems
 }
 
