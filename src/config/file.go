@@ -47,6 +47,10 @@ type GitHub struct {
 	// ScaleSet is the runner-scale-set option: the base of the name of
 	// the unit's scale set (ScaleSetName); empty: classic runners.
 	ScaleSet string `yaml:"scale-set,omitempty"`
+	// PlatformLabels are the labels the charm derives from the runners'
+	// platform (architecture, application, base image or flavor, the
+	// image relation's tags); runners register with RunnerLabels.
+	PlatformLabels []string `yaml:"platform-labels,omitempty"`
 }
 
 // GitHubApp is GitHub App authentication.
@@ -257,6 +261,9 @@ func (f *File) Problems() []Problem {
 	}
 	if err := labelsProblem(f.GitHub.Labels); err != nil {
 		add("github.labels", "%v", err)
+	}
+	if err := labelsProblem(f.GitHub.PlatformLabels); err != nil {
+		add("github.platform-labels", "%v", err)
 	}
 	if f.GitHub.ScaleSet != "" {
 		if err := scaleSetProblem(f.GitHub.ScaleSet, f.Model, f.Unit); err != nil {
