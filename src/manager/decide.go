@@ -96,6 +96,11 @@ type View struct {
 	// JobEnded: the feed says its job is over (Engine.JobCompleted): it is
 	// on its way out, neither counted nor idle excess.
 	JobEnded bool
+	// PythonCharm: an instance Canonical's Python charm made for this unit
+	// before the switch to this charm (see joinPythonCharm); Claim: GitHub
+	// lists its runner in the unit's scope for the first time, and the
+	// engine keeps a tombstone of that record before acting on it.
+	PythonCharm, Claim bool
 }
 
 // runnerID is the GitHub id to ask about: the listed record's, else the
@@ -167,10 +172,23 @@ func Join(s Snapshot, id runner.Identity, t Timeouts) []View {
 		runners[s.Runners[i].Name] = &s.Runners[i]
 	}
 	views := make([]View, 0, len(s.Instances))
+	var claimed map[string]*Tombstone // by name, once an instance of the Python charm is seen
 	for i := range s.Instances {
 		inst := &s.Instances[i]
 		r := runners[inst.Name]
 		delete(runners, inst.Name)
+		if id.FromPythonCharm(inst.Name, inst.Owner) {
+			if claimed == nil {
+				claimed = make(map[string]*Tombstone, len(s.Tombstones))
+				for j := range s.Tombstones {
+					claimed[s.Tombstones[j].Name] = &s.Tombstones[j]
+				}
+			}
+			if v, ok := joinPythonCharm(inst, r, claimed[inst.Name], s); ok {
+				views = append(views, v)
+			}
+			continue
+		}
 		views = append(views, joinInstance(inst, r, s, t))
 	}
 	// Room for the runners left, only now known: the views outlive the
@@ -207,6 +225,44 @@ func joinTombstone(ts *Tombstone, s Snapshot) View {
 	v.Forced = age >= TombstoneLimit
 	v.Expired = v.Forced || asked.IsZero() || s.Now.Sub(asked) >= tombstoneBackoff(age)
 	return v
+}
+
+// joinPythonCharm is the view of an instance Canonical's Python charm may
+// have made for this unit (runner.FromPythonCharm): a name of its shape and
+// none of this charm's metadata. Its name carries no model, and the Python
+// charm wrote nothing else, so only GitHub can say it is the unit's: it is
+// once its runner is listed, by name, in the unit's scope, where only this
+// unit's runners of that name register (and, on OpenStack, under the
+// runner id its server records, if it does). That first sighting is a
+// Claim: the engine keeps a tombstone of the record (Platform.Bury), which
+// outlives a restart and the record's going away after its job, so the
+// instance is still known to be the unit's then (ts). Any other such
+// instance is not the unit's as far as it can tell, and is not shown at
+// all: it may be another model's, on the same LXD host or OpenStack
+// project, registered elsewhere. A claimed one is retiring: it goes, GitHub
+// first, once GitHub does not list it busy (a 422 keeps it: never killed
+// mid-job); a stopped one goes at once, its record after it.
+func joinPythonCharm(inst *cloud.Instance, r *Runner, ts *Tombstone, s Snapshot) (View, bool) {
+	cp := *inst
+	v := View{Name: inst.Name, Instance: &cp, Scope: s.Scope, PythonCharm: true}
+	switch {
+	case ts != nil:
+		v.Scope, cp.RunnerID, cp.Scope = ts.Scope, ts.RunnerID, ts.Scope
+		if r != nil && (ts.Scope != s.Scope || r.ID != ts.RunnerID) {
+			r = nil
+		}
+	case r != nil && (inst.RunnerID == 0 || r.ID == inst.RunnerID):
+		cp.RunnerID, cp.Scope, v.Claim = r.ID, s.Scope, true
+	default:
+		return View{}, false
+	}
+	v.Runner = r
+	if inst.Status == cloud.Stopped {
+		v.State, v.Expired = runner.Stopped, true
+		return v, true
+	}
+	v.State, v.Expired = runner.Retiring, !v.listedBusy()
+	return v, true
 }
 
 // Registered elsewhere: in a scope this cycle did not list.

@@ -10,6 +10,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"math/rand/v2"
 	"slices"
 	"strings"
 	"sync"
@@ -80,6 +82,11 @@ type Settings struct {
 	Parallelism int
 	// CallTimeout bounds every single cloud or GitHub call.
 	CallTimeout time.Duration
+	// Environments are the choices of a new runner's own job variables
+	// (cloud.CreateRequest.Environment): each new runner gets one, chosen
+	// at random, here for every cloud. They are the debug-ssh relation's
+	// tmate servers, whose sessions this spreads; none: nothing extra.
+	Environments []map[string]string
 }
 
 // Outcome is what one cycle did.
@@ -281,6 +288,7 @@ func (e *Engine) runLocked(ctx context.Context, mode Mode) (Outcome, error) {
 		out.Errors = append(out.Errors, err)
 	}
 	out.Views = Join(snap, e.settings.Identity, e.settings.Timeouts)
+	e.claim(ctx, out.Views, snap.Now, &out)
 	plan := e.decide(out.Views, snap, mode)
 	out.Desired = snap.Demand.Desired
 	e.log.Info("reconcile plan", "mode", mode, "runners", len(out.Views), "desired", out.Desired, "create", plan.Create, "remove", len(plan.Remove))
@@ -342,6 +350,29 @@ func (e *Engine) runLocked(ctx context.Context, mode Mode) (Outcome, error) {
 	}
 	e.setLast(after(out.Views, removed, created), snap.Now)
 	return out, nil
+}
+
+// claim keeps a tombstone of each Python charm instance's record GitHub
+// lists in the unit's scope for the first time (View.Claim), before anything
+// is done to it: from then on the instance is known to be the unit's
+// without GitHub listing it (after its job, its ephemeral runner's record
+// goes; after a restart, the process has seen nothing). The removal that
+// confirms the record gone forgets the tombstone (Platform.Remove); one
+// that cannot be kept is tried again next cycle, and meanwhile the runner
+// is removed only as GitHub lists it, GitHub first.
+func (e *Engine) claim(ctx context.Context, views []View, now time.Time, out *Outcome) {
+	for _, v := range views {
+		if !v.Claim {
+			continue
+		}
+		ts := Tombstone{Scope: v.Scope, RunnerID: v.Instance.RunnerID, Name: v.Name, Since: now}
+		if err := e.call(ctx, func(ctx context.Context) error { return e.platform.Bury(ctx, ts) }); err != nil {
+			out.Failures["remember"]++
+			out.Errors = append(out.Errors, fmt.Errorf("cannot remember the Python charm's runner %s as this unit's: %w", v.Name, err))
+			continue
+		}
+		e.log.Info("taking over a runner of the Python charm: GitHub lists it in this unit's scope", "runner", v.Name, "runner-id", ts.RunnerID, "busy", v.listedBusy())
+	}
 }
 
 // decide reads the cycle's scale from the snapshot and the cool-down
@@ -426,7 +457,9 @@ func (e *Engine) snapshot(ctx context.Context, withoutGitHub bool) (s Snapshot, 
 	// well means no bug there can make this unit remove another unit's,
 	// or another model's, runners.
 	id := e.settings.Identity
-	instances = slices.DeleteFunc(instances, func(i cloud.Instance) bool { return !id.OwnsInstance(i.Name, i.Owner) })
+	instances = slices.DeleteFunc(instances, func(i cloud.Instance) bool {
+		return !id.OwnsInstance(i.Name, i.Owner) && !id.FromPythonCharm(i.Name, i.Owner) // the latter: see joinPythonCharm
+	})
 	runners = slices.DeleteFunc(runners, func(r Runner) bool { return id.Generation(r.Name) == runner.NotOurs })
 	s = Snapshot{Instances: instances, Runners: runners, Now: e.now(), Scope: e.settings.Scope, Seen: e.seen, Tombstones: tombstones,
 		Demand: e.demand.read()}
@@ -528,7 +561,8 @@ func (e *Engine) create(cycle context.Context) (name, failedOp string, err error
 		return name, "register", fmt.Errorf("cannot register runner %s: %w", name, err)
 	}
 	err = e.call(ctx, func(ctx context.Context) error {
-		return e.cloud.Create(ctx, cloud.CreateRequest{Name: name, RunnerID: reg.RunnerID, Scope: e.settings.Scope, JITConfig: reg.JITConfig})
+		return e.cloud.Create(ctx, cloud.CreateRequest{Name: name, RunnerID: reg.RunnerID, Scope: e.settings.Scope, JITConfig: reg.JITConfig,
+			Environment: e.environment()})
 	})
 	if err == nil {
 		e.log.Info("runner created", "runner", name, "runner-id", reg.RunnerID)
@@ -549,6 +583,16 @@ func (e *Engine) create(cycle context.Context) (name, failedOp string, err error
 		return name, "", errCreationStopped
 	}
 	return name, "create", fmt.Errorf("cannot create instance %s: %w", name, err)
+}
+
+// environment is a new runner's own variables: one of the choices, at
+// random (none: nil).
+func (e *Engine) environment() map[string]string {
+	choices := e.settings.Environments
+	if len(choices) == 0 {
+		return nil
+	}
+	return maps.Clone(choices[rand.IntN(len(choices))])
 }
 
 // remove removes one runner. GitHub goes first: the instance is deleted

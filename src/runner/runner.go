@@ -31,6 +31,11 @@ const (
 	// modelTagLength is the model's part of a name: 6 hex digits of a hash
 	// of the model's UUID.
 	modelTagLength = 6
+	// pythonMIDSuffixLength is the random part of the names Canonical's
+	// Python charm gave runners until its runner manager was split out
+	// (secrets.token_hex(12)); its later names have 12 hex digits, as
+	// legacySuffixLength, some after an "r-" or "n-" infix.
+	pythonMIDSuffixLength = 24
 )
 
 // Identity is who owns a runner: one unit of one application in one Juju
@@ -111,6 +116,11 @@ const (
 	NotOurs Generation = iota
 	Current            // <app>-<model tag>-<unit>-<8 hex>
 	Legacy             // <app>-<unit>-<12 hex>, before model tags
+	// PythonCharm: <app>-<unit>-<24 hex> or <app>-<unit>-{r,n}-<12 hex>,
+	// names only Canonical's Python charm gave. (Its <app>-<unit>-<12 hex>
+	// names are Legacy's shape: only metadata tells the two apart, see
+	// FromPythonCharm.)
+	PythonCharm
 )
 
 // Generation tells whether name is one of the identity's runners, and of
@@ -123,8 +133,33 @@ func (id Identity) Generation(name string) Generation {
 		return Current
 	case hasSuffix(name, d.legacyPrefix, legacySuffixLength):
 		return Legacy
+	case hasSuffix(name, d.legacyPrefix, pythonMIDSuffixLength),
+		hasSuffix(name, d.legacyPrefix+"r-", legacySuffixLength),
+		hasSuffix(name, d.legacyPrefix+"n-", legacySuffixLength):
+		return PythonCharm
 	}
 	return NotOurs
+}
+
+// FromPythonCharm tells whether an instance named name with owner in its
+// metadata may be one Canonical's Python charm made for this unit before
+// `juju refresh --switch` to this charm: a name it gives the unit's
+// runners ("<app>-<unit>-" and 24 hex digits, 12 after an "r-" or "n-"
+// infix, or 12 alone) and none of this charm's metadata, which it never
+// wrote. Such names carry no model, so this alone never proves the
+// instance is the unit's: another model's unit of the same name on the
+// same cloud names its runners alike. The engine takes one as the unit's
+// only once GitHub lists its runner, by name, in the unit's own scope
+// (see manager.Join).
+func (id Identity) FromPythonCharm(name string, owner Owner) bool {
+	if owner != (Owner{}) {
+		return false
+	}
+	switch id.Generation(name) {
+	case Legacy, PythonCharm:
+		return true
+	}
+	return false
 }
 
 // derived is what Generation and OwnsInstance need of an identity. They

@@ -59,7 +59,8 @@ func (c *Cloud) As(id runner.Identity) *Cloud {
 }
 
 // Instances lists what the real clouds list: instances whose name and
-// metadata are both the identity's.
+// metadata are both the identity's, and those the Python charm may have
+// made for it (runner.FromPythonCharm).
 func (c *Cloud) Instances(context.Context) ([]cloud.Instance, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -68,7 +69,7 @@ func (c *Cloud) Instances(context.Context) ([]cloud.Instance, error) {
 	}
 	out := make([]cloud.Instance, 0, len(c.instances))
 	for _, i := range c.instances {
-		if c.Identity.OwnsInstance(i.Name, i.Owner) {
+		if c.Identity.OwnsInstance(i.Name, i.Owner) || c.Identity.FromPythonCharm(i.Name, i.Owner) {
 			out = append(out, i)
 		}
 	}
@@ -103,6 +104,14 @@ func (c *Cloud) Put(i cloud.Instance) {
 	if i.Owner == (runner.Owner{}) {
 		i.Owner = c.Identity.Owner()
 	}
+	c.instances[i.Name] = i
+}
+
+// PutBare adds or replaces an instance as is, without metadata if it has
+// none, as the Python charm left its instances.
+func (c *Cloud) PutBare(i cloud.Instance) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	c.instances[i.Name] = i
 }
 
