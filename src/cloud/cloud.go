@@ -51,6 +51,12 @@ type CreateRequest struct {
 	// a cloud hands to the instance privately (a 0600 file, a config drive)
 	// and never puts in metadata, argv or logs.
 	JITConfig string
+	// Environment is this runner's own variables for its jobs, beside
+	// the ones every runner has (the proxies): the tmate server the
+	// engine chose for it (see manager.Settings.Environments). A cloud
+	// writes them where the start script reads its environment. No
+	// secrets.
+	Environment map[string]string
 }
 
 // Cloud runs runner instances of one deployment (a runner.Identity, which

@@ -194,3 +194,13 @@ func (r RunnerImage) EnvironmentFileWith(extra map[string]string) string {
 	}
 	return b.String()
 }
+
+// TmateEnvironments are the runners' tmate servers as job variables, one
+// map a server: the choices the engine gives each new runner one of.
+func (r RunnerImage) TmateEnvironments() []map[string]string {
+	var out []map[string]string
+	for _, s := range r.TmateServers {
+		out = append(out, s.Environment())
+	}
+	return out
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"slices"
 	"strings"
@@ -97,12 +98,9 @@ func (c *Cloud) applyDenylist(ctx context.Context) error {
 		c.setSharedDone(true)
 		return nil
 	}
-	rules := []api.NetworkACLRule{{
-		Action:      "reject", // not drop: a denied connection fails at once instead of hanging
-		Destination: strings.Join(c.denylist, ","),
-		State:       "enabled",
-		Description: "github-runner denylist",
-	}}
+	// The debug-ssh relation's tmate servers stay reachable (see denylistRules).
+	tmate := tmateAddrs(ctx, c.cfg.Runner.TmateServers, net.DefaultResolver, c.log)
+	rules := denylistRules(c.cfg.Runner.Denylist, tmate)
 	put := api.NetworkACLPut{
 		Description: aclDescription + c.ownerWords(),
 		Egress:      rules,
@@ -115,7 +113,7 @@ func (c *Cloud) applyDenylist(ctx context.Context) error {
 	if err := c.setup.attachACL(ctx, network, acl); err != nil {
 		return fmt.Errorf("cannot apply the denylist: %w", err)
 	}
-	c.log.Info("denylist applied", "network", network, "acl", acl, "cidrs", strings.Join(c.denylist, ","))
+	c.log.Info("denylist applied", "network", network, "acl", acl, "cidrs", strings.Join(c.denylist, ","), "tmate-servers", len(tmate))
 	if shared == "" {
 		c.retireLegacyACL(ctx, network)
 		c.setSharedDone(true)

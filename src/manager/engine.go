@@ -10,6 +10,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"math/rand/v2"
 	"slices"
 	"strings"
 	"sync"
@@ -80,6 +82,11 @@ type Settings struct {
 	Parallelism int
 	// CallTimeout bounds every single cloud or GitHub call.
 	CallTimeout time.Duration
+	// Environments are the choices of a new runner's own job variables
+	// (cloud.CreateRequest.Environment): each new runner gets one, chosen
+	// at random, here for every cloud. They are the debug-ssh relation's
+	// tmate servers, whose sessions this spreads; none: nothing extra.
+	Environments []map[string]string
 }
 
 // Outcome is what one cycle did.
@@ -554,7 +561,8 @@ func (e *Engine) create(cycle context.Context) (name, failedOp string, err error
 		return name, "register", fmt.Errorf("cannot register runner %s: %w", name, err)
 	}
 	err = e.call(ctx, func(ctx context.Context) error {
-		return e.cloud.Create(ctx, cloud.CreateRequest{Name: name, RunnerID: reg.RunnerID, Scope: e.settings.Scope, JITConfig: reg.JITConfig})
+		return e.cloud.Create(ctx, cloud.CreateRequest{Name: name, RunnerID: reg.RunnerID, Scope: e.settings.Scope, JITConfig: reg.JITConfig,
+			Environment: e.environment()})
 	})
 	if err == nil {
 		e.log.Info("runner created", "runner", name, "runner-id", reg.RunnerID)
@@ -575,6 +583,16 @@ func (e *Engine) create(cycle context.Context) (name, failedOp string, err error
 		return name, "", errCreationStopped
 	}
 	return name, "create", fmt.Errorf("cannot create instance %s: %w", name, err)
+}
+
+// environment is a new runner's own variables: one of the choices, at
+// random (none: nil).
+func (e *Engine) environment() map[string]string {
+	choices := e.settings.Environments
+	if len(choices) == 0 {
+		return nil
+	}
+	return maps.Clone(choices[rand.IntN(len(choices))])
 }
 
 // remove removes one runner. GitHub goes first: the instance is deleted

@@ -68,6 +68,8 @@ func Run(ctx context.Context, f *config.File, newCloud CloudFactory, log *slog.L
 	engine := manager.New(c, platform, manager.Settings{
 		Identity: id, Scope: scope, Target: f.Runners, Max: f.MaxRunners, OnDemand: set != nil,
 		Timeouts: manager.Timeouts{Creation: f.Timeouts.Creation, Offline: f.Timeouts.Offline, Unresponsive: f.Timeouts.Unresponsive},
+		// Each new runner gets one of the debug-ssh relation's tmate servers.
+		Environments: f.Runner.TmateEnvironments(),
 	}, log)
 	updater := &updater{github: gh, cloud: c, cacheDir: filepath.Join(f.StateDir, "runner-application"), log: log}
 	srv := &Server{
