@@ -220,7 +220,10 @@ func (c *Cloud) Instances(ctx context.Context) ([]cloud.Instance, error) {
 	var out []cloud.Instance
 	for _, inst := range all {
 		instance := toInstance(inst)
-		if !c.cfg.Identity.OwnsInstance(instance.Name, instance.Owner) {
+		// The Python charm's runners (none of our metadata) are listed
+		// too: the engine takes one only on GitHub's word (see
+		// runner.FromPythonCharm and manager.Join).
+		if !c.cfg.Identity.OwnsInstance(instance.Name, instance.Owner) && !c.cfg.Identity.FromPythonCharm(instance.Name, instance.Owner) {
 			continue
 		}
 		if instance.Status == cloud.Building && neverStarted(inst) && !c.isCreating(inst.Name) {
@@ -399,9 +402,7 @@ func (c *Cloud) rootPool() string {
 // runnerFiles are what Create writes into an instance, the JIT config last
 // so that the start script, which waits for it, finds the rest in place.
 func (c *Cloud) runnerFiles(ctx context.Context, req cloud.CreateRequest) ([]instanceFile, error) {
-	// The runner's own variables (its tmate server) follow the common ones.
-	env := c.cfg.Runner.EnvironmentFileWith(req.Environment)
-	files := []instanceFile{{Path: boot.EnvironmentPath, Content: []byte(env), Mode: 0o644}}
+	files := []instanceFile{{Path: boot.EnvironmentPath, Content: []byte(c.cfg.Runner.EnvironmentFile()), Mode: 0o644}}
 	if c.cfg.Runner.DockerhubMirror != "" {
 		daemonJSON, err := c.dockerConfig(ctx, req.Name)
 		if err != nil {
@@ -476,7 +477,7 @@ func (c *Cloud) Delete(ctx context.Context, name string) error {
 	case err != nil:
 		return fmt.Errorf("cannot delete runner instance %q: %w", name, err)
 	}
-	if owner := ownerOf(inst.Config); !c.cfg.Identity.OwnsInstance(name, owner) {
+	if owner := ownerOf(inst.Config); !c.cfg.Identity.OwnsInstance(name, owner) && !c.cfg.Identity.FromPythonCharm(name, owner) {
 		c.log.Warn("not deleting an instance that is not this unit's", "instance", name, "owner-model", owner.Model, "owner-unit", owner.Unit)
 		return nil
 	}

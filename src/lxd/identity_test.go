@@ -111,7 +111,10 @@ func TestInstancesOfOwnIdentityOnly(t *testing.T) {
 			want: cloud.Instance{RunnerID: 46, Owner: runner.Owner{Unit: id.UnitName()}}},
 		{what: "previous naming, another unit's metadata", name: legacyName(id), config: legacyMeta(otherUnit.UnitName(), 47)},
 		{what: "previous naming, another model's current metadata", name: legacyName(id), config: userConfig(other.Meta(48, scope))},
-		{what: "previous naming, no metadata", name: legacyName(id)},
+		// The Python charm's naming, which is the previous version's too:
+		// listed for every model's unit of that name, as a candidate the
+		// engine takes only on GitHub's word (manager.Join).
+		{what: "previous naming, no metadata", name: legacyName(id), listedBy: []runner.Identity{id, other}},
 	}
 	for _, tc := range cases {
 		makeInstance(t, c, tc.name, tc.config, false)
