@@ -1,6 +1,0 @@
-package charm
-
-import (
-	_ "github.com/prometheus/prometheus/promql/parser"
-	_ "github.com/ulikunitz/xz"
-)
