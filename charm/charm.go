@@ -191,6 +191,10 @@ func (c *Charm) readSettings(ctx context.Context) (Settings, error) {
 	if err != nil {
 		return Settings{}, err
 	}
+	// The secret options' values, in place of the plain ones they win over.
+	if err := resolveSecrets(ctx, c.Tools, secretGrantee(c.Unit), raw); err != nil {
+		return Settings{}, err
+	}
 	s, err := ParseSettings(raw)
 	var invalid *InvalidConfigError
 	if err != nil && !errors.As(err, &invalid) {

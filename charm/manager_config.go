@@ -94,7 +94,7 @@ func managerConfig(s Settings, modelUUID, unit, stateDir string, model Proxy) (*
 		Runner: config.RunnerImage{DockerhubMirror: s.DockerhubMirror, Denylist: s.Denylist},
 	}
 	if s.App != nil {
-		f.GitHub.App = &config.GitHubApp{ID: s.App.AppID, InstallationID: s.App.InstallationID, PrivateKey: s.App.PrivateKey}
+		f.GitHub.App = &config.GitHubApp{ID: s.App.AppID, ClientID: s.App.ClientID, InstallationID: s.App.InstallationID, PrivateKey: s.App.PrivateKey}
 	}
 	// runner-http-proxy wins over the model's proxy, for both schemes.
 	proxy := model

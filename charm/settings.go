@@ -37,11 +37,15 @@ type Settings struct {
 	// basePool: base-virtual-machines and max-total-virtual-machines set
 	// the runners, not virtual-machines (which names their problems).
 	basePool bool
+	// fromSecret names the secret option each plain option's value came
+	// from (token → token-secret-id), which then names its problems.
+	fromSecret map[string]string
 }
 
 // GitHubApp is GitHub App authentication, the alternative to a token.
 type GitHubApp struct {
-	AppID          int64
+	AppID          int64  // github-app-id; 0 when ClientID names the App
+	ClientID       string // github-app-client-id
 	InstallationID int64
 	PrivateKey     string // PEM
 }
@@ -75,6 +79,9 @@ func (e *InvalidConfigError) Error() string {
 type configReader struct {
 	raw      map[string]any
 	problems []string
+	// fromSecret: the plain options whose value a secret option gave
+	// (resolveSecrets), and that option.
+	fromSecret map[string]string
 }
 
 func (r *configReader) problem(format string, args ...any) {
@@ -92,10 +99,35 @@ func (r *configReader) str(key string) string {
 		return ""
 	case string:
 		return strings.TrimSpace(v)
+	case secretValue: // the secret option's value wins over the plain one
+		if r.fromSecret == nil {
+			r.fromSecret = map[string]string{}
+		}
+		r.fromSecret[key] = v.option
+		if v.problem != "" && !slices.Contains(r.problems, v.problem) {
+			r.problem("%s", v.problem)
+		}
+		return strings.TrimSpace(v.value)
 	default:
 		r.problem("%s must be a string", key)
 		return ""
 	}
+}
+
+// secretFailed tells a plain option whose secret option is set but could
+// not be read: that problem is reported, and the option's absence is not.
+func (r *configReader) secretFailed(key string) bool {
+	v, ok := r.raw[key].(secretValue)
+	return ok && v.problem != ""
+}
+
+// option is the option a plain option's value came from: its secret
+// option when that is set.
+func (r *configReader) option(key string) string {
+	if from := r.fromSecret[key]; from != "" {
+		return from
+	}
+	return key
 }
 
 // integer returns the option's value; ok is false when it is not a whole
@@ -130,6 +162,7 @@ func ParseSettings(raw map[string]any) (Settings, error) {
 	r.readRunners(&s)
 	r.readNetwork(&s)
 	r.readOpenStack(&s)
+	s.fromSecret = r.fromSecret
 	r.problems = append(r.problems, fileProblems(s, r.problems)...)
 	if len(r.problems) > 0 {
 		return Settings{}, &InvalidConfigError{Problems: r.problems}
@@ -158,20 +191,33 @@ func (r *configReader) readAuth(s *Settings) {
 	// An ID that is no whole number is reported here, and 0 stands in
 	// for it; the App's rules are src/config's.
 	appID, _ := r.integer("github-app-id")
+	clientID := r.str("github-app-client-id")
 	installationID, _ := r.integer("github-app-installation-id")
 	key := r.str("github-app-private-key")
-	appWanted := appID != 0 || installationID != 0 || key != ""
+	keyFailed := r.secretFailed("github-app-private-key")
+	appWanted := appID != 0 || clientID != "" || installationID != 0 || key != "" || keyFailed
 	switch {
-	case s.Token != "" && appWanted:
-		r.problem("set either token or a GitHub App (github-app-id, github-app-installation-id, github-app-private-key), not both")
+	case (s.Token != "" || r.secretFailed("token")) && appWanted:
+		r.problem("set either %s or a GitHub App (github-app-client-id or github-app-id, github-app-installation-id, %s), not both",
+			r.option("token"), r.option("github-app-private-key"))
 		return
 	case s.Token == "" && !appWanted:
-		r.problem("token is required (a GitHub personal access token), or configure a GitHub App with github-app-id, github-app-installation-id and github-app-private-key")
+		if !r.secretFailed("token") {
+			r.problem("token is required (a GitHub personal access token, or token-secret-id naming a Juju secret that holds it), or configure a GitHub App with github-app-client-id, github-app-installation-id and github-app-private-key-secret-id")
+		}
 		return
 	case !appWanted:
 		return // the token's rule is src/config's
+	case appID != 0 && clientID != "":
+		// The Python charm has only github-app-client-id, which takes
+		// either; here the two name the same thing, so one must go.
+		r.problem("github-app-client-id and github-app-id both name the App: set one of them (the client ID, or the numeric ID), not both")
+		return
+	case appID == 0 && clientID == "":
+		r.problem("github-app-client-id is required for a GitHub App (its client ID, or its numeric ID in github-app-id)")
+		return
 	}
-	s.App = &GitHubApp{AppID: appID, InstallationID: installationID, PrivateKey: key}
+	s.App = &GitHubApp{AppID: appID, ClientID: clientID, InstallationID: installationID, PrivateKey: key}
 }
 
 func (r *configReader) readRunners(s *Settings) {
@@ -192,7 +238,7 @@ func (r *configReader) readRunners(s *Settings) {
 		to     *config.Size
 	}{{"vm-memory", &s.Memory}, {"vm-disk", &s.Disk}} {
 		n, err := config.ParseSize(r.str(size.option))
-		if err != nil && r.str("openstack-clouds-yaml") == "" { // LXD's only
+		if err != nil && !r.openStackWanted() { // LXD's only
 			r.invalid(size.option, err)
 		}
 		*size.to = n
@@ -255,6 +301,13 @@ func (r *configReader) readNetwork(s *Settings) {
 	// src/config: fileProblems applies them.
 }
 
+// openStackWanted tells OpenStack runners: clouds.yaml is set, or its
+// secret option is (a secret that cannot be read is reported on its own,
+// and the other OpenStack options are still checked).
+func (r *configReader) openStackWanted() bool {
+	return r.str("openstack-clouds-yaml") != "" || r.secretFailed("openstack-clouds-yaml")
+}
+
 func (r *configReader) readOpenStack(s *Settings) {
 	o := &OpenStack{
 		CloudsYAML: r.str("openstack-clouds-yaml"),
@@ -262,7 +315,7 @@ func (r *configReader) readOpenStack(s *Settings) {
 		Network:    r.str("openstack-network"),
 		Image:      r.str("openstack-image"),
 	}
-	if o.CloudsYAML == "" {
+	if !r.openStackWanted() {
 		return
 	}
 	// The clouds.yaml, flavor, network and image have their rules in
@@ -289,6 +342,7 @@ var optionOf = map[string]string{
 	"github.labels":              "labels",
 	"github.app":                 "github-app-private-key",
 	"github.app.id":              "github-app-id",
+	"github.app.client-id":       "github-app-client-id",
 	"github.app.installation-id": "github-app-installation-id",
 	"github.app.private-key":     "github-app-private-key",
 	"runner.http-proxy":          "runner-http-proxy",
@@ -370,5 +424,8 @@ func (s Settings) option(field string) (string, bool) {
 		return "base-virtual-machines", true
 	}
 	option, ok := optionOf[field]
+	if from := s.fromSecret[option]; from != "" {
+		return from, true
+	}
 	return option, ok
 }
