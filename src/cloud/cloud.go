@@ -133,3 +133,12 @@ type Watcher interface {
 	// ctx's error.
 	Watch(ctx context.Context, changed func()) error
 }
+
+// ImageBuilder is implemented by clouds that build the runner image
+// themselves (LXD), so the manager can count the builds and time them.
+type ImageBuilder interface {
+	// OnImageBuild sets what is called after each image build, with its
+	// duration and its error (nil when it succeeded). Set it before the
+	// first Prepare.
+	OnImageBuild(observe func(time.Duration, error))
+}

@@ -96,6 +96,8 @@ type Cloud struct {
 
 	mu    sync.Mutex
 	image string // fingerprint of the runner image Create uses
+	// imageBuilt is told of each image build (OnImageBuild).
+	imageBuilt func(time.Duration, error)
 	// alias is the runner image alias of the last Prepare, to tell a
 	// change.
 	alias string
@@ -112,6 +114,8 @@ type Cloud struct {
 	// never there (see retireSharedACL).
 	sharedDone bool
 }
+
+var _ cloud.ImageBuilder = (*Cloud)(nil)
 
 var _ cloud.Provider = (*Cloud)(nil)
 

@@ -66,6 +66,9 @@ func TestRunnersLifecycle(t *testing.T) {
 	requireLXD(t)
 	srv := fakeGitHub(t)
 	c := newCloud(t, testConfig(testPrefix(t)))
+	// Each build is told to the manager's metrics (OnImageBuild), once.
+	var builds []error
+	c.OnImageBuild(func(d time.Duration, err error) { builds = append(builds, err) })
 	alias := buildImage(t, c, srv)
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
@@ -78,6 +81,9 @@ func TestRunnersLifecycle(t *testing.T) {
 	}
 	if d := time.Since(start); d > 5*time.Second {
 		t.Errorf("reusing the image took %v", d)
+	}
+	if len(builds) != 1 || builds[0] != nil {
+		t.Errorf("image builds observed: %v, want one success (a reused image is no build)", builds)
 	}
 
 	type created struct {
@@ -317,8 +323,13 @@ func TestCreateFailureLeavesNothing(t *testing.T) {
 	// A bad base image fails the build and leaves no builder.
 	bad := newCloud(t, Config{Identity: c.cfg.Identity, LXD: c.cfg.LXD})
 	bad.cfg.LXD.BaseImage = "no-such-image-" + randomHex(3)
+	var badBuilds []error
+	bad.OnImageBuild(func(d time.Duration, err error) { badBuilds = append(badBuilds, err) })
 	if _, err := bad.ensureImage(ctx, runnerTarball(t, srv), "9.9.9-bad"); !errors.Is(err, ErrImageNotFound) {
 		t.Errorf("ensureImage from a missing base image: %v, want ErrImageNotFound", err)
+	}
+	if len(badBuilds) != 1 || !errors.Is(badBuilds[0], ErrImageNotFound) {
+		t.Errorf("failed image builds observed: %v, want the one failure", badBuilds)
 	}
 	assertNothingLeft(t, c, alias)
 }

@@ -107,16 +107,42 @@ func (c *Cloud) ensureImage(ctx context.Context, tarballPath, version string) (s
 	start := time.Now()
 	fingerprint, err := c.buildImage(ctx, tarballPath, version, recipe, log)
 	if err != nil {
+		c.builtImage(ctx, time.Since(start), err)
 		return "", err
 	}
 	if err := c.d.SetAlias(ctx, alias, fingerprint); err != nil {
 		c.deleteImage(ctx, fingerprint, log)
-		return "", fmt.Errorf("cannot name runner image %q: %w", alias, err)
+		err = fmt.Errorf("cannot name runner image %q: %w", alias, err)
+		c.builtImage(ctx, time.Since(start), err)
+		return "", err
 	}
+	c.builtImage(ctx, time.Since(start), nil)
 	c.useImage(fingerprint)
 	log.Info("runner image built", "fingerprint", fingerprint, "duration", time.Since(start).Round(time.Millisecond))
 	c.pruneImages(ctx, fingerprint, log)
 	return alias, nil
+}
+
+// OnImageBuild sets what is told of each image build (cloud.ImageBuilder,
+// asserted in cloud.go).
+func (c *Cloud) OnImageBuild(observe func(time.Duration, error)) {
+	c.mu.Lock()
+	c.imageBuilt = observe
+	c.mu.Unlock()
+}
+
+// builtImage tells OnImageBuild's observer of a build, but of one cut
+// short (a drain, the service's stop): that is no failure of the build.
+func (c *Cloud) builtImage(ctx context.Context, d time.Duration, err error) {
+	if err != nil && ctx.Err() != nil {
+		return
+	}
+	c.mu.Lock()
+	observe := c.imageBuilt
+	c.mu.Unlock()
+	if observe != nil {
+		observe(d, err)
+	}
 }
 
 func (c *Cloud) useImage(fingerprint string) {

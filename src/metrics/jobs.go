@@ -71,6 +71,9 @@ func (m *Metrics) ObserveJobStarted(j JobEvent) {
 	if !j.AssignedAt.IsZero() && !j.StartedAt.IsZero() {
 		m.assignedToStarted.Observe(nonNegative(j.StartedAt.Sub(j.AssignedAt)))
 	}
+	if !j.QueuedAt.IsZero() && !j.StartedAt.IsZero() {
+		m.queuedToStarted.Observe(nonNegative(j.StartedAt.Sub(j.QueuedAt)))
+	}
 	if s == nil {
 		return
 	}
@@ -128,6 +131,7 @@ func (m *Metrics) ObserveJobCompleted(j JobEvent) {
 	}
 	if !start.IsZero() {
 		fields["job_duration"] = nonNegative(end.Sub(start))
+		m.jobDuration.Observe(fields["job_duration"].(float64))
 	}
 	m.event(end, "runner_stop", fields)
 }

@@ -31,8 +31,8 @@ func gathered(t *testing.T, m *Metrics, name string) *dto.MetricFamily {
 func gaugeValue(t *testing.T, m *Metrics, name string) float64 {
 	t.Helper()
 	f := gathered(t, m, name)
-	if len(f.Metric) != 1 || len(f.Metric[0].Label) != 0 {
-		t.Fatalf("%s has series %v, want one without labels", name, f.Metric)
+	if len(f.Metric) != 1 || !onlyFlavor(f.Metric[0]) {
+		t.Fatalf("%s has series %v, want one without labels but flavor", name, f.Metric)
 	}
 	return f.Metric[0].GetGauge().GetValue()
 }
@@ -42,11 +42,18 @@ func gaugeValue(t *testing.T, m *Metrics, name string) float64 {
 func histogram(t *testing.T, m *Metrics, name string) (uint64, float64) {
 	t.Helper()
 	f := gathered(t, m, name)
-	if len(f.Metric) != 1 || len(f.Metric[0].Label) != 0 {
-		t.Fatalf("%s has series %v, want one without labels", name, f.Metric)
+	if len(f.Metric) != 1 || !onlyFlavor(f.Metric[0]) {
+		t.Fatalf("%s has series %v, want one without labels but flavor", name, f.Metric)
 	}
 	h := f.Metric[0].GetHistogram()
 	return h.GetSampleCount(), h.GetSampleSum()
+}
+
+// onlyFlavor tells a series without labels, or with only the Python
+// charm's flavor label.
+func onlyFlavor(metric *dto.Metric) bool {
+	labels := metric.GetLabel()
+	return len(labels) == 0 || len(labels) == 1 && labels[0].GetName() == "flavor"
 }
 
 // events parses the events log, one JSON object a line.
@@ -116,6 +123,12 @@ func TestJobEvents(t *testing.T) {
 	}
 	if n, sum := histogram(t, m, "github_runner_job_assigned_to_started_seconds"); n != 1 || sum != 2.5 {
 		t.Errorf("assigned→started: %d observations, sum %v; want 1, 2.5", n, sum)
+	}
+	if n, sum := histogram(t, m, "runner_queue_duration_seconds"); n != 1 || sum != 4 {
+		t.Errorf("job start latency: %d observations, sum %v; want 1, 4", n, sum)
+	}
+	if n, sum := histogram(t, m, "job_duration_seconds"); n != 1 || sum != 90 {
+		t.Errorf("job duration: %d observations, sum %v; want 1, 90", n, sum)
 	}
 	all := events(t, &log)
 	starts, stops := only(all, "runner_start"), only(all, "runner_stop")
@@ -216,7 +229,7 @@ func TestJobEventsWrittenOnce(t *testing.T) {
 			if n, _ := histogram(t, m, "github_runner_job_assigned_to_started_seconds"); n != 1 {
 				t.Errorf("assigned→started observed %d times, want 1", n)
 			}
-			if n, _ := histogram(t, m, "github_runner_online_to_busy_seconds"); n > 1 {
+			if n, _ := histogram(t, m, "runner_idle_duration_seconds"); n > 1 {
 				t.Errorf("online→busy observed %d times, want at most 1", n)
 			}
 			if n := len(only(all, "runner_installed")); n > 1 {
@@ -241,7 +254,7 @@ func TestJobStartIdle(t *testing.T) {
 	if _, ok := starts[0]["queue_duration"]; ok {
 		t.Errorf("runner_start %v has a queue duration without a queue time", starts[0])
 	}
-	if n, sum := histogram(t, m, "github_runner_online_to_busy_seconds"); n != 1 || sum != 40 {
+	if n, sum := histogram(t, m, "runner_idle_duration_seconds"); n != 1 || sum != 40 {
 		t.Errorf("online→busy: %d observations, sum %v; want 1, 40", n, sum)
 	}
 }

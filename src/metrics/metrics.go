@@ -18,14 +18,18 @@ import (
 	"github.com/canonical/github-runner-charm/src/runner"
 )
 
-// Metrics is one manager's metrics.
+// Metrics is one manager's metrics. Where one means what one of the
+// Python charm's means, it has the Python charm's name and its flavor label
+// (the application name), so that charm's dashboards keep working; the
+// others are github_runner_*. No label names a runner: every label has a
+// small fixed set of values (README, Metrics).
 type Metrics struct {
 	Registry *prometheus.Registry
 	flavor   string // the application name, as the Python charm's "flavor"
 
-	expected, idle, busy, offline prometheus.Gauge
-	unresponsive, retiring        prometheus.Gauge
-	failedCycles                  prometheus.Counter
+	expected, idle, busy          prometheus.Gauge
+	byState                       *prometheus.GaugeVec
+	cycleFailures                 *prometheus.CounterVec
 	rateRemaining, rateLimit      prometheus.Gauge
 	reconcileDuration             prometheus.Histogram
 	created                       prometheus.Counter
@@ -34,6 +38,9 @@ type Metrics struct {
 	assigned, running, desired    prometheus.Gauge
 	queuedToAssigned              prometheus.Histogram
 	assignedToStarted             prometheus.Histogram
+	queuedToStarted, jobDuration  prometheus.Histogram
+	imageBuilds                   *prometheus.CounterVec
+	imageBuildDuration            prometheus.Histogram
 
 	mu     sync.Mutex
 	events io.Writer
@@ -48,7 +55,8 @@ type Metrics struct {
 // stage is what this process has seen of one runner.
 type stage struct {
 	online, busy time.Time
-	cycle        uint64 // the last cycle that saw it
+	cycle        uint64       // the last cycle that saw it
+	state        runner.State // as the last cycle saw it
 	// The job messages seen, and the events log lines written, so that
 	// each is once whatever comes first or again.
 	jobStarted, jobDone       bool
@@ -61,36 +69,81 @@ var stageBuckets = []float64{5, 10, 20, 30, 45, 60, 90, 120, 180, 300, 600, 1200
 // jobBuckets span a warm runner's fraction of a second to an hour's wait.
 var jobBuckets = []float64{0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1200, 1800, 3600}
 
+// jobDurationBuckets are the Python charm's job_duration_seconds buckets:
+// a minute to GitHub's five-day limit on a self-hosted runner's job.
+var jobDurationBuckets = []float64{60, 300, 600, 1800, 3600, 7200, 14400, 28800, 57600, 86400, 172800, 345600, 432000}
+
+// imageBuildBuckets span a container image's minute to a VM image's hour.
+var imageBuildBuckets = []float64{30, 60, 120, 300, 600, 900, 1200, 1800, 2700, 3600}
+
+// The label values, each a fixed set, every one exported from the first
+// scrape (0 until it happens), so a rate or an alert has its series before
+// the first event.
+var (
+	// States are the runner states github_runner_runners counts.
+	States = []runner.State{runner.Creating, runner.Idle, runner.Busy, runner.Offline, runner.Stopped,
+		runner.Unresponsive, runner.Retiring, runner.NoRunner, runner.NoInstance}
+	// RemovalReasons are deleted_runners_total's reasons: the cleanup
+	// rules (a runner's state past its timeout), then scale-down and flush.
+	RemovalReasons = []string{string(runner.Creating), string(runner.Offline), string(runner.Stopped), string(runner.Unresponsive),
+		string(runner.Retiring), string(runner.NoRunner), string(runner.NoInstance), "scale-down", "flush"}
+	// Operations are github_runner_failures_total's operations.
+	Operations = []string{"list", "remember", "register", "create", "remove"}
+	// CycleFailureReasons are github_runner_reconcile_failures_total's
+	// reasons (see ObserveFailedCycle, ObserveCycle).
+	CycleFailureReasons = []string{FailedList, FailedImage, FailedOperations}
+)
+
+// Why a reconcile cycle failed.
+const (
+	// FailedList: it could not read the runners' state (GitHub's list or
+	// the cloud's), and so changed nothing.
+	FailedList = "list"
+	// FailedImage: the runner image could not be prepared, so the cycle
+	// only cleaned up.
+	FailedImage = "image"
+	// FailedOperations: the cycle ran, but a create, register or remove
+	// failed (github_runner_failures_total says which).
+	FailedOperations = "operations"
+)
+
 // New returns metrics for flavor (the application name); events, if not
 // nil, receives the events log.
 func New(flavor string, events io.Writer) *Metrics {
 	m := &Metrics{Registry: prometheus.NewRegistry(), flavor: flavor, events: events, seen: map[string]*stage{}, now: time.Now}
+	// Python names are as the Python charm has them (no namespace) and
+	// carry its flavor label.
+	python := prometheus.Labels{"flavor": flavor}
 	gauge := func(name, help string) prometheus.Gauge {
 		return prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "github_runner", Name: name, Help: help})
 	}
-	m.expected = gauge("expected_runners", "Runners this unit is configured to keep.")
-	m.idle = gauge("idle_runners", "Runners online and waiting for a job.")
-	m.busy = gauge("busy_runners", "Runners running a job.")
-	m.offline = gauge("offline_runners", "Runners GitHub shows offline.")
-	m.unresponsive = gauge("unresponsive_runners", "Runners whose instance is frozen, paused or unknown; kept while they may be running a job.")
-	m.retiring = gauge("retiring_runners", "Runners of an earlier path, API URL or naming, kept until their job ends.")
-	m.failedCycles = prometheus.NewCounter(prometheus.CounterOpts{Namespace: "github_runner", Name: "failed_reconcile_cycles_total",
-		Help: "Reconcile cycles that could not read the runners' state, and so changed nothing."})
-	m.rateRemaining = gauge("github_rate_limit_remaining", "GitHub API requests left in the current rate-limit window.")
-	m.rateLimit = gauge("github_rate_limit", "GitHub API requests allowed per rate-limit window.")
-	m.reconcileDuration = prometheus.NewHistogram(prometheus.HistogramOpts{
-		Namespace: "github_runner", Name: "reconcile_duration_seconds", Help: "Duration of reconcile cycles.",
-		Buckets: []float64{0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600},
-	})
+	pythonGauge := func(name, help string) prometheus.Gauge {
+		return prometheus.NewGauge(prometheus.GaugeOpts{Name: name, Help: help, ConstLabels: python})
+	}
+	pythonHistogram := func(name, help string, buckets []float64) prometheus.Histogram {
+		return prometheus.NewHistogram(prometheus.HistogramOpts{Name: name, Help: help, Buckets: buckets, ConstLabels: python})
+	}
+	m.expected = pythonGauge("expected_runners_count", "Runners this unit is configured to keep.")
+	m.idle = pythonGauge("idle_runners_count", "Runners online and waiting for a job.")
+	m.busy = pythonGauge("busy_runners_count", "Runners running a job.")
+	m.byState = prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "github_runner", Name: "runners",
+		Help: "Runners of this unit by state, as the last cycle saw them."}, []string{"state"})
+	m.cycleFailures = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "github_runner", Name: "reconcile_failures_total",
+		Help: "Reconcile cycles that failed, by reason: list (could not read the runners' state; changed nothing), image (the runner image could not be prepared; created nothing), operations (a create, register or remove failed)."},
+		[]string{"reason"})
+	m.rateRemaining = prometheus.NewGauge(prometheus.GaugeOpts{Name: "github_api_rate_limit_remaining", Help: "GitHub API requests left in the current rate-limit window."})
+	m.rateLimit = prometheus.NewGauge(prometheus.GaugeOpts{Name: "github_api_rate_limit_limit", Help: "GitHub API requests allowed per rate-limit window."})
+	m.reconcileDuration = pythonHistogram("reconcile_duration_seconds", "Duration of reconcile cycles.",
+		[]float64{0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600})
 	m.created = prometheus.NewCounter(prometheus.CounterOpts{Namespace: "github_runner", Name: "created_runners_total", Help: "Runners created."})
-	m.removed = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "github_runner", Name: "removed_runners_total",
-		Help: "Runners removed, by reason (stopped, offline, runner-without-instance, instance-without-runner, scale-down, flush)."}, []string{"reason"})
+	m.removed = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "deleted_runners_total", ConstLabels: python,
+		Help: "Runners removed, by reason: the state a cleanup rule removed them in (creating, offline, stopped, unresponsive, retiring, instance-without-runner, runner-without-instance), scale-down or flush."},
+		[]string{"reason"})
 	m.failures = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "github_runner", Name: "failures_total",
-		Help: "Failed operations, by operation (list, register, create, remove)."}, []string{"operation"})
-	m.createdToOnline = prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: "github_runner", Name: "created_to_online_seconds",
-		Help: "Time from a runner's instance creation until GitHub showed it online.", Buckets: stageBuckets})
-	m.onlineToBusy = prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: "github_runner", Name: "online_to_busy_seconds",
-		Help: "Time a runner waited online before its job.", Buckets: stageBuckets})
+		Help: "Failed operations, by operation (list, remember, register, create, remove)."}, []string{"operation"})
+	m.createdToOnline = pythonHistogram("runner_spawn_duration_seconds",
+		"Time from a runner's instance creation until GitHub showed it online.", stageBuckets)
+	m.onlineToBusy = pythonHistogram("runner_idle_duration_seconds", "Time a runner waited online before its job.", stageBuckets)
 	m.assigned = gauge("assigned_jobs", "Jobs GitHub has assigned to the unit's scale set, waiting or running (its statistics' totalAssignedJobs).")
 	m.running = gauge("running_jobs", "Jobs of the unit's scale set running (its statistics' totalRunningJobs).")
 	m.desired = gauge("desired_runners", "Runners the unit wants now: the base plus the jobs assigned to its scale set, up to the cap; without a scale set, the fixed pool.")
@@ -98,9 +151,32 @@ func New(flavor string, events io.Writer) *Metrics {
 		Help: "Time from a job's queueing until GitHub assigned it to the unit's scale set, from the job's messages.", Buckets: jobBuckets})
 	m.assignedToStarted = prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: "github_runner", Name: "job_assigned_to_started_seconds",
 		Help: "Time from a job's assignment to the unit's scale set until a runner of it started the job, from the job's messages.", Buckets: jobBuckets})
-	m.Registry.MustRegister(m.expected, m.idle, m.busy, m.offline, m.unresponsive, m.retiring, m.failedCycles, m.rateRemaining, m.rateLimit, m.reconcileDuration,
+	m.queuedToStarted = pythonHistogram("runner_queue_duration_seconds",
+		"Job start latency: time from a job's queueing until a runner of the unit started it, from the job's messages.", jobBuckets)
+	m.jobDuration = pythonHistogram("job_duration_seconds", "Time a job ran on a runner of the unit.", jobDurationBuckets)
+	m.imageBuilds = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "github_runner", Name: "image_builds_total",
+		Help: "Runner image builds (LXD), by result: success or failure."}, []string{"result"})
+	m.imageBuildDuration = prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: "github_runner", Name: "image_build_duration_seconds",
+		Help: "Duration of runner image builds (LXD), successful or not.", Buckets: imageBuildBuckets})
+	for _, state := range States {
+		m.byState.WithLabelValues(string(state))
+	}
+	for _, reason := range RemovalReasons {
+		m.removed.WithLabelValues(reason)
+	}
+	for _, op := range Operations {
+		m.failures.WithLabelValues(op)
+	}
+	for _, reason := range CycleFailureReasons {
+		m.cycleFailures.WithLabelValues(reason)
+	}
+	for _, result := range []string{"success", "failure"} {
+		m.imageBuilds.WithLabelValues(result)
+	}
+	m.Registry.MustRegister(m.expected, m.idle, m.busy, m.byState, m.cycleFailures, m.rateRemaining, m.rateLimit, m.reconcileDuration,
 		m.created, m.removed, m.failures, m.createdToOnline, m.onlineToBusy,
-		m.assigned, m.running, m.desired, m.queuedToAssigned, m.assignedToStarted,
+		m.assigned, m.running, m.desired, m.queuedToAssigned, m.assignedToStarted, m.queuedToStarted, m.jobDuration,
+		m.imageBuilds, m.imageBuildDuration,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -120,6 +196,9 @@ type Cycle struct {
 	Created  int
 	Removed  map[string]int
 	Failures map[string]int
+	// ImageFailed: the runner image could not be prepared, so the cycle
+	// only cleaned up.
+	ImageFailed bool
 }
 
 // ObserveCycle records a cycle: gauges, counters, stage durations and the
@@ -138,7 +217,9 @@ func (m *Metrics) ObserveCycle(now time.Time, c Cycle) {
 			continue // seen, or its job is running though GitHub's list does not show it
 		}
 		if !s.busy.IsZero() && !m.feed && !s.stopWritten {
-			m.event(now, "runner_stop", map[string]any{"status": "normal", "job_duration": nonNegative(now.Sub(s.busy))})
+			duration := nonNegative(now.Sub(s.busy))
+			m.jobDuration.Observe(duration)
+			m.event(now, "runner_stop", map[string]any{"status": stopStatus(s.state), "job_duration": duration})
 		}
 		delete(m.seen, name)
 	}
@@ -148,16 +229,27 @@ func (m *Metrics) ObserveCycle(now time.Time, c Cycle) {
 	}
 	m.idle.Set(float64(counts[runner.Idle]))
 	m.busy.Set(float64(counts[runner.Busy]))
-	m.offline.Set(float64(counts[runner.Offline]))
-	m.unresponsive.Set(float64(counts[runner.Unresponsive]))
-	m.retiring.Set(float64(counts[runner.Retiring]))
+	for _, state := range States {
+		m.byState.WithLabelValues(string(state)).Set(float64(counts[state]))
+	}
 	m.reconcileDuration.Observe(c.Duration.Seconds())
 	m.created.Add(float64(c.Created))
 	for reason, n := range c.Removed {
 		m.removed.WithLabelValues(reason).Add(float64(n))
 	}
+	operations := false
 	for op, n := range c.Failures {
 		m.failures.WithLabelValues(op).Add(float64(n))
+		operations = operations || op != FailedList && n > 0
+	}
+	if c.Failures[FailedList] > 0 {
+		m.cycleFailures.WithLabelValues(FailedList).Inc() // a drain that went on without GitHub's list
+	}
+	if operations {
+		m.cycleFailures.WithLabelValues(FailedOperations).Inc()
+	}
+	if c.ImageFailed {
+		m.cycleFailures.WithLabelValues(FailedImage).Inc()
 	}
 	m.event(now, "reconciliation", map[string]any{
 		"crashed_runners":  c.Removed[string(runner.Offline)] + c.Removed[string(runner.NoRunner)],
@@ -174,7 +266,7 @@ func (m *Metrics) observeStage(now time.Time, r Sample) {
 		s = &stage{}
 		m.seen[r.Name] = s
 	}
-	s.cycle = m.cycles
+	s.cycle, s.state = m.cycles, r.State
 	online := r.State == runner.Idle || r.State == runner.Busy
 	if online && s.online.IsZero() {
 		s.online = now
@@ -205,15 +297,44 @@ func (m *Metrics) stageOf(name string) *stage {
 }
 
 // ObserveFailedCycle records a cycle that could not read its snapshot: it
-// counts, and leaves the gauges, the runners' stages and the events log as
-// the last complete cycle left them.
-func (m *Metrics) ObserveFailedCycle(failures map[string]int) {
+// counts (reason list, and image too if imageFailed), and leaves the
+// gauges, the runners' stages and the events log as the last complete
+// cycle left them.
+func (m *Metrics) ObserveFailedCycle(failures map[string]int, imageFailed bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.failedCycles.Inc()
+	m.cycleFailures.WithLabelValues(FailedList).Inc()
+	if imageFailed {
+		m.cycleFailures.WithLabelValues(FailedImage).Inc()
+	}
 	for op, n := range failures {
 		m.failures.WithLabelValues(op).Add(float64(n))
 	}
+}
+
+// ObserveImageBuild records one runner image build, as long as it took,
+// failed if err is not nil.
+func (m *Metrics) ObserveImageBuild(d time.Duration, err error) {
+	result := "success"
+	if err != nil {
+		result = "failure"
+	}
+	m.imageBuilds.WithLabelValues(result).Inc()
+	m.imageBuildDuration.Observe(nonNegative(d))
+}
+
+// stopStatus is runner_stop's status for a runner whose job this process
+// saw start and whose end it did not see, by the state the last cycle saw
+// it in: "abnormal", as the Python charm writes for a runner that did not
+// end its job itself, when it was offline, unresponsive or without a
+// GitHub runner before it went; "normal" otherwise (an ephemeral runner's
+// instance stops itself after its job).
+func stopStatus(last runner.State) string {
+	switch last {
+	case runner.Offline, runner.Unresponsive, runner.NoRunner:
+		return "abnormal"
+	}
+	return "normal"
 }
 
 // ObserveRateLimit records GitHub's latest rate-limit budget.

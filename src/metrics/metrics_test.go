@@ -3,6 +3,7 @@ package metrics
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -34,6 +35,11 @@ func TestCycleMetricsAndEvents(t *testing.T) {
 	}
 	if got := testutil.ToFloat64(m.failures.WithLabelValues("create")); got != 1 {
 		t.Errorf("failures{create} = %v", got)
+	}
+	for state, want := range map[runner.State]float64{runner.Idle: 1, runner.Busy: 0, runner.Creating: 0, runner.Offline: 0} {
+		if got := testutil.ToFloat64(m.byState.WithLabelValues(string(state))); got != want {
+			t.Errorf("runners{state=%s} = %v, want %v", state, got, want)
+		}
 	}
 	if n := testutil.CollectAndCount(m.createdToOnline); n != 1 {
 		t.Errorf("created→online collected %d series", n)
@@ -67,5 +73,74 @@ func TestCycleMetricsAndEvents(t *testing.T) {
 	}
 	if installed["duration"] != 90.0 || start["idle"] != 60.0 || stop["job_duration"] != 120.0 || stop["status"] != "normal" {
 		t.Errorf("installed %v start %v stop %v", installed, start, stop)
+	}
+}
+
+// A failed cycle counts once per reason it failed for.
+func TestReconcileFailureReasons(t *testing.T) {
+	tests := []struct {
+		name    string
+		observe func(m *Metrics)
+		want    map[string]float64
+	}{
+		{"clean cycle", func(m *Metrics) { m.ObserveCycle(time.Now(), Cycle{Failures: map[string]int{}}) },
+			map[string]float64{FailedList: 0, FailedImage: 0, FailedOperations: 0}},
+		{"snapshot unreadable", func(m *Metrics) { m.ObserveFailedCycle(map[string]int{"list": 1}, false) },
+			map[string]float64{FailedList: 1, FailedImage: 0, FailedOperations: 0}},
+		{"image and snapshot", func(m *Metrics) { m.ObserveFailedCycle(map[string]int{"list": 1}, true) },
+			map[string]float64{FailedList: 1, FailedImage: 1, FailedOperations: 0}},
+		{"creates failed", func(m *Metrics) {
+			m.ObserveCycle(time.Now(), Cycle{Failures: map[string]int{"create": 2, "register": 1}})
+		}, map[string]float64{FailedList: 0, FailedImage: 0, FailedOperations: 1}},
+		{"image failed, cleanup ran", func(m *Metrics) { m.ObserveCycle(time.Now(), Cycle{ImageFailed: true}) },
+			map[string]float64{FailedList: 0, FailedImage: 1, FailedOperations: 0}},
+	}
+	for _, test := range tests {
+		t.Run(test.name, func(t *testing.T) {
+			m := New("github-runner", nil)
+			test.observe(m)
+			for reason, want := range test.want {
+				if got := testutil.ToFloat64(m.cycleFailures.WithLabelValues(reason)); got != want {
+					t.Errorf("reconcile_failures_total{reason=%s} = %v, want %v", reason, got, want)
+				}
+			}
+		})
+	}
+}
+
+func TestImageBuilds(t *testing.T) {
+	m := New("github-runner", nil)
+	m.ObserveImageBuild(4*time.Minute, nil)
+	m.ObserveImageBuild(time.Minute, errors.New("cannot build runner image: boom"))
+	if s, f := testutil.ToFloat64(m.imageBuilds.WithLabelValues("success")), testutil.ToFloat64(m.imageBuilds.WithLabelValues("failure")); s != 1 || f != 1 {
+		t.Errorf("image builds: %v successes, %v failures; want 1, 1", s, f)
+	}
+	if n, sum := histogram(t, m, "github_runner_image_build_duration_seconds"); n != 2 || sum != 300 {
+		t.Errorf("image build durations: %d observations, sum %v; want 2, 300", n, sum)
+	}
+}
+
+// A runner seen busy that goes away stops "normal" when its instance
+// stopped (an ephemeral runner's own end) and "abnormal" when it went
+// offline or unresponsive first; each job's duration is observed.
+func TestRunnerStopStatus(t *testing.T) {
+	t0 := time.Date(2026, 12, 2, 3, 0, 0, 0, time.UTC)
+	for last, want := range map[runner.State]string{
+		runner.Stopped: "normal", runner.Offline: "abnormal", runner.Unresponsive: "abnormal", runner.NoRunner: "abnormal", runner.Busy: "normal",
+	} {
+		t.Run(string(last), func(t *testing.T) {
+			var log bytes.Buffer
+			m := New("github-runner", &log)
+			m.ObserveCycle(t0, Cycle{Runners: []Sample{{"a", runner.Busy, t0.Add(-time.Minute)}}})
+			m.ObserveCycle(t0.Add(time.Minute), Cycle{Runners: []Sample{{"a", last, t0.Add(-time.Minute)}}})
+			m.ObserveCycle(t0.Add(5*time.Minute), Cycle{})
+			stops := only(events(t, &log), "runner_stop")
+			if len(stops) != 1 || stops[0]["status"] != want || stops[0]["job_duration"] != 300.0 {
+				t.Fatalf("runner_stop lines %v, want one with status %s and job_duration 300", stops, want)
+			}
+			if n, sum := histogram(t, m, "job_duration_seconds"); n != 1 || sum != 300 {
+				t.Errorf("job durations: %d observations, sum %v; want 1, 300", n, sum)
+			}
+		})
 	}
 }

@@ -85,6 +85,9 @@ func Run(ctx context.Context, f *config.File, newCloud CloudFactory, log *slog.L
 		UpdateDependencies: updater.update,
 		Teardown:           c.Teardown,
 	}
+	if b, ok := c.(cloud.ImageBuilder); ok {
+		b.OnImageBuild(srv.Metrics.ObserveImageBuild)
+	}
 	listener, err := Listen(filepath.Join(f.StateDir, api.SocketName))
 	if err != nil {
 		return err

@@ -268,9 +268,9 @@ func (s *Server) cycleWith(mode manager.Mode, prepare func(context.Context) (boo
 	if err != nil {
 		// A cycle that could not read its snapshot saw nothing: the gauges
 		// and the events log keep the last cycle's truth.
-		s.observeFailure(out)
+		s.observeFailure(out, prepareErr)
 	} else {
-		s.observe(start, out)
+		s.observe(start, out, prepareErr)
 	}
 	switch {
 	case errors.Is(prepareErr, errPrepareCutShort):
@@ -391,7 +391,13 @@ func (s *Server) markDrained() {
 	s.loop.Unlock()
 }
 
-func (s *Server) observe(start time.Time, out manager.Outcome) {
+// imageFailed tells a Prepare's error that is a failure, not a drain or
+// a stop cutting it short.
+func imageFailed(prepareErr error) bool {
+	return prepareErr != nil && !errors.Is(prepareErr, errPrepareCutShort)
+}
+
+func (s *Server) observe(start time.Time, out manager.Outcome, prepareErr error) {
 	if s.Metrics == nil {
 		return
 	}
@@ -405,7 +411,7 @@ func (s *Server) observe(start time.Time, out manager.Outcome) {
 	}
 	s.Metrics.ObserveCycle(time.Now(), metrics.Cycle{
 		Duration: time.Since(start), Expected: s.Expected, Runners: samples,
-		Created: out.Created, Removed: out.Removed, Failures: out.Failures,
+		Created: out.Created, Removed: out.Removed, Failures: out.Failures, ImageFailed: imageFailed(prepareErr),
 	})
 	if s.RateLimit != nil {
 		if remaining, limit, ok := s.RateLimit(); ok {
@@ -414,9 +420,9 @@ func (s *Server) observe(start time.Time, out manager.Outcome) {
 	}
 }
 
-func (s *Server) observeFailure(out manager.Outcome) {
+func (s *Server) observeFailure(out manager.Outcome, prepareErr error) {
 	if s.Metrics != nil {
-		s.Metrics.ObserveFailedCycle(out.Failures)
+		s.Metrics.ObserveFailedCycle(out.Failures, imageFailed(prepareErr))
 	}
 }
 

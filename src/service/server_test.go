@@ -116,7 +116,7 @@ func TestBadFlushParameter(t *testing.T) {
 	}
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if !strings.Contains(string(body), "github_runner_expected_runners") {
+	if !strings.Contains(string(body), "expected_runners_count{") {
 		t.Errorf("metrics lack the expected gauge")
 	}
 }
@@ -223,13 +223,16 @@ func TestFailedSnapshotReportsNothing(t *testing.T) {
 	gauges := func() string {
 		var lines []string
 		for _, line := range strings.Split(scrape(t, socket), "\n") {
-			if strings.HasPrefix(line, "github_runner_idle_runners ") || strings.HasPrefix(line, "github_runner_busy_runners ") {
+			if strings.HasPrefix(line, "idle_runners_count{") || strings.HasPrefix(line, "busy_runners_count{") {
 				lines = append(lines, line)
 			}
 		}
 		return strings.Join(lines, "; ")
 	}
 	before, eventsBefore := gauges(), events.String()
+	if strings.Count(before, ";") != 1 {
+		t.Fatalf("the scrape lacks the idle and busy gauges: %q", before)
+	}
 
 	platform.FailList = errors.New("GitHub is down")
 	if _, err := client.Reconcile(ctx); err == nil {
@@ -241,7 +244,7 @@ func TestFailedSnapshotReportsNothing(t *testing.T) {
 	if got := events.String(); got != eventsBefore {
 		t.Errorf("a failed cycle wrote events: %s", strings.TrimPrefix(got, eventsBefore))
 	}
-	if !strings.Contains(scrape(t, socket), "github_runner_failed_reconcile_cycles_total 1") {
+	if !strings.Contains(scrape(t, socket), `github_runner_reconcile_failures_total{reason="list"} 1`) {
 		t.Error("the failed cycle was not counted")
 	}
 	platform.FailList = nil

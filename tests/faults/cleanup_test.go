@@ -193,7 +193,7 @@ func (s *managerService) removed(reason string) float64 {
 	if err != nil {
 		s.t.Fatal(err)
 	}
-	return stack.MetricIn(text, fmt.Sprintf(`github_runner_removed_runners_total{reason="%s"}`, reason))
+	return stack.MetricIn(text, fmt.Sprintf(`deleted_runners_total{reason="%s"}`, reason))
 }
 
 func (s *managerService) metrics(ctx context.Context) (string, error) {

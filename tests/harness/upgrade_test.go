@@ -152,7 +152,7 @@ func TestUpgradeKeepsTheRunners(t *testing.T) {
 	if j, ok := b.GitHub.Job(job.ID); !ok || j.State != fakegithub.JobInProgress || j.Lost {
 		t.Errorf("the busy runner's job after the upgrade: %+v (found %v), want still running", j, ok)
 	}
-	if removed := stack.MetricIn(b.Metrics(), "github_runner_removed_runners_total"); removed != 0 {
+	if removed := stack.MetricIn(b.Metrics(), "deleted_runners_total"); removed != 0 {
 		t.Errorf("the new manager removed %v runners", removed)
 	}
 	assertConfigChangedIsNoOp(t, b.Unit)

@@ -344,18 +344,20 @@ func (b *Bed) Metrics() string {
 	return string(body)
 }
 
-// Metric is the value of one sample of the manager's metrics, e.g.
-// Metric(`github_runner_removed_runners_total{reason="stopped"}`), or 0 when
-// it has none.
+// Metric is the value of the manager's metric samples that match sample,
+// summed, e.g. Metric(`deleted_runners_total{reason="stopped"}`), or 0
+// when it has none.
 func (b *Bed) Metric(sample string) float64 {
 	b.T.Helper()
 	return MetricIn(b.Metrics(), sample)
 }
 
-// MetricIn finds one sample in Prometheus text; its labels must be given in
-// the exposition's order (alphabetical), as the sample's text is matched.
+// MetricIn is the sum of the samples in Prometheus text of sample's name
+// that carry every label sample gives (a name alone sums every series of
+// it: deleted_runners_total is every removal, whatever its reason).
 func MetricIn(text, sample string) float64 {
 	name, labels, _ := strings.Cut(sample, "{")
+	sum := 0.0
 	for _, line := range strings.Split(text, "\n") {
 		key, value, ok := strings.Cut(line, " ")
 		if !ok || strings.HasPrefix(line, "#") {
@@ -367,10 +369,10 @@ func MetricIn(text, sample string) float64 {
 		}
 		v, err := strconv.ParseFloat(strings.TrimSpace(value), 64)
 		if err == nil {
-			return v
+			sum += v
 		}
 	}
-	return 0
+	return sum
 }
 
 func containsLabels(have, want string) bool {
