@@ -28,7 +28,15 @@ type File struct {
 	Runners           int           `yaml:"runners"`               // kept idle and ready (classic: the fixed pool)
 	MaxRunners        int           `yaml:"max-runners,omitempty"` // every runner of the unit, busy ones too; 0: no cap
 	ReconcileInterval time.Duration `yaml:"reconcile-interval"`
-	LogLevel          string        `yaml:"log-level,omitempty"`
+	LogLevel          string        `yaml:"log-level,omitempty"` // the runner-manager-log-level option: DEBUG, INFO, WARNING, ERROR, CRITICAL or FATAL
+	// MetricsPort is where the manager also serves GET /metrics, on
+	// 127.0.0.1 (the socket always does); 0: no TCP listener.
+	MetricsPort int `yaml:"metrics-port,omitempty"`
+	// LogFile is the file the manager logs to besides stderr, rotated by
+	// size; "": stderr only. EventsLog is the events log; "": events.log
+	// in the state directory.
+	LogFile   string `yaml:"log-file,omitempty"`
+	EventsLog string `yaml:"events-log,omitempty"`
 	GitHub            GitHub        `yaml:"github"`
 	Runner            RunnerImage   `yaml:"runner"`
 	LXD               *LXD          `yaml:"lxd,omitempty"`
@@ -219,6 +227,7 @@ func (f *File) Problems() []Problem {
 	case f.MaxRunners != 0 && f.Runners > f.MaxRunners:
 		add("max-runners", "must be 0 (no cap) or at least the base of %d runners, not %d", f.Runners, f.MaxRunners)
 	}
+	problems = append(problems, f.observabilityProblems()...)
 	if f.ReconcileInterval < minReconcileInterval || f.ReconcileInterval > maxReconcileInterval {
 		add("reconcile-interval", "must be at least 1 minute and at most 1 day")
 	}
