@@ -9,6 +9,7 @@ import (
 
 	"github.com/gophercloud/gophercloud/v2"
 	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/flavors"
+	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/keypairs"
 	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/servers"
 	"github.com/gophercloud/gophercloud/v2/openstack/image/v2/images"
 	"github.com/gophercloud/gophercloud/v2/openstack/networking/v2/extensions/security/groups"
@@ -52,6 +53,10 @@ type openstackAPI interface {
 	// PortsOf lists the ports attached to a device (a server's ID).
 	PortsOf(ctx context.Context, deviceID string) ([]ports.Port, error)
 	DeletePort(ctx context.Context, id string) error
+
+	// DeleteKeypair deletes a keypair of the project's user: the Python
+	// charm made one per server, named as the server.
+	DeleteKeypair(ctx context.Context, name string) error
 }
 
 var errNotFound = errors.New("not found in OpenStack")
@@ -143,6 +148,13 @@ var longBase64 = regexp.MustCompile(`[A-Za-z0-9+/=_-]{40,}`)
 func (a *gophercloudAPI) DeleteServer(ctx context.Context, id string) error {
 	_, err := one(ctx, a, func(ctx context.Context) (struct{}, error) {
 		return struct{}{}, servers.Delete(ctx, a.compute, id).ExtractErr()
+	})
+	return err
+}
+
+func (a *gophercloudAPI) DeleteKeypair(ctx context.Context, name string) error {
+	_, err := one(ctx, a, func(ctx context.Context) (struct{}, error) {
+		return struct{}{}, keypairs.Delete(ctx, a.compute, name, nil).ExtractErr()
 	})
 	return err
 }

@@ -345,7 +345,10 @@ func (c *Cloud) Instances(ctx context.Context) ([]cloud.Instance, error) {
 	}
 	var out []cloud.Instance
 	for _, srv := range list {
-		if inst := toInstance(srv); c.cfg.Identity.OwnsInstance(inst.Name, inst.Owner) {
+		// The Python charm's servers (none of our metadata) are listed
+		// too: the engine takes one only on GitHub's word (see
+		// runner.FromPythonCharm and manager.Join).
+		if inst := toInstance(srv); c.cfg.Identity.OwnsInstance(inst.Name, inst.Owner) || c.cfg.Identity.FromPythonCharm(inst.Name, inst.Owner) {
 			out = append(out, inst)
 		}
 	}
@@ -361,8 +364,16 @@ func toInstance(srv servers.Server) cloud.Instance {
 	if t, err := time.Parse(time.RFC3339, srv.Metadata[runner.MetaCreatedAt]); err == nil {
 		out.CreatedAt = t
 	}
+	if id, err := strconv.ParseInt(srv.Metadata[pythonCharmRunnerID], 10, 64); err == nil && out.Owner == (runner.Owner{}) && out.RunnerID == 0 {
+		out.RunnerID = id
+	}
 	return out
 }
+
+// pythonCharmRunnerID is the Nova metadata key in which Canonical's Python
+// charm kept a server's GitHub runner id: the engine takes such a server
+// only if GitHub lists its runner under that id.
+const pythonCharmRunnerID = "runner_id"
 
 // status maps Nova's server status. Only a server that is off (the runner
 // powers it off after its job) or gone is stopped. A paused or suspended
@@ -393,7 +404,7 @@ func (c *Cloud) Create(ctx context.Context, req cloud.CreateRequest) error {
 	if err != nil {
 		return fmt.Errorf("cannot create runner %q: %w", req.Name, err)
 	}
-	encoded, err := userData(req.Name, req.JITConfig, c.cfg.RunnerUser, c.cfg.RunnerDir, c.cfg.Runner)
+	encoded, err := userDataWith(req.Name, req.JITConfig, c.cfg.RunnerUser, c.cfg.RunnerDir, c.cfg.Runner, req.Environment)
 	if err != nil {
 		return fmt.Errorf("cannot create runner %q: %w", req.Name, err)
 	}
@@ -534,13 +545,20 @@ func (c *Cloud) Delete(ctx context.Context, name string) error {
 		if srv.Name != name {
 			continue
 		}
-		if owner := ownerOf(srv.Metadata); !c.cfg.Identity.OwnsInstance(name, owner) {
+		owner := ownerOf(srv.Metadata)
+		python := c.cfg.Identity.FromPythonCharm(name, owner)
+		if !c.cfg.Identity.OwnsInstance(name, owner) && !python {
 			c.log.Warn("not deleting a server that is not this unit's", "server", name, "server-id", srv.ID,
 				"owner-model", owner.Model, "owner-unit", owner.Unit)
 			continue
 		}
 		if err := c.deleteServer(ctx, srv); err != nil {
 			errs = append(errs, fmt.Errorf("cannot delete runner server %q (%s): %w", name, srv.ID, err))
+		} else if python && srv.KeyName == name {
+			// The Python charm made a keypair per server, named as it.
+			if err := c.api.DeleteKeypair(ctx, name); err != nil && !errors.Is(err, errNotFound) {
+				c.log.Warn("cannot delete the keypair the Python charm made for its server", "server", name, "error", err)
+			}
 		}
 	}
 	return errors.Join(errs...)

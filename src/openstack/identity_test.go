@@ -95,7 +95,13 @@ func TestInstancesOfOwnIdentityOnly(t *testing.T) {
 			want: cloud.Instance{RunnerID: 46, Owner: runner.Owner{Unit: id.UnitName()}}},
 		{what: "previous naming, another unit's metadata", name: legacyName(id), metadata: legacyMeta(otherUnit.UnitName(), 47)},
 		{what: "previous naming, another model's current metadata", name: legacyName(id), metadata: other.Meta(48, scope)},
-		{what: "previous naming, no metadata", name: legacyName(id)},
+		// The Python charm's naming, which is the previous version's too:
+		// listed for every model's unit of that name, as a candidate the
+		// engine takes only on GitHub's word (manager.Join), with the
+		// runner id the Python charm kept, if it did.
+		{what: "previous naming, no metadata", name: legacyName(id), listedBy: []runner.Identity{id, other}},
+		{what: "the Python charm's runner", name: id.LegacyPrefix() + "-" + strings.Repeat("ab", 12), metadata: map[string]string{"platform_name": "github", "runner_id": "49"},
+			listedBy: []runner.Identity{id, other}, want: cloud.Instance{RunnerID: 49}},
 	}
 	var wg sync.WaitGroup
 	for _, tc := range cases {
