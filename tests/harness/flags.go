@@ -16,6 +16,8 @@ type flagSpec struct {
 type parsedArgs struct {
 	flags map[string]string // canonical name → value ("true" for booleans)
 	args  []string          // positional arguments, in order
+	stdin []byte            // what the tool read from stdin (only for `--file -`)
+	dir   string            // the tool's working directory
 }
 
 func (p parsedArgs) has(name string) bool { _, ok := p.flags[name]; return ok }

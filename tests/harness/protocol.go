@@ -15,7 +15,8 @@ type ToolRequest struct {
 	ContextID string   `json:"context-id"`
 	Tool      string   `json:"tool"`
 	Args      []string `json:"args"`
-	Stdin     []byte   `json:"stdin,omitempty"`
+	Stdin     []byte   `json:"stdin,omitempty"` // read only for `--file -`
+	Dir       string   `json:"dir,omitempty"`   // the tool's working directory, for relative paths
 }
 
 // ToolResponse is what the tool prints and how it exits.

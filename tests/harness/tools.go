@@ -35,6 +35,20 @@ var tools = map[string]toolDef{
 	"action-fail":             {spec(nil), actionFail},
 	"action-log":              {spec(nil), actionLog},
 	"is-leader":               {spec(withFormat(nil), "format", "output"), isLeader},
+	"relation-ids":            {spec(withFormat(nil), "format", "output"), relationIDs},
+	"relation-list":           {spec(withFormat(relationFlags("app")), "format", "output", "relation"), relationList},
+	"relation-get":            {spec(withFormat(relationFlags("app")), "format", "output", "relation"), relationGet},
+	"relation-set":            {spec(relationFlags("app", "file", "format"), "relation", "file", "format"), relationSet},
+	"secret-get":              {spec(withFormat(map[string]string{"label": "label", "peek": "peek", "refresh": "refresh"}), "format", "output", "label"), secretGet},
+}
+
+// relationFlags are -r/--relation plus the named flags.
+func relationFlags(names ...string) map[string]string {
+	m := map[string]string{"r": "relation", "relation": "relation"}
+	for _, n := range names {
+		m[n] = n
+	}
+	return m
 }
 
 // ToolNames are the hook tools the harness provides.
@@ -67,6 +81,11 @@ func output(p parsedArgs, v any) ([]byte, error) {
 				return nil, nil
 			}
 			return []byte(v + "\n"), nil
+		case []string: // juju/cmd FormatSmart: one per line
+			if len(v) == 0 {
+				return nil, nil
+			}
+			return []byte(strings.Join(v, "\n") + "\n"), nil
 		case bool:
 			if v {
 				return []byte("True\n"), nil

@@ -106,11 +106,20 @@ type Unit struct {
 	current    *hookContext
 	nextAction int
 	removed    bool
+	relations  relationWorld // relations.go
+	secrets    secretWorld   // secrets.go
+	hooks      []HookRun
 }
 
 type hookContext struct {
 	id     string
 	action *actionState
+	// relation is the relation of a relation hook; secretURI and
+	// secretLabel those of a secret hook (relations.go, secrets.go).
+	relation       *hookRelation
+	secretURI      string
+	secretLabel    string
+	relationWrites map[bagKey]map[string]string // relation-set, committed at exit 0
 }
 
 type actionState struct {
@@ -169,6 +178,7 @@ func New(t testing.TB, opts Options) *Unit {
 	// manager) and removes its state.
 	t.Cleanup(func() {
 		if !u.removed {
+			u.unrelateAll()
 			u.Hook("stop")
 			u.Hook("remove")
 		}
@@ -298,11 +308,17 @@ func (u *Unit) Deploy() {
 // around install, start, stop and remove.
 func (u *Unit) Hook(name string) HookResult {
 	u.t.Helper()
+	return u.runHook(name, &hookContext{id: u.contextID(name)})
+}
+
+// runHook runs hook name in ctx (a relation or secret hook's context).
+func (u *Unit) runHook(name string, ctx *hookContext) HookResult {
+	u.t.Helper()
 	u.beforeHook(name)
-	ctx := &hookContext{id: u.contextID(name)}
 	start := time.Now()
 	result := u.dispatch(ctx, "hooks/"+name, []string{"JUJU_HOOK_NAME=" + name})
 	u.t.Logf("hook %s: exit %d in %v", name, result.Code, time.Since(start).Round(time.Millisecond))
+	u.recordHook(name, ctx, result.Code)
 	if result.Code != 0 {
 		u.setStatus(Status{Status: "error", Message: fmt.Sprintf("hook failed: %q", name)})
 		return result
@@ -419,6 +435,7 @@ func (u *Unit) environment(ctx *hookContext, dispatchPath string, extra []string
 		// Not Juju's: lets tests keep the unit's state out of /var/lib.
 		"GITHUB_RUNNER_STATE_ROOT=" + u.StateRoot,
 	}
+	env = append(env, u.relationEnv(ctx)...)
 	return append(env, extra...)
 }
 
@@ -451,6 +468,9 @@ func (u *Unit) dispatch(ctx *hookContext, dispatchPath string, extra []string) H
 	}
 	if runCtx.Err() != nil {
 		u.t.Fatalf("dispatch for %s did not finish within %v", dispatchPath, hookTimeout)
+	}
+	if result.Code == 0 {
+		u.commit(ctx) // relation-set is flushed only when the hook succeeds
 	}
 	return result
 }
@@ -502,6 +522,7 @@ func (u *Unit) runTool(req ToolRequest) ToolResponse {
 	if err != nil {
 		return ToolResponse{Stderr: []byte("ERROR " + err.Error() + "\n"), Code: 2}
 	}
+	p.stdin, p.dir = req.Stdin, req.Dir
 	out, err := def.run(u, ctx, p)
 	var usage usageError
 	switch {
@@ -678,6 +699,9 @@ func (u *Unit) Exec(event string, action bool, params map[string]any, argv ...st
 		result.Code = exit.ExitCode()
 	} else if err != nil {
 		u.t.Fatalf("cannot run %s: %v", argv[0], err)
+	}
+	if result.Code == 0 {
+		u.commit(ctx)
 	}
 	if ctx.action != nil {
 		result.Results, result.Log = ctx.action.results, ctx.action.log

@@ -7,6 +7,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -38,6 +39,19 @@ func run() int {
 		Tool:      filepath.Base(os.Args[0]),
 		Args:      os.Args[1:],
 	}
+	req.Dir, _ = os.Getwd()
+	if readsStdin(req.Args) {
+		in, err := io.ReadAll(io.LimitReader(os.Stdin, maxStdin+1))
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "ERROR cannot read stdin:", err)
+			return 1
+		}
+		if len(in) > maxStdin {
+			fmt.Fprintf(os.Stderr, "ERROR stdin is larger than %d bytes\n", maxStdin)
+			return 1
+		}
+		req.Stdin = in
+	}
 	var resp harness.ToolResponse
 	if err := json.NewEncoder(conn).Encode(req); err != nil {
 		fmt.Fprintln(os.Stderr, "ERROR cannot talk to the unit agent:", err)
@@ -50,4 +64,25 @@ func run() int {
 	os.Stdout.Write(resp.Stdout)
 	os.Stderr.Write(resp.Stderr)
 	return resp.Code
+}
+
+// maxStdin bounds what `--file -` may carry (Juju's own limit on relation
+// data is far above what a charm writes).
+const maxStdin = 16 << 20
+
+// readsStdin tells whether the tool was asked to read its input from stdin
+// (`--file -` or `--file=-`, before any "--"): only then is stdin read, so a
+// tool run from a terminal never waits on it.
+func readsStdin(args []string) bool {
+	for i, arg := range args {
+		switch {
+		case arg == "--":
+			return false
+		case arg == "--file=-" || arg == "-file=-":
+			return true
+		case (arg == "--file" || arg == "-file") && i+1 < len(args) && args[i+1] == "-":
+			return true
+		}
+	}
+	return false
 }
