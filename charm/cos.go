@@ -168,17 +168,11 @@ func (c *Charm) metricsPort() (int, error) {
 	} else if err != nil {
 		return 0, fmt.Errorf("cannot read the manager's configuration: %w", err)
 	}
-	if _, err := config.Parse(data); err != nil {
+	file, err := config.Parse(data)
+	if err != nil {
 		return 0, err
 	}
-	// TODO(C): file.MetricsPort once helper B's field lands.
-	var port struct {
-		MetricsPort int `yaml:"metrics-port"`
-	}
-	if err := yaml.Unmarshal(data, &port); err != nil {
-		return 0, err
-	}
-	return port.MetricsPort, nil
+	return file.MetricsPort, nil
 }
 
 // cosAgentConfig is the `config` value for a unit of topology t whose
