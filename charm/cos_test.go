@@ -607,3 +607,58 @@ func checkEveryAlertTested(t *testing.T, files []string) {
 		}
 	}
 }
+
+// Every unit of an application sends the same rules and dashboards (the
+// agent takes one unit's set for the whole application); only the job
+// differs.
+func TestCOSAgentConfigIsTheSameForEveryUnitButTheJob(t *testing.T) {
+	other := testTopology
+	other.Unit = "github-runner/7"
+	a, err := cosAgentConfig(testTopology, 9464)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := cosAgentConfig(other, 9465)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ca, cb map[string]json.RawMessage
+	json.Unmarshal([]byte(a), &ca)
+	json.Unmarshal([]byte(b), &cb)
+	for key := range ca {
+		if same := bytes.Equal(ca[key], cb[key]); same == (key == "metrics_scrape_jobs") {
+			t.Errorf("%s of two units: same %v", key, same)
+		}
+	}
+}
+
+// metricsPort reads the port back from the manager's config file; none
+// before the charm wrote one.
+func TestMetricsPortFromTheManagerConfig(t *testing.T) {
+	dir := t.TempDir()
+	c := &Charm{Supervisor: &Supervisor{StateDir: dir}}
+	if port, err := c.metricsPort(); port != 0 || err != nil {
+		t.Errorf("without a config file: port %d, error %v", port, err)
+	}
+	s, err := ParseSettings(with(map[string]any{"runner-type": "container"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := managerConfig(s, testModel, "github-runner/0", dir, Proxy{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.MetricsPort = 9464
+	if err := f.Write(c.Supervisor.ConfigPath()); err != nil {
+		t.Fatal(err)
+	}
+	if port, err := c.metricsPort(); port != 9464 || err != nil {
+		t.Errorf("port %d, error %v, want 9464", port, err)
+	}
+	if err := os.WriteFile(c.Supervisor.ConfigPath(), []byte("runners: [\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if port, err := c.metricsPort(); port != 0 || err == nil {
+		t.Errorf("a broken config file: port %d, error %v", port, err)
+	}
+}
