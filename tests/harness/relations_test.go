@@ -210,7 +210,7 @@ rel=
 if [ -n "${JUJU_RELATION_ID-}" ]; then
 	rel=" ids=$(relation-ids --format=json) units=$(relation-list --format=json)"
 	[ -n "${JUJU_REMOTE_UNIT}" ] && rel="$rel data=$(relation-get --format=json)"
-	relation-set "last=$JUJU_HOOK_NAME"
+	relation-set "last=$JUJU_HOOK_NAME:$JUJU_REMOTE_UNIT"
 fi
 echo "$JUJU_HOOK_NAME rel=${JUJU_RELATION-unset} id=${JUJU_RELATION_ID-unset} remote=${JUJU_REMOTE_UNIT-unset} app=${JUJU_REMOTE_APP-unset} departing=${JUJU_DEPARTING_UNIT-unset} secret=${JUJU_SECRET_ID-unset}$rel" >>` + logFile + `
 [ -e ` + fail + ` ] && exit 1
@@ -251,7 +251,7 @@ func TestRelationHookSequence(t *testing.T) {
 		`cos-agent-relation-changed rel=cos-agent id=cos-agent:1 remote=agent/1 app=agent departing=unset secret=unset ids=["cos-agent:1"] units=["agent/0","agent/1"] data={"u":"1"}`,
 		`cos-agent-relation-changed rel=cos-agent id=cos-agent:1 remote= app=agent departing=unset secret=unset ids=["cos-agent:1"] units=["agent/0","agent/1"]`,
 	})
-	if got := u.LocalUnitData(id); got["last"] != "cos-agent-relation-changed" {
+	if got := u.LocalUnitData(id); got["last"] != "cos-agent-relation-changed:" {
 		t.Errorf("local data %v", got)
 	}
 	image := u.Relate("image", "builder", nil, nil)
@@ -280,6 +280,9 @@ func TestRelationHookSequence(t *testing.T) {
 	}
 	if u.Status().Status != "error" {
 		t.Errorf("status after a failed hook %+v", u.Status())
+	}
+	if got := u.LocalUnitData(id); got["last"] != "cos-agent-relation-changed:" {
+		t.Errorf("the failed hook's relation-set was committed: %v", got)
 	}
 	os.Remove(fail)
 	log()
@@ -311,7 +314,7 @@ func TestRelationHookSequence(t *testing.T) {
 	if r := u.ExecIn(harness.ExecHook{Hook: "update-status"}, "relation-list", "-r", "1"); r.Code != 2 || !strings.Contains(r.Stderr, "relation not found") {
 		t.Errorf("a removed relation is still known: %+v", r)
 	}
-	if got := u.LocalUnitData(id); got["last"] != "cos-agent-relation-broken" {
+	if got := u.LocalUnitData(id); got["last"] != "cos-agent-relation-broken:" {
 		t.Errorf("local data after broken %v", got)
 	}
 	runs := u.Hooks()
