@@ -117,6 +117,11 @@ func (c *Charm) Handle(ctx context.Context, event Event) error {
 		if err := c.Tools.ApplicationVersionSet(ctx, Version); err != nil {
 			return err
 		}
+		// After `juju refresh --switch` from the Python charm: its
+		// services stop before the manager starts (charm/migrate.go).
+		if err := c.migrateFromPythonCharm(ctx); err != nil {
+			return err
+		}
 		return c.configureAndPublish(ctx)
 	case "leader-elected", "config-changed", "start", "secret-changed":
 		// A secret's new revision is read as config is: configure reads
