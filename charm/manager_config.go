@@ -2,6 +2,7 @@ package charm
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/canonical/github-runner-charm/src/config"
@@ -102,6 +103,7 @@ func managerConfig(s Settings, modelUUID, unit, stateDir string, model Proxy) (*
 		proxy = Proxy{HTTP: s.RunnerHTTPProxy, HTTPS: s.RunnerHTTPProxy, NoProxy: model.NoProxy}
 	}
 	f.Runner.HTTPProxy, f.Runner.HTTPSProxy, f.Runner.NoProxy = proxy.HTTP, proxy.HTTPS, proxy.NoProxy
+	f.Runner.TmateServers = s.TmateServers // the debug-ssh relation's
 	if o := s.OpenStack; o != nil {
 		f.OpenStack = &config.OpenStack{CloudsYAML: o.CloudsYAML, Flavor: o.Flavor, Network: o.Network, Image: o.Image}
 	} else {
@@ -126,7 +128,11 @@ func drainBefore(old, new *config.File) (drain, busyToo bool) {
 		old.GitHub.Token != new.GitHub.Token || !sameApp(old.GitHub.App, new.GitHub.App) ||
 		old.GitHub.Group != new.GitHub.Group || strings.Join(old.GitHub.Labels, ",") != strings.Join(new.GitHub.Labels, ",") ||
 		old.GitHub.ScaleSet != new.GitHub.ScaleSet // the runners of another scale set, or classic ones
-	return identity, false
+	// Idle runners hold a server of the old tmate list: a relation change
+	// (a server added, removed or changed) replaces them, busy ones never
+	// (they finish their job, then go).
+	tmate := !slices.Equal(old.Runner.TmateServers, new.Runner.TmateServers)
+	return identity || tmate, false
 }
 
 func sameApp(a, b *config.GitHubApp) bool {

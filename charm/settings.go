@@ -33,6 +33,8 @@ type Settings struct {
 	DockerhubMirror   string
 	RunnerHTTPProxy   string
 	OpenStack         *OpenStack // nil: runners are LXD instances on this machine
+	// TmateServers are the debug-ssh relation's servers (tmateServers).
+	TmateServers []config.TmateServer
 
 	// basePool: base-virtual-machines and max-total-virtual-machines set
 	// the runners, not virtual-machines (which names their problems).

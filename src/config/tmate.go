@@ -1,14 +1,17 @@
 package config
 
 import (
+	"context"
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"regexp"
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // TmateServer is one tmate-ssh-server of the debug-ssh relation: where a
@@ -203,4 +206,33 @@ func (r RunnerImage) TmateEnvironments() []map[string]string {
 		out = append(out, s.Environment())
 	}
 	return out
+}
+
+// tmateResolveTimeout bounds the look-up of a tmate server's host name.
+const tmateResolveTimeout = 10 * time.Second
+
+// ResolveTmateServers are the servers' addresses with their ports, what
+// the clouds' firewalls let runners reach: host names resolved with
+// resolver, each look-up bounded. A name that does not resolve is left
+// out, and said in err (its runners' sessions fail only if the denylist
+// covers where it points).
+func ResolveTmateServers(ctx context.Context, servers []TmateServer, resolver *net.Resolver) (addrs []netip.AddrPort, err error) {
+	var errs []error
+	for _, s := range servers {
+		if addr, err := netip.ParseAddr(s.Host); err == nil {
+			addrs = append(addrs, netip.AddrPortFrom(addr.Unmap(), uint16(s.Port)))
+			continue
+		}
+		lookupCtx, cancel := context.WithTimeout(ctx, tmateResolveTimeout)
+		found, err := resolver.LookupNetIP(lookupCtx, "ip", s.Host)
+		cancel()
+		if err != nil {
+			errs = append(errs, fmt.Errorf("cannot resolve tmate server %s: %w", s.Address(), err))
+			continue
+		}
+		for _, addr := range found {
+			addrs = append(addrs, netip.AddrPortFrom(addr.Unmap(), uint16(s.Port)))
+		}
+	}
+	return addrs, errors.Join(errs...)
 }

@@ -9,39 +9,20 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/canonical/lxd/shared/api"
 
 	"github.com/canonical/github-runner-charm/src/config"
 )
 
-// resolveTimeout bounds the look-up of a tmate server's host name.
-const resolveTimeout = 10 * time.Second
-
-// tmateAddrs are the tmate servers' addresses with their ports, host names
-// resolved (each look-up bounded). A name that does not resolve is left
-// out with a warning: its runners' sessions fail only if the denylist
-// covers where it points.
+// tmateAddrs are the tmate servers' addresses and ports, host names
+// resolved; one that does not resolve is left out with a warning.
 func tmateAddrs(ctx context.Context, servers []config.TmateServer, resolver *net.Resolver, log *slog.Logger) []netip.AddrPort {
-	var out []netip.AddrPort
-	for _, s := range servers {
-		if addr, err := netip.ParseAddr(s.Host); err == nil {
-			out = append(out, netip.AddrPortFrom(addr.Unmap(), uint16(s.Port)))
-			continue
-		}
-		lookupCtx, cancel := context.WithTimeout(ctx, resolveTimeout)
-		addrs, err := resolver.LookupNetIP(lookupCtx, "ip", s.Host)
-		cancel()
-		if err != nil {
-			log.Warn("cannot resolve a tmate server: the denylist makes no exception for it", "tmate-server", s.Address(), "error", err)
-			continue
-		}
-		for _, addr := range addrs {
-			out = append(out, netip.AddrPortFrom(addr.Unmap(), uint16(s.Port)))
-		}
+	addrs, err := config.ResolveTmateServers(ctx, servers, resolver)
+	if err != nil {
+		log.Warn("the denylist makes no exception for a tmate server it cannot resolve", "error", err)
 	}
-	return out
+	return addrs
 }
 
 // denylistRules are the denylist ACL's egress rules: reject every denied

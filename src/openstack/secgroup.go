@@ -13,11 +13,14 @@ import (
 )
 
 // egressRule is one allow rule of the runners' security group: all
-// protocols to a prefix. Security groups only allow, so the denylist is
-// the complement: egress to everything but the denied prefixes.
+// protocols to a prefix, or one TCP port (a tmate server's). Security
+// groups only allow, so the denylist is the complement: egress to
+// everything but the denied prefixes.
 type egressRule struct {
 	etherType rules.RuleEtherType
 	prefix    string // "" is everything of the ether type
+	protocol  string // "" is every protocol
+	port      int    // with protocol: the one port; 0 with none
 }
 
 // egressRules are the rules runners need: everything out (Neutron's own
@@ -128,18 +131,18 @@ func (c *Cloud) ensureSecurityGroup(ctx context.Context) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("cannot list rules of security group %q: %w", name, err)
 	}
-	want := egressRules(c.denylist)
+	want := append(egressRules(c.denylist), tmateRules(c.denylist, c.tmateAddrs(ctx))...)
 	have := map[egressRule]bool{}
 	var stale []rules.SecGroupRule
 	for _, r := range existing {
 		if r.Direction != string(rules.DirEgress) {
 			continue
 		}
-		rule := egressRule{etherType: rules.RuleEtherType(r.EtherType), prefix: r.RemoteIPPrefix}
+		rule := egressRule{etherType: rules.RuleEtherType(r.EtherType), prefix: r.RemoteIPPrefix, protocol: r.Protocol, port: r.PortRangeMin}
 		if isAll(rule.prefix) {
 			rule.prefix = ""
 		}
-		wanted := r.Protocol == "" && r.PortRangeMin == 0 && r.PortRangeMax == 0 && r.RemoteGroupID == "" &&
+		wanted := r.PortRangeMin == r.PortRangeMax && r.RemoteGroupID == "" &&
 			slices.Contains(want, rule) && !have[rule]
 		if wanted {
 			have[rule] = true
@@ -154,12 +157,13 @@ func (c *Cloud) ensureSecurityGroup(ctx context.Context) (string, error) {
 		if have[rule] {
 			continue
 		}
-		opts := rules.CreateOpts{Direction: rules.DirEgress, EtherType: rule.etherType, SecGroupID: group.ID, RemoteIPPrefix: rule.prefix}
+		opts := rules.CreateOpts{Direction: rules.DirEgress, EtherType: rule.etherType, SecGroupID: group.ID, RemoteIPPrefix: rule.prefix,
+			Protocol: rules.RuleProtocol(rule.protocol), PortRangeMin: rule.port, PortRangeMax: rule.port}
 		if err := c.api.CreateSecurityGroupRule(ctx, opts); err != nil {
 			errs = append(errs, fmt.Errorf("cannot add egress rule to %s to security group %q: %w", orAll(rule), name, err))
 			continue
 		}
-		c.log.Info("security group rule added", "security-group", name, "ethertype", rule.etherType, "remote-ip-prefix", rule.prefix)
+		c.log.Info("security group rule added", "security-group", name, "ethertype", rule.etherType, "remote-ip-prefix", rule.prefix, "protocol", rule.protocol, "port", rule.port)
 	}
 	if len(errs) == 0 {
 		for _, r := range stale {
@@ -179,8 +183,11 @@ func (c *Cloud) ensureSecurityGroup(ctx context.Context) (string, error) {
 func isAll(prefix string) bool { return prefix == "0.0.0.0/0" || prefix == "::/0" }
 
 func orAll(r egressRule) string {
-	if r.prefix == "" {
+	switch {
+	case r.prefix == "":
 		return strings.ToLower(string(r.etherType)) + " everywhere"
+	case r.protocol != "":
+		return fmt.Sprintf("%s %s port %d", r.prefix, r.protocol, r.port)
 	}
 	return r.prefix
 }

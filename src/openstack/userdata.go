@@ -72,11 +72,17 @@ func checkJITConfig(jit string) error {
 // config, so it travels only on the config drive and in Nova's user_data
 // (which only admins can read through the API), never in metadata or logs.
 func userData(name, jit string, runnerUser, runnerDir string, image config.RunnerImage) (string, error) {
+	return userDataWith(name, jit, runnerUser, runnerDir, image, nil)
+}
+
+// userDataWith is userData for a runner with variables of its own (its
+// tmate server), written after the common ones.
+func userDataWith(name, jit string, runnerUser, runnerDir string, image config.RunnerImage, env map[string]string) (string, error) {
 	if err := checkJITConfig(jit); err != nil {
 		return "", err
 	}
 	in := userDataInput{
-		Name: name, Environment: image.EnvironmentFile(), JITConfig: jit, JITDelimiter: jitDelimiter,
+		Name: name, Environment: image.EnvironmentFileWith(env), JITConfig: jit, JITDelimiter: jitDelimiter,
 		StartScript: boot.StartScript, RunnerUser: runnerUser, RunnerDir: runnerDir,
 		Paths: map[string]string{
 			"JITConfig": boot.JITConfigPath, "Environment": boot.EnvironmentPath, "StartScript": boot.StartScriptPath,
