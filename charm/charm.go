@@ -201,6 +201,13 @@ func (c *Charm) readSettings(ctx context.Context) (Settings, error) {
 		return Settings{}, err
 	}
 	s, err := ParseSettings(raw)
+	// The debug-ssh relation's tmate servers (a unit's bad data is left
+	// out, never a problem: see tmateServers).
+	tmate, terr := c.tmateServers(ctx)
+	if terr != nil {
+		return Settings{}, terr
+	}
+	s.TmateServers = tmate
 	var invalid *InvalidConfigError
 	if err != nil && !errors.As(err, &invalid) {
 		return Settings{}, err
@@ -441,17 +448,8 @@ func (c *Charm) currentStatus(ctx context.Context) (Status, string, error) {
 	return status, message, nil
 }
 
-// statusFromReport turns the manager's view into what `juju status` shows;
-// while runners the Python charm left are being removed, it says so first.
+// statusFromReport turns the manager's view into what `juju status` shows.
 func statusFromReport(r api.RunnersReport) (Status, string) {
-	status, message := statusOfRunners(r)
-	if r.PythonCharm > 0 && (status == Active || status == Waiting) {
-		return Maintenance, fmt.Sprintf("removing the Python charm's runners: %d left, %d busy; %s", r.PythonCharm, r.PythonCharmBusy, message)
-	}
-	return status, message
-}
-
-func statusOfRunners(r api.RunnersReport) (Status, string) {
 	idle := r.Online - r.Busy
 	switch {
 	case r.Problem != "" && r.Blocking:
