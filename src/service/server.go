@@ -622,6 +622,12 @@ func Report(views []manager.View, expected int) api.RunnersReport {
 		default:
 			r.Unknown++
 		}
+		if v.PythonCharm {
+			r.PythonCharm++
+			if v.Runner != nil && v.Runner.Busy {
+				r.PythonCharmBusy++
+			}
+		}
 		r.Runners = append(r.Runners, api.RunnerInfo{Name: v.Name, State: string(v.State)})
 	}
 	return r

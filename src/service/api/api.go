@@ -57,6 +57,11 @@ type RunnersReport struct {
 	OnDemand bool `json:"on-demand,omitempty"`
 	Desired  int  `json:"desired,omitempty"`
 	Max      int  `json:"max,omitempty"`
+	// PythonCharm is how many runners Canonical's Python charm left, and
+	// this unit took over, are still to remove (after `juju refresh
+	// --switch`); PythonCharmBusy of them run a job, which they finish.
+	PythonCharm     int `json:"python-charm,omitempty"`
+	PythonCharmBusy int `json:"python-charm-busy,omitempty"`
 }
 
 // ReconcileResult is the outcome of one reconcile cycle.
