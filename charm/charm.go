@@ -128,6 +128,11 @@ func (c *Charm) Handle(ctx context.Context, event Event) error {
 		// every input (config, secrets, relations) each time.
 		return c.configureAndPublish(ctx)
 	case "update-status":
+		// `juju grant-secret` fires no hook: a secret option's fix (the
+		// grant a Blocked unit asked for) is applied here.
+		if c.secretFixPending(ctx) {
+			return c.configure(ctx)
+		}
 		// Without systemd nothing restarts a dead Pebble but the charm.
 		if _, err := os.Stat(c.Supervisor.ConfigPath()); err == nil {
 			if err := c.Supervisor.EnsureRunning(ctx); err != nil {
@@ -448,17 +453,8 @@ func (c *Charm) currentStatus(ctx context.Context) (Status, string, error) {
 	return status, message, nil
 }
 
-// statusFromReport turns the manager's view into what `juju status` shows;
-// while runners the Python charm left are being removed, it says so first.
+// statusFromReport turns the manager's view into what `juju status` shows.
 func statusFromReport(r api.RunnersReport) (Status, string) {
-	status, message := statusOfRunners(r)
-	if r.PythonCharm > 0 && (status == Active || status == Waiting) {
-		return Maintenance, fmt.Sprintf("removing the Python charm's runners: %d left, %d busy; %s", r.PythonCharm, r.PythonCharmBusy, message)
-	}
-	return status, message
-}
-
-func statusOfRunners(r api.RunnersReport) (Status, string) {
 	idle := r.Online - r.Busy
 	switch {
 	case r.Problem != "" && r.Blocking:

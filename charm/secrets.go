@@ -4,8 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"regexp"
 	"strings"
+
+	"github.com/canonical/github-runner-charm/src/config"
 )
 
 // secretOption is a config option naming a Juju user secret (`juju
@@ -115,4 +118,39 @@ func secretURI(ref string) (string, error) {
 func secretGrantee(unit string) string {
 	app, _, _ := strings.Cut(unit, "/")
 	return app
+}
+
+// secretFixPending tells whether a secret option is set and the settings
+// are valid now but not what the manager was given: Juju tells the unit
+// nothing when the operator grants it a secret, so update-status applies
+// the fix a Blocked unit asked for. (Without a secret option, every fix is
+// a config change, which config-changed applies.)
+func (c *Charm) secretFixPending(ctx context.Context) bool {
+	raw, err := c.Tools.ConfigGet(ctx)
+	if err != nil {
+		return false
+	}
+	set := false
+	for _, o := range secretBackedOptions {
+		if ref, ok := raw[o.option].(string); ok && strings.TrimSpace(ref) != "" {
+			set = true
+		}
+	}
+	if !set {
+		return false
+	}
+	s, err := c.readSettings(ctx)
+	if err != nil {
+		return false
+	}
+	next, err := managerConfig(s, c.Getenv("JUJU_MODEL_UUID"), c.Unit, c.StateDir, modelProxy(c.Getenv))
+	if err != nil {
+		return false
+	}
+	data, err := os.ReadFile(c.Supervisor.ConfigPath())
+	if err != nil {
+		return true // never configured: the secret was what blocked it
+	}
+	previous, err := config.Parse(data)
+	return err != nil || !sameConfig(previous, next)
 }
