@@ -453,8 +453,17 @@ func (c *Charm) currentStatus(ctx context.Context) (Status, string, error) {
 	return status, message, nil
 }
 
-// statusFromReport turns the manager's view into what `juju status` shows.
+// statusFromReport turns the manager's view into what `juju status` shows;
+// while runners the Python charm left are being removed, it says so first.
 func statusFromReport(r api.RunnersReport) (Status, string) {
+	status, message := statusOfRunners(r)
+	if r.PythonCharm > 0 && (status == Active || status == Waiting) {
+		return Maintenance, fmt.Sprintf("removing the Python charm's runners: %d left, %d busy; %s", r.PythonCharm, r.PythonCharmBusy, message)
+	}
+	return status, message
+}
+
+func statusOfRunners(r api.RunnersReport) (Status, string) {
 	idle := r.Online - r.Busy
 	switch {
 	case r.Problem != "" && r.Blocking:
