@@ -8,13 +8,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"os"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/canonical/github-runner-charm/src/logfile"
 	"github.com/canonical/github-runner-charm/src/runner"
 )
 
@@ -365,10 +365,11 @@ func (m *Metrics) event(now time.Time, name string, fields map[string]any) {
 	fmt.Fprintf(m.events, "%s\n", line)
 }
 
-// OpenEventsLog opens path for appending events, creating it 0644: the
-// events hold no secrets and the COS agent reads them.
-func OpenEventsLog(path string) (*os.File, error) {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+// OpenEventsLog opens the events log at path for appending, creating it
+// and its directory: a file that rotates itself by size (see logfile), so
+// the COS agent, which tails it, never reads a line twice or half a line.
+func OpenEventsLog(path string) (io.WriteCloser, error) {
+	f, err := logfile.Open(path, 0, 0)
 	if err != nil {
 		return nil, fmt.Errorf("cannot open events log: %w", err)
 	}

@@ -38,7 +38,7 @@ func Run(ctx context.Context, f *config.File, newCloud CloudFactory, log *slog.L
 	if err != nil {
 		return err
 	}
-	events, err := metrics.OpenEventsLog(filepath.Join(f.StateDir, "events.log"))
+	events, err := metrics.OpenEventsLog(f.EventsLogPath())
 	if err != nil {
 		return err
 	}
@@ -94,6 +94,13 @@ func Run(ctx context.Context, f *config.File, newCloud CloudFactory, log *slog.L
 	}
 	httpServer := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	go httpServer.Serve(listener)
+	if f.MetricsPort != 0 {
+		endpoint := &metricsEndpoint{port: f.MetricsPort, unit: f.Unit, registry: srv.Metrics.Registry, log: log}
+		srv.MetricsProblem = endpoint.Problem
+		served := make(chan struct{})
+		go func() { endpoint.run(ctx); close(served) }()
+		defer func() { <-served }()
+	}
 	if w, ok := c.(cloud.Watcher); ok {
 		// A runner that finished is replaced at once, not at the next
 		// interval.
