@@ -60,6 +60,9 @@ type Server struct {
 	DemandBlocks func() bool
 	OnDemand     bool
 	Max          int
+	// MetricsProblem is why the metrics' TCP endpoint does not serve, in
+	// words ("" when it does), reported beside the cycles' problem.
+	MetricsProblem func() string
 
 	mu       sync.Mutex
 	problem  problem
@@ -501,6 +504,9 @@ func (s *Server) runners(w http.ResponseWriter, r *http.Request) {
 	p := s.currentProblem()
 	report.Problem, report.Blocking = p.text, p.blocks
 	s.reportDemand(&report)
+	if s.MetricsProblem != nil {
+		withProblem(&report, s.MetricsProblem())
+	}
 	s.mu.Lock()
 	if since := s.preparingSince; !since.IsZero() && time.Since(since) >= prepareNotice {
 		report.PreparingSince = since
