@@ -25,10 +25,10 @@ func (f *fakeSecrets) SecretGet(_ context.Context, uri string, refresh bool) (ma
 	switch {
 	case f.fail != nil:
 		return nil, f.fail
-	case f.notGranted[uri]:
+	case f.notGranted["secret:"+uri[len(uri)-20:]]:
 		return nil, fmt.Errorf("cannot read secret %s: %w (ERROR permission denied)", uri, ErrSecretNotGranted)
 	}
-	content, ok := f.granted[uri]
+	content, ok := f.granted["secret:"+uri[len(uri)-20:]] // secret:<id> or secret://<model>/<id>
 	if !ok {
 		return nil, fmt.Errorf("cannot read secret %s: %w (ERROR secret %q not found)", uri, ErrSecretNotFound, uri)
 	}
@@ -95,7 +95,7 @@ func TestSettingsFromSecrets(t *testing.T) {
 					t.Errorf("token = %q, want the secret's", s.Token)
 				}
 			}},
-		{name: "the long URI", config: map[string]any{"token": "", "token-secret-id": " " + tokenSecret + "\n"},
+		{name: "the long URI, pasted with a newline", config: map[string]any{"token": "", "token-secret-id": " secret://3c5b1f5c-8a51-4d5e-8e4b-6a0c2a9b7f10/" + strings.TrimPrefix(tokenSecret, "secret:") + "\n"},
 			check: func(t *testing.T, s Settings) {
 				if s.Token != secretValueMark {
 					t.Errorf("token = %q, want the secret's", s.Token)
