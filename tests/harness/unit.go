@@ -71,6 +71,11 @@ type Options struct {
 	// StateRoot is where the charm keeps per-unit state; a temporary
 	// directory by default.
 	StateRoot string
+	// HostRoot stands for the machine's "/" where the charm looks for
+	// what Canonical's Python charm left (GITHUB_RUNNER_HOST_ROOT); a
+	// temporary directory by default, so no test touches the machine's
+	// /etc.
+	HostRoot string
 }
 
 // DefaultModel is the model UUID of units whose Options name none.
@@ -90,6 +95,7 @@ type Unit struct {
 	Name      string
 	CharmDir  string
 	StateRoot string
+	HostRoot  string // see Options.HostRoot
 	opts      Options
 	toolsDir  string
 	socket    string
@@ -148,6 +154,9 @@ func New(t testing.TB, opts Options) *Unit {
 		t.Cleanup(func() { os.RemoveAll(root) })
 		opts.StateRoot = root
 	}
+	if opts.HostRoot == "" {
+		opts.HostRoot = t.TempDir()
+	}
 	archivePath, toolPath := buildArtifacts(t)
 	archive, err := jujucharm.ReadCharmArchive(archivePath)
 	if err != nil {
@@ -158,6 +167,7 @@ func New(t testing.TB, opts Options) *Unit {
 		Name:      fmt.Sprintf("%s/%d", opts.App, opts.Number),
 		CharmDir:  filepath.Join(t.TempDir(), "charm"),
 		StateRoot: opts.StateRoot,
+		HostRoot:  opts.HostRoot,
 		opts:      opts,
 		toolsDir:  t.TempDir(),
 		charm:     archive,
@@ -434,6 +444,7 @@ func (u *Unit) environment(ctx *hookContext, dispatchPath string, extra []string
 		"JUJU_DISPATCH_PATH=" + dispatchPath,
 		// Not Juju's: lets tests keep the unit's state out of /var/lib.
 		"GITHUB_RUNNER_STATE_ROOT=" + u.StateRoot,
+		"GITHUB_RUNNER_HOST_ROOT=" + u.HostRoot,
 	}
 	env = append(env, u.relationEnv(ctx)...)
 	return append(env, extra...)
