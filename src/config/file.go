@@ -35,13 +35,13 @@ type File struct {
 	// LogFile is the file the manager logs to besides stderr, rotated by
 	// size; "": stderr only. EventsLog is the events log; "": events.log
 	// in the state directory.
-	LogFile   string `yaml:"log-file,omitempty"`
-	EventsLog string `yaml:"events-log,omitempty"`
-	GitHub            GitHub        `yaml:"github"`
-	Runner            RunnerImage   `yaml:"runner"`
-	LXD               *LXD          `yaml:"lxd,omitempty"`
-	OpenStack         *OpenStack    `yaml:"openstack,omitempty"`
-	Timeouts          Timeouts      `yaml:"timeouts,omitempty"`
+	LogFile   string      `yaml:"log-file,omitempty"`
+	EventsLog string      `yaml:"events-log,omitempty"`
+	GitHub    GitHub      `yaml:"github"`
+	Runner    RunnerImage `yaml:"runner"`
+	LXD       *LXD        `yaml:"lxd,omitempty"`
+	OpenStack *OpenStack  `yaml:"openstack,omitempty"`
+	Timeouts  Timeouts    `yaml:"timeouts,omitempty"`
 }
 
 // GitHub is where and how runners register.
