@@ -109,6 +109,12 @@ func TestRelationToolContract(t *testing.T) {
 		{argv: []string{"relation-set", "-r", "1", "--file", "/nonexistent/x.yaml"}, code: 1, stderrHas: "ERROR open /nonexistent/x.yaml"},
 		{name: "relation-set --file - with a list", argv: []string{"relation-set", "-r", "1", "--file", "-"}, hook: harness.ExecHook{Stdin: "- a\n"}, code: 1, stderrHas: "ERROR yaml: "},
 	})
+	if r := u.ExecIn(changed1, "juju-log", "--", "hello"); r.Code != 0 {
+		t.Fatalf("juju-log: %+v", r)
+	}
+	if logs := u.Logs(); len(logs) == 0 || logs[len(logs)-1] != (harness.LogLine{Level: "INFO", Message: "cos-agent:1: hello"}) {
+		t.Errorf("juju-log in a relation hook: %v, want the last message prefixed with the relation", logs)
+	}
 	if got := withoutCharmKeys(u.LocalUnitData(id), nil); len(got) != 0 {
 		t.Errorf("failed relation-set calls left data: %v", got)
 	}

@@ -176,7 +176,7 @@ func applicationVersionSet(u *Unit, _ *hookContext, p parsedArgs) ([]byte, error
 
 var logLevels = map[string]bool{"TRACE": true, "DEBUG": true, "INFO": true, "WARNING": true, "ERROR": true, "CRITICAL": true}
 
-func jujuLog(u *Unit, _ *hookContext, p parsedArgs) ([]byte, error) {
+func jujuLog(u *Unit, ctx *hookContext, p parsedArgs) ([]byte, error) {
 	if len(p.args) == 0 {
 		return nil, usagef("no message specified")
 	}
@@ -192,7 +192,11 @@ func jujuLog(u *Unit, _ *hookContext, p parsedArgs) ([]byte, error) {
 		level = "INFO"
 	}
 	u.mu.Lock()
-	u.logs = append(u.logs, LogLine{Level: level, Message: strings.Join(p.args, " ")})
+	prefix := "" // in a relation hook Juju prefixes the relation: "cos-agent:1: "
+	if ctx.relation != nil {
+		prefix = u.relations.byID[ctx.relation.id].fakeID() + ": "
+	}
+	u.logs = append(u.logs, LogLine{Level: level, Message: prefix + strings.Join(p.args, " ")})
 	u.mu.Unlock()
 	return warning, nil
 }
