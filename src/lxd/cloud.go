@@ -406,7 +406,9 @@ func (c *Cloud) rootPool() string {
 // runnerFiles are what Create writes into an instance, the JIT config last
 // so that the start script, which waits for it, finds the rest in place.
 func (c *Cloud) runnerFiles(ctx context.Context, req cloud.CreateRequest) ([]instanceFile, error) {
-	files := []instanceFile{{Path: boot.EnvironmentPath, Content: []byte(c.cfg.Runner.EnvironmentFile()), Mode: 0o644}}
+	// The runner's own variables (its tmate server) follow the common ones.
+	env := c.cfg.Runner.EnvironmentFileWith(req.Environment)
+	files := []instanceFile{{Path: boot.EnvironmentPath, Content: []byte(env), Mode: 0o644}}
 	if c.cfg.Runner.DockerhubMirror != "" {
 		daemonJSON, err := c.dockerConfig(ctx, req.Name)
 		if err != nil {
