@@ -17,7 +17,7 @@ func (c *Client) operatorSentence(e *Error) string {
 	switch e.Kind {
 	case ErrBadCredentials:
 		if c.usesApp {
-			return "GitHub rejected the GitHub App credentials: check the app id, installation id and private key, and that the App is installed on " + c.scope.String()
+			return "GitHub rejected the GitHub App credentials: check the client id (or app id), installation id and private key, and that the App is installed on " + c.scope.String()
 		}
 		return "GitHub rejected the token as invalid or expired: configure a new token"
 	case ErrPermission:
