@@ -154,3 +154,18 @@ func (c *Charm) secretFixPending(ctx context.Context) bool {
 	previous, err := config.Parse(data)
 	return err != nil || !sameConfig(previous, next)
 }
+
+// rawString is a string option's value in config-get's output once
+// resolveSecrets has run: a secret option's value (secretValue) stands in
+// for its plain option's, so raw["openstack-clouds-yaml"].(string) is empty
+// when openstack-clouds-yaml-secret-id gives it. Prefer the settings
+// (Settings.OpenStack.CloudsYAML); this is for code that reads raw.
+func rawString(raw map[string]any, key string) string {
+	switch v := raw[key].(type) {
+	case string:
+		return strings.TrimSpace(v)
+	case secretValue:
+		return strings.TrimSpace(v.value)
+	}
+	return ""
+}

@@ -303,3 +303,21 @@ func appString(a *GitHubApp) string {
 	}
 	return fmt.Sprintf("{AppID:%d ClientID:%q InstallationID:%d key:%d bytes}", a.AppID, a.ClientID, a.InstallationID, len(a.PrivateKey))
 }
+
+// rawString reads a plain option whether its value is its own or its
+// secret option's.
+func TestRawString(t *testing.T) {
+	raw := with(map[string]any{"openstack-clouds-yaml-secret-id": cloudsSecret, "labels": " a,b "})
+	if err := resolveSecrets(context.Background(), &fakeSecrets{granted: map[string]map[string]string{cloudsSecret: {"clouds-yaml": testCloudsYAML}}}, "x", raw); err != nil {
+		t.Fatal(err)
+	}
+	if got := rawString(raw, "openstack-clouds-yaml"); got != strings.TrimSpace(testCloudsYAML) {
+		t.Errorf("rawString(clouds-yaml) is not the secret's clouds.yaml")
+	}
+	if got := rawString(raw, "labels"); got != "a,b" {
+		t.Errorf("rawString(labels) = %q", got)
+	}
+	if got := rawString(raw, "nope"); got != "" {
+		t.Errorf("rawString(nope) = %q", got)
+	}
+}
