@@ -143,6 +143,11 @@ func (c *Charm) Handle(ctx context.Context, event Event) error {
 			if !c.Supervisor.Running(ctx) {
 				return c.configure(ctx)
 			}
+			// Another process took the metrics port: choose another,
+			// and tell COS.
+			if c.metricsPortLost(ctx) {
+				return c.configureAndPublish(ctx)
+			}
 		}
 		return c.refreshStatus(ctx)
 	case "stop":
@@ -245,6 +250,7 @@ func (c *Charm) configure(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	c.setObservability(ctx, next) // the metrics port, the log files
 	if next.LXD != nil {
 		if err := c.LXD.ensure(ctx); err != nil {
 			return c.Tools.StatusSet(ctx, Blocked, err.Error())
@@ -303,6 +309,13 @@ func (c *Charm) configure(ctx context.Context) error {
 			return c.Tools.StatusSet(ctx, Blocked, cannotStart+why)
 		}
 		return c.Tools.StatusSet(ctx, Maintenance, strings.Join(strings.Fields(err.Error()), " "))
+	}
+	// A new log level alone restarts nothing (see restartHash): the
+	// manager is told to re-read it.
+	if onlyLogLevelChanged(previous, next) {
+		if err := c.Supervisor.Reload(ctx); err != nil {
+			c.Log.Warn("the manager keeps its log level until it restarts", "error", err)
+		}
 	}
 	return c.refreshStatus(ctx)
 }

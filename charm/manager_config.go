@@ -88,6 +88,7 @@ func managerConfig(s Settings, modelUUID, unit, stateDir string, model Proxy) (*
 		Runners:           s.Runners,
 		MaxRunners:        s.MaxRunners,
 		ReconcileInterval: s.ReconcileInterval,
+		LogLevel:          s.LogLevel,
 		GitHub: config.GitHub{
 			Path: s.Path.String(), APIURL: s.GitHubAPIURL, Token: s.Token, Group: s.Group, Labels: s.Labels,
 			ScaleSet: s.ScaleSet,

@@ -313,13 +313,15 @@ func (s *Supervisor) startDetached() error {
 // Layer is the manager service and its health check for a config file's
 // content. The config file's hash and the manager binary's are in the
 // environment, so that Replan restarts the service exactly when its
-// configuration or its binary (after juju refresh) changed.
+// configuration or its binary (after juju refresh) changed; the log
+// level is left out of the hash, since the manager re-reads it at SIGHUP
+// (Reload).
 func (s *Supervisor) Layer(config []byte) ([]byte, error) {
 	managerDigest, err := s.digest(s.managerBinary())
 	if err != nil {
 		return nil, err
 	}
-	configSum := sha256.Sum256(config)
+	configSum := sha256.Sum256(restartHash(config)) // all but the log level
 	return []byte(fmt.Sprintf(`summary: GitHub runner manager of %[1]s
 services:
   %[2]s:

@@ -29,6 +29,7 @@ type Settings struct {
 	Memory            config.Size
 	Disk              config.Size
 	ReconcileInterval time.Duration
+	LogLevel          string // runner-manager-log-level; its rule is src/config's
 	Denylist          config.Denylist
 	DockerhubMirror   string
 	RunnerHTTPProxy   string
@@ -248,6 +249,7 @@ func (r *configReader) readRunners(s *Settings) {
 	if minutes, ok := r.integer("reconcile-interval"); ok {
 		s.ReconcileInterval = minutesDuration(minutes)
 	}
+	s.LogLevel = r.str("runner-manager-log-level")
 }
 
 // defaultVirtualMachines is config.yaml's default for virtual-machines.
@@ -336,6 +338,7 @@ var optionOf = map[string]string{
 	"max-runners":                "max-total-virtual-machines",
 	"github.scale-set":           "runner-scale-set",
 	"reconcile-interval":         "reconcile-interval",
+	"log-level":                  "runner-manager-log-level",
 	"github":                     "token",
 	"github.path":                "path",
 	"github.api-url":             "github-api-url",

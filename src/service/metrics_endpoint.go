@@ -18,11 +18,6 @@ import (
 	"github.com/canonical/github-runner-charm/src/service/api"
 )
 
-// UnitHeader is the header the metrics endpoint answers with: the unit
-// whose manager it is, so the charm tells its own manager's port from one
-// another process holds.
-const UnitHeader = "X-Github-Runner-Unit"
-
 // metricsRetry is how long the endpoint waits before it tries a taken
 // port again (a variable so that a test can shorten it).
 var metricsRetry = 30 * time.Second
@@ -56,7 +51,7 @@ func (m *metricsEndpoint) handler() http.Handler {
 	mux := http.NewServeMux()
 	metrics := promhttp.HandlerFor(m.registry, promhttp.HandlerOpts{})
 	mux.HandleFunc("GET "+api.PathMetrics, func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set(UnitHeader, m.unit)
+		w.Header().Set(api.UnitHeader, m.unit)
 		metrics.ServeHTTP(w, r)
 	})
 	return mux

@@ -63,7 +63,7 @@ func scrapeTCP(port int) (string, string, error) {
 	if resp.StatusCode != http.StatusOK {
 		return "", "", &net.AddrError{Err: resp.Status}
 	}
-	return string(body), resp.Header.Get(UnitHeader), err
+	return string(body), resp.Header.Get(api.UnitHeader), err
 }
 
 func scrapeSocket(t *testing.T, socket string) string {

@@ -234,6 +234,7 @@ func (s *Server) wokenCycle() (manager.Outcome, error) {
 
 func (s *Server) cycleWith(mode manager.Mode, prepare func(context.Context) (bool, error)) (manager.Outcome, error) {
 	start := time.Now()
+	s.Log.Debug("reconcile cycle starting", "mode", mode)
 	var prepareErr error
 	if s.drainSignalled() {
 		mode = withoutCreates(mode) // and so no image is prepared

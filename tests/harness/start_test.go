@@ -23,7 +23,8 @@ func TestManagerThatCannotStartBlocksTheUnit(t *testing.T) {
 		want  string
 	}{
 		{"events log is a directory", nil, func(t *testing.T, stateDir string) func() {
-			path := filepath.Join(stateDir, "events.log")
+			// GITHUB_RUNNER_LOG_ROOT is the state root's log (see unit.go).
+			path := filepath.Join(filepath.Dir(stateDir), "log", "github-runner-metrics", filepath.Base(stateDir)+".log")
 			if err := os.MkdirAll(path, 0o700); err != nil {
 				t.Fatal(err)
 			}

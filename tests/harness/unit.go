@@ -444,6 +444,7 @@ func (u *Unit) environment(ctx *hookContext, dispatchPath string, extra []string
 		"JUJU_DISPATCH_PATH=" + dispatchPath,
 		// Not Juju's: lets tests keep the unit's state out of /var/lib.
 		"GITHUB_RUNNER_STATE_ROOT=" + u.StateRoot,
+		"GITHUB_RUNNER_LOG_ROOT=" + filepath.Join(u.StateRoot, "log"), // and /var/log
 		"GITHUB_RUNNER_HOST_ROOT=" + u.HostRoot,
 	}
 	env = append(env, u.relationEnv(ctx)...)
