@@ -2,6 +2,8 @@ package charm
 
 import (
 	"fmt"
+	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
@@ -101,6 +103,7 @@ func TestOptionProblems(t *testing.T) {
 func testCharm(t *testing.T, env map[string]string) *Charm {
 	return &Charm{
 		Unit: "github-runner/0", StateDir: filepath.Join(DefaultStateRoot, "github-runner-0"), HasKVM: func() bool { return true },
+		Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
 		Getenv: func(key string) string {
 			if key == "JUJU_MODEL_UUID" {
 				return testModel

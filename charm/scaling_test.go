@@ -9,8 +9,9 @@ import (
 	"testing"
 )
 
-// hookTools puts config-get (answering raw) and status-set (recording its
-// arguments) on PATH, as Juju's agent does for a hook.
+// hookTools puts config-get (answering raw), status-set (recording its
+// arguments) and relation-ids (no relations) on PATH, as Juju's agent does
+// for a hook.
 func hookTools(t *testing.T, raw map[string]any) (statusFile string) {
 	t.Helper()
 	dir := t.TempDir()
@@ -23,8 +24,9 @@ func hookTools(t *testing.T, raw map[string]any) (statusFile string) {
 		t.Fatal(err)
 	}
 	for name, script := range map[string]string{
-		"config-get": "#!/bin/sh\ncat " + configFile + "\n",
-		"status-set": "#!/bin/sh\nprintf '%s\\n' \"$@\" > " + statusFile + "\n",
+		"config-get":   "#!/bin/sh\ncat " + configFile + "\n",
+		"status-set":   "#!/bin/sh\nprintf '%s\\n' \"$@\" > " + statusFile + "\n",
+		"relation-ids": "#!/bin/sh\necho '[]'\n",
 	} {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(script), 0o700); err != nil {
 			t.Fatal(err)
