@@ -7,15 +7,12 @@ import (
 	"sync"
 
 	"github.com/canonical/github-runner-charm/src/cloud"
+	"github.com/canonical/github-runner-charm/src/config"
 	"github.com/canonical/github-runner-charm/src/github"
 	"github.com/canonical/github-runner-charm/src/manager"
 	"github.com/canonical/github-runner-charm/src/runner"
 	"github.com/canonical/github-runner-charm/src/scaleset"
 )
-
-// defaultLabels are what GitHub's own config.sh adds and JIT does not;
-// workflows ask for them ("runs-on: [self-hosted, linux]").
-var defaultLabels = []string{"self-hosted", "linux"}
 
 // platform is the engine's view of GitHub, over the go-github client. It
 // is the one place that knows credentials: today's, and those remembered
@@ -53,7 +50,9 @@ type otherClient struct {
 // newPlatform returns a platform for today's scope that remembers in
 // memory only; Run gives it the state directory's scopes.
 func newPlatform(client *github.Client, id runner.Identity, scope runner.Scope, labels []string) *platform {
-	all := append(append([]string(nil), defaultLabels...), labels...)
+	// What config.sh would give the runner first (JIT adds none), once
+	// each: labels is the config file's RunnerLabels.
+	all := config.RunnerLabels(nil, labels)
 	return &platform{client: client, id: id, scope: scope, labels: all, remembered: &scopes{}, newClient: github.New,
 		others: map[otherClient]*github.Client{}}
 }

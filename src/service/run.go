@@ -48,7 +48,7 @@ func Run(ctx context.Context, f *config.File, newCloud CloudFactory, log *slog.L
 		return err
 	}
 	scope := runner.NewScope(f.GitHub.APIURL, f.GitHub.Path)
-	platform := newPlatform(gh, id, scope, f.GitHub.Labels)
+	platform := newPlatform(gh, id, scope, f.GitHub.RunnerLabels())
 	if platform.remembered, err = openScopes(filepath.Join(f.StateDir, scopesFile), log); err != nil {
 		return err
 	}
