@@ -204,8 +204,17 @@ func auditUnit(t *testing.T, b *stack.Bed, all secrets, actions []harness.Action
 	}
 	t.Logf("searched the command lines of %d processes", searched)
 
+	// The manager's log and events log, under the log root the harness
+	// gives the charm (/var/log in Juju): there, and without a secret.
+	logRoot := filepath.Join(b.Unit.StateRoot, "log")
+	for _, dir := range []string{"github-runner-manager", "github-runner-metrics"} {
+		path := filepath.Join(logRoot, dir, strings.ReplaceAll(b.Unit.Name, "/", "-")+".log")
+		if info, err := os.Stat(path); err != nil || info.Size() == 0 {
+			t.Errorf("the log %s is missing or empty: %v", path, err)
+		}
+	}
 	files := 0
-	for _, root := range []string{b.Unit.StateDir(), b.Unit.CharmDir} {
+	for _, root := range []string{b.Unit.StateDir(), b.Unit.CharmDir, logRoot} {
 		filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
 			if err != nil || !d.Type().IsRegular() {
 				return nil
@@ -230,7 +239,7 @@ func auditUnit(t *testing.T, b *stack.Bed, all secrets, actions []harness.Action
 			return nil
 		})
 	}
-	t.Logf("searched %d files under %s and %s", files, b.Unit.StateDir(), b.Unit.CharmDir)
+	t.Logf("searched %d files under %s, %s and %s", files, b.Unit.StateDir(), b.Unit.CharmDir, logRoot)
 }
 
 // auditInstance checks one runner instance: its expanded LXD config, the
