@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/url"
 	"os"
@@ -367,6 +368,26 @@ func TestRealPrometheusScrapesTheManager(t *testing.T) {
 	})
 	if alerts := p.query(t, `ALERTS`); len(alerts) != 0 {
 		t.Errorf("alerts on a healthy unit: %v", alerts)
+	}
+
+	t.Log("the manager stopped: GitHubRunnerManagerDown is pending for the unit, and only it")
+	if r := b.Unit.Hook("stop"); r.Code != 0 {
+		t.Fatalf("stop: %s", r.Stderr)
+	}
+	var alerts []sample
+	if !stack.Poll(30*time.Second, func() bool {
+		alerts = p.query(t, `ALERTS`)
+		return len(alerts) > 0
+	}) {
+		t.Fatal("no alert with the manager stopped")
+	}
+	want := map[string]string{
+		"__name__": "ALERTS", "alertname": "GitHubRunnerManagerDown", "alertstate": "pending", "severity": "critical",
+		"job": jobName, "instance": fmt.Sprintf("localhost:%d", port),
+		"juju_model": "ci", "juju_model_uuid": b.Unit.Model(), "juju_application": app, "juju_unit": b.Unit.Name, "juju_charm": "github-runner",
+	}
+	if len(alerts) != 1 || !maps.Equal(alerts[0].Metric, want) {
+		t.Errorf("alerts with the manager stopped = %v, want one %v", alerts, want)
 	}
 }
 
