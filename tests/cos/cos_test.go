@@ -125,6 +125,13 @@ func TestRelationDataFollowsTheUnit(t *testing.T) {
 	if len(c.MetricsScrapeJobs) != 0 {
 		t.Errorf("a unit without a manager publishes scrape jobs %v", c.MetricsScrapeJobs)
 	}
+	shipped, err := os.ReadFile("../../charm/cos/dashboards/github-runner.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Dashboards) != 1 || !bytes.Equal(decodeDashboard(t, c.Dashboards[0]), shipped) {
+		t.Error("the dashboard the packed charm sends, decoded, is not charm/cos/dashboards/github-runner.json")
+	}
 
 	if r := b.Unit.Configure(map[string]any{"token": token}); r.Code != 0 {
 		t.Fatalf("config-changed: %s", r.Stderr)
@@ -480,23 +487,33 @@ func usedMetrics(t *testing.T, c agentConfig) []string {
 	return names
 }
 
+// decodeDashboard undoes the relation's encoding: base64, then xz.
+func decodeDashboard(t *testing.T, s string) []byte {
+	t.Helper()
+	compressed, err := base64.StdEncoding.DecodeString(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := xz.NewReader(bytes.NewReader(compressed))
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := io.ReadAll(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
+}
+
 // dashboardQueries are the queries of every dashboard in the relation data.
 func dashboardQueries(t *testing.T, c agentConfig) []string {
 	t.Helper()
 	var exprs []string
 	for _, d := range c.Dashboards {
-		compressed, err := base64.StdEncoding.DecodeString(d)
-		if err != nil {
-			t.Fatal(err)
-		}
-		r, err := xz.NewReader(bytes.NewReader(compressed))
-		if err != nil {
-			t.Fatal(err)
-		}
 		var dashboard struct {
 			Panels []struct{ Targets []struct{ Expr string } }
 		}
-		if err := json.NewDecoder(r).Decode(&dashboard); err != nil {
+		if err := json.Unmarshal(decodeDashboard(t, d), &dashboard); err != nil {
 			t.Fatal(err)
 		}
 		for _, panel := range dashboard.Panels {
