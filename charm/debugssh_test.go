@@ -4,10 +4,13 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
@@ -27,34 +30,36 @@ func tmateBag(host, port string) map[string]string {
 
 // fakeRelationTools puts relation-ids, relation-list and relation-get on
 // PATH, answering from relations (relation id → unit → bag) as Juju's do
-// with --format=json.
+// with --format=json: shell scripts whose answers are written in them.
 func fakeRelationTools(t *testing.T, relations map[string]map[string]map[string]string) {
 	t.Helper()
 	dir := t.TempDir()
-	data, err := json.Marshal(relations)
-	if err != nil {
-		t.Fatal(err)
+	quote := func(v any) string {
+		data, err := json.Marshal(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return "'" + strings.ReplaceAll(string(data), "'", `'\''`) + "'"
 	}
-	if err := os.WriteFile(filepath.Join(dir, "relations.json"), data, 0o600); err != nil {
-		t.Fatal(err)
+	ids := slices.Sorted(maps.Keys(relations))
+	// relation-list -r <id> --format=json; relation-get -r <id> --format=json [--app] - <unit or app>.
+	list := "case \"$2\" in\n"
+	get := "for last; do :; done\ncase \" $* \" in *\" --app \"*) echo '{}'; exit 0 ;; esac\ncase \"$2 $last\" in\n"
+	for _, id := range ids {
+		units := slices.Sorted(maps.Keys(relations[id]))
+		list += fmt.Sprintf("%s) echo %s ;;\n", id, quote(units))
+		for _, unit := range units {
+			get += fmt.Sprintf("\"%s %s\") echo %s ;;\n", id, unit, quote(relations[id][unit]))
+		}
 	}
-	// One Go-free script per tool: python3 reads the JSON.
-	script := `#!/usr/bin/env python3
-import json, os, sys
-rels = json.load(open(os.path.join(os.path.dirname(sys.argv[0]), "relations.json")))
-tool, args = os.path.basename(sys.argv[0]), sys.argv[1:]
-rid = args[args.index("-r") + 1] if "-r" in args else None
-if tool == "relation-ids":
-    print(json.dumps(sorted(r for r in rels if r.startswith(args[-1] + ":"))))
-elif tool == "relation-list":
-    print(json.dumps(sorted(rels[rid])))
-elif "--app" in args:
-    print(json.dumps({}))
-else:
-    print(json.dumps(rels[rid][args[-1]]))
-`
-	for _, tool := range []string{"relation-ids", "relation-list", "relation-get"} {
-		if err := os.WriteFile(filepath.Join(dir, tool), []byte(script), 0o755); err != nil {
+	unknown := "*) echo 'ERROR relation not found' >&2; exit 2 ;;\nesac"
+	scripts := map[string]string{
+		"relation-ids":  "echo " + quote(ids), // every id given is of debug-ssh
+		"relation-list": list + unknown,
+		"relation-get":  get + unknown,
+	}
+	for tool, body := range scripts {
+		if err := os.WriteFile(filepath.Join(dir, tool), []byte("#!/bin/sh\n"+body+"\n"), 0o755); err != nil {
 			t.Fatal(err)
 		}
 	}
