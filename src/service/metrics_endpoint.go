@@ -79,8 +79,13 @@ func (m *metricsEndpoint) run(ctx context.Context) {
 		})
 		err = server.Serve(listener)
 		stop()
-		if !errors.Is(err, http.ErrServerClosed) {
-			m.setProblem(fmt.Sprintf("cannot serve the metrics on %s: %v", m.Addr(), err))
+		if errors.Is(err, http.ErrServerClosed) {
+			continue // ctx ended
+		}
+		m.setProblem(fmt.Sprintf("cannot serve the metrics on %s: %v", m.Addr(), err))
+		select {
+		case <-ctx.Done():
+		case <-time.After(metricsRetry):
 		}
 	}
 }
