@@ -211,6 +211,10 @@ func (c *Charm) readSettings(ctx context.Context) (Settings, error) {
 		return Settings{}, err
 	}
 	s, err := ParseSettings(raw)
+	// The image relation's image and tags (OpenStack), or its problem.
+	if s, err = c.withImageRelation(ctx, raw, s, err); err != nil && !errors.As(err, new(*InvalidConfigError)) {
+		return Settings{}, err
+	}
 	// The debug-ssh relation's tmate servers (a unit's bad data is left
 	// out, never a problem: see tmateServers).
 	tmate, terr := c.tmateServers(ctx)
@@ -240,6 +244,10 @@ func (c *Charm) readSettings(ctx context.Context) (Settings, error) {
 func (c *Charm) configure(ctx context.Context) error {
 	s, err := c.readSettings(ctx)
 	var invalid *InvalidConfigError
+	if waiting := (*WaitingError)(nil); errors.As(err, &waiting) {
+		// As when Blocked, the running manager keeps its configuration.
+		return c.Tools.StatusSet(ctx, Waiting, waiting.Error())
+	}
 	if errors.As(err, &invalid) {
 		// The running manager keeps its last good configuration.
 		return c.Tools.StatusSet(ctx, Blocked, invalid.Error())
@@ -443,6 +451,9 @@ func (c *Charm) currentStatus(ctx context.Context) (Status, string, error) {
 		var invalid *InvalidConfigError
 		if errors.As(err, &invalid) {
 			return Blocked, invalid.Error(), nil
+		}
+		if waiting := (*WaitingError)(nil); errors.As(err, &waiting) {
+			return Waiting, waiting.Error(), nil
 		}
 		return "", "", err
 	}

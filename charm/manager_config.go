@@ -91,7 +91,7 @@ func managerConfig(s Settings, modelUUID, unit, stateDir string, model Proxy) (*
 		LogLevel:          s.LogLevel,
 		GitHub: config.GitHub{
 			Path: s.Path.String(), APIURL: s.GitHubAPIURL, Token: s.Token, Group: s.Group, Labels: s.Labels,
-			ScaleSet: s.ScaleSet,
+			ScaleSet: s.ScaleSet, PlatformLabels: platformLabels(s, unit),
 		},
 		Runner: config.RunnerImage{DockerhubMirror: s.DockerhubMirror, Denylist: s.Denylist},
 	}
@@ -128,7 +128,11 @@ func drainBefore(old, new *config.File) (drain, busyToo bool) {
 	identity := old.GitHub.Path != new.GitHub.Path || old.GitHub.APIURL != new.GitHub.APIURL ||
 		old.GitHub.Token != new.GitHub.Token || !sameApp(old.GitHub.App, new.GitHub.App) ||
 		old.GitHub.Group != new.GitHub.Group || strings.Join(old.GitHub.Labels, ",") != strings.Join(new.GitHub.Labels, ",") ||
-		old.GitHub.ScaleSet != new.GitHub.ScaleSet // the runners of another scale set, or classic ones
+		old.GitHub.ScaleSet != new.GitHub.ScaleSet || // the runners of another scale set, or classic ones
+		// How they look: their labels (the image relation's tags among
+		// them), and their image (the image relation's new image).
+		strings.Join(old.GitHub.PlatformLabels, ",") != strings.Join(new.GitHub.PlatformLabels, ",") ||
+		(old.OpenStack != nil && new.OpenStack != nil && old.OpenStack.Image != new.OpenStack.Image)
 	// Idle runners hold a server of the old tmate list: a relation change
 	// (a server added, removed or changed) replaces them, busy ones never
 	// (they finish their job, then go).

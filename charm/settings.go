@@ -34,6 +34,9 @@ type Settings struct {
 	DockerhubMirror   string
 	RunnerHTTPProxy   string
 	OpenStack         *OpenStack // nil: runners are LXD instances on this machine
+	// ImageTags are the image relation's tags of its image (OpenStack):
+	// runner labels too (platformLabels).
+	ImageTags []string
 	// TmateServers are the debug-ssh relation's servers (tmateServers).
 	TmateServers []config.TmateServer
 
@@ -323,9 +326,8 @@ func (r *configReader) readOpenStack(s *Settings) {
 		return
 	}
 	// The clouds.yaml, flavor, network and image have their rules in
-	// src/config: fileProblems applies them. (The image integration,
-	// github-runner-image-builder, is not read yet; until it is, the image
-	// is named by openstack-image.)
+	// src/config: fileProblems applies them. The image relation's image
+	// replaces openstack-image in readSettings (withImageRelation).
 	s.OpenStack = o
 }
 

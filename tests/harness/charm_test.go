@@ -101,7 +101,7 @@ func TestBadConfigIsBlockedWithEveryProblemThenFixed(t *testing.T) {
 		{"api url", map[string]any{"github-api-url": "github.example.com"}, []string{`github-api-url: "github.example.com" is not a URL like https://HOST`}},
 		{"clouds yaml", map[string]any{"openstack-clouds-yaml": "clouds: {}"}, []string{
 			"openstack-clouds-yaml is not valid clouds.yaml: it has no clouds", "openstack-flavor is required", "openstack-network is required",
-			"openstack-image is required"}},
+			"provide an image: set openstack-image or relate to an image builder"}},
 		{"token and app", map[string]any{"github-app-id": 7}, []string{"set either token or a GitHub App"}},
 		{"several at once", map[string]any{"path": "", "vm-cpu": 0, "labels": "a b"}, []string{"path is required", "vm-cpu must be", "labels:"}},
 	}
