@@ -95,7 +95,7 @@ func TestImageRelationDrivesTheRunnersImage(t *testing.T) {
 		}
 	}
 
-	t.Log("one runner busy; the builder's new image replaces the idle one at once, with the new tags")
+	t.Log("one runner busy; the builder's new image (same tags) replaces the idle one at once")
 	busy := records[0]
 	if err := fake.SetRunnerStatus(busy.ID, true); err != nil {
 		t.Fatal(err)
@@ -105,7 +105,7 @@ func TestImageRelationDrivesTheRunnersImage(t *testing.T) {
 		t.Fatal(err)
 	}
 	second := uploadImage(t, glance, "osimg-e2e-"+hex.EncodeToString(b[:]))
-	if r := u.SetRemoteUnitData(rel, "image-builder/0", map[string]string{"id": second, "tags": "noble,x64,gpu-driver"}); r.Code != 0 {
+	if r := u.SetRemoteUnitData(rel, "image-builder/0", map[string]string{"id": second, "tags": "noble,x64"}); r.Code != 0 {
 		t.Fatalf("image-relation-changed: exit %d: %s", r.Code, r.Stderr)
 	}
 	images := serverImages(t, compute, prefix)
@@ -115,16 +115,38 @@ func TestImageRelationDrivesTheRunnersImage(t *testing.T) {
 	if images[busy.Name] != first {
 		t.Errorf("the busy runner's server %s: image %q, want it kept on %s (servers %v)", busy.Name, images[busy.Name], first, images)
 	}
+	var fresh string // the idle runner of the new image
 	waitFor(t, 2*time.Minute, "a runner of the new image beside the busy one", func() bool {
 		u.Action("reconcile-runners", nil)
 		images := serverImages(t, compute, prefix)
-		return len(images) == 2 && images[busy.Name] == first && len(activeServers(t, compute, prefix)) == 2
-	})
-	for _, r := range fake.Runners(repo) {
-		if r.ID != busy.ID && !slices.Contains(labelNames(r), "gpu-driver") {
-			t.Errorf("runner %s of the new image lacks the new tag: %v", r.Name, labelNames(r))
+		for name, image := range images {
+			if image == second {
+				fresh = name
+			}
 		}
+		return len(images) == 2 && images[busy.Name] == first && fresh != "" && len(activeServers(t, compute, prefix)) == 2
+	})
+
+	t.Log("new tags alone replace the idle runner too, as a labels change does; the new one carries them")
+	if r := u.SetRemoteUnitData(rel, "image-builder/0", map[string]string{"id": second, "tags": "noble,x64,gpu-driver"}); r.Code != 0 {
+		t.Fatalf("image-relation-changed: exit %d: %s", r.Code, r.Stderr)
 	}
+	if _, ok := serverImages(t, compute, prefix)[fresh]; ok {
+		t.Errorf("the idle runner's server %s outlived the new tags", fresh)
+	}
+	waitFor(t, 2*time.Minute, "a runner with the new tag beside the busy one", func() bool {
+		u.Action("reconcile-runners", nil)
+		images := serverImages(t, compute, prefix)
+		if len(images) != 2 || images[busy.Name] != first || len(activeServers(t, compute, prefix)) != 2 {
+			return false
+		}
+		for _, r := range fake.Runners(repo) {
+			if r.ID != busy.ID && slices.Contains(labelNames(r), "gpu-driver") && images[r.Name] == second {
+				return true
+			}
+		}
+		return false
+	})
 	if r, ok := fake.Runner(busy.ID); !ok || !r.Busy {
 		t.Errorf("the busy runner while its job runs: %+v, found %v", r, ok)
 	}
