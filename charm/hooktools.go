@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"os/exec"
 	"regexp"
 	"sort"
 	"strings"
@@ -37,22 +36,7 @@ type Tools struct {
 const DefaultToolTimeout = 30 * time.Second
 
 func (t *Tools) run(ctx context.Context, name string, args ...string) ([]byte, error) {
-	timeout := t.Timeout
-	if timeout == 0 {
-		timeout = DefaultToolTimeout
-	}
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	var stdout, stderr bytes.Buffer
-	cmd := exec.CommandContext(ctx, name, args...)
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		if msg := strings.TrimSpace(stderr.String()); msg != "" {
-			return nil, fmt.Errorf("cannot run %s: %s", name, msg)
-		}
-		return nil, fmt.Errorf("cannot run %s: %w", name, err)
-	}
-	return stdout.Bytes(), nil
+	return t.runInput(ctx, nil, name, args...)
 }
 
 // ConfigGet returns every config option, unset ones as nil. Numbers come

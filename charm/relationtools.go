@@ -52,7 +52,8 @@ func (e *toolError) Error() string {
 
 func (e *toolError) Unwrap() error { return e.err }
 
-// runInput is run with stdin (Tools.run has none). Failures are *toolError.
+// runInput runs a hook tool with stdin (nil: none), bounded by the
+// Tools' timeout. Failures are *toolError.
 func (t *Tools) runInput(ctx context.Context, stdin io.Reader, name string, args ...string) ([]byte, error) {
 	timeout := t.Timeout
 	if timeout == 0 {
