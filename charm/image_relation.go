@@ -82,10 +82,11 @@ func (c *Charm) withImageRelation(ctx context.Context, raw map[string]any, s Set
 	if rerr != nil {
 		return Settings{}, rerr
 	}
-	cloudsYAML, _ := raw["openstack-clouds-yaml"].(string)
-	openstack := strings.TrimSpace(cloudsYAML) != ""
+	// The clouds.yaml may be openstack-clouds-yaml-secret-id's (rawString).
+	cloudsYAML := rawString(raw, "openstack-clouds-yaml")
+	openstack := cloudsYAML != ""
 	if rel == nil {
-		if image, _ := raw["openstack-image"].(string); openstack && image == "" {
+		if openstack && rawString(raw, "openstack-image") == "" {
 			err = replaceProblem(err, "openstack-image is required", imageNeeded)
 		}
 		return s, err

@@ -216,3 +216,26 @@ func TestImageRelationRefusedOnLXD(t *testing.T) {
 		t.Errorf("status once the relation is gone = %+v, want not blocked", s)
 	}
 }
+
+// The clouds.yaml in a Juju secret (openstack-clouds-yaml-secret-id): the
+// unit is still an OpenStack one, and the builder gets the secret's auth map.
+func TestImageRelationWithCloudsYAMLInASecret(t *testing.T) {
+	config, cloudsWith, imageAuth := openStackConfig(t)
+	u := harness.New(t, harness.Options{Leader: true})
+	uri := u.AddSecret(map[string]string{"clouds-yaml": cloudsWith(nil)})
+	u.GrantSecret(uri)
+	delete(config, "openstack-clouds-yaml")
+	config["openstack-clouds-yaml-secret-id"] = uri
+	u.SetConfig(config)
+	u.Deploy()
+	if s := u.Status(); s.Status != "blocked" || !strings.Contains(s.Message, "provide an image") {
+		t.Fatalf("status with no image = %+v, want blocked asking for one", s)
+	}
+	id := u.Relate("image", "image-builder", nil, map[string]map[string]string{"image-builder/0": {}})
+	if s := u.Status(); s.Status != "waiting" || !strings.Contains(s.Message, "waiting for the image builder's first image") {
+		t.Errorf("status before the first image = %+v, want waiting for it", s)
+	}
+	if got := authOnly(u.LocalUnitData(id)); !maps.Equal(got, imageAuth) {
+		t.Errorf("the unit's bag = %v, want the secret's first cloud's auth map %v", got, imageAuth)
+	}
+}
