@@ -8,8 +8,10 @@ ARCH ?= $(shell $(GO) env GOARCH)
 charm:
 	@$(GO) run ./charm/cmd/pack -out build -arch $(ARCH)
 
-## testbed: set up the real parts the tests use (LXD, OpenStack); idempotent, needs root
+## testbed: set up the real parts the tests use (LXD, OpenStack, Prometheus and promtool
+## for the COS tests); idempotent, needs root
 testbed:
+	command -v promtool >/dev/null || apt-get install -y -qq --no-install-recommends -o DPkg::Lock::Timeout=600 prometheus >/dev/null
 	bash tests/lxd/setup.sh
 	bash tests/openstack/setup.sh
 
