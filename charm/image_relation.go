@@ -9,7 +9,7 @@ import (
 	"sort"
 	"strings"
 
-	"gopkg.in/yaml.v3"
+	"github.com/canonical/github-runner-charm/src/config"
 )
 
 // The image relation (interface github_runner_image_v0) with
@@ -164,10 +164,11 @@ var authKeys = []string{
 // Python charm. A clouds.yaml that does not parse publishes nothing (its
 // problem blocks the unit).
 func (c *Charm) publishImageAuth(ctx context.Context, rels []Relation, cloudsYAML string) error {
-	auth, err := cloudAuth(cloudsYAML)
+	parsed, err := config.ParseCloudsYAML(cloudsYAML, "")
 	if err != nil {
 		return nil
 	}
+	auth := parsed.Auth
 	for _, rel := range rels {
 		mine, err := c.Tools.RelationGet(ctx, rel.ID, c.Unit, false)
 		if err != nil {
@@ -193,46 +194,6 @@ func (c *Charm) publishImageAuth(ctx context.Context, rels []Relation, cloudsYAM
 		keys := slices.Collect(maps.Keys(changes))
 		sort.Strings(keys)
 		c.Log.Info("published the OpenStack auth settings to the image builder", "relation", rel.ID, "keys", strings.Join(keys, ","))
-	}
-	return nil
-}
-
-// cloudAuth is the auth map of the first cloud of a clouds.yaml (the cloud
-// the charm uses), each scalar as its text; nested values are left out.
-func cloudAuth(cloudsYAML string) (map[string]string, error) {
-	var doc yaml.Node
-	if err := yaml.Unmarshal([]byte(cloudsYAML), &doc); err != nil {
-		return nil, errors.New("cannot parse the clouds.yaml")
-	}
-	if len(doc.Content) == 0 || doc.Content[0].Kind != yaml.MappingNode {
-		return nil, errors.New("the clouds.yaml is not a mapping")
-	}
-	clouds := yamlMapValue(doc.Content[0], "clouds")
-	if clouds == nil || clouds.Kind != yaml.MappingNode || len(clouds.Content) < 2 {
-		return nil, errors.New("the clouds.yaml has no clouds")
-	}
-	auth := yamlMapValue(clouds.Content[1], "auth")
-	if auth == nil || auth.Kind != yaml.MappingNode {
-		return nil, errors.New("the first cloud of the clouds.yaml has no auth")
-	}
-	out := map[string]string{}
-	for i := 0; i+1 < len(auth.Content); i += 2 {
-		if v := auth.Content[i+1]; v.Kind == yaml.ScalarNode && v.Tag != "!!null" {
-			out[auth.Content[i].Value] = v.Value
-		}
-	}
-	return out, nil
-}
-
-// yamlMapValue is the value of key in a YAML mapping node, or nil.
-func yamlMapValue(m *yaml.Node, key string) *yaml.Node {
-	if m == nil || m.Kind != yaml.MappingNode {
-		return nil
-	}
-	for i := 0; i+1 < len(m.Content); i += 2 {
-		if m.Content[i].Value == key {
-			return m.Content[i+1]
-		}
 	}
 	return nil
 }

@@ -1,42 +1,11 @@
 package charm
 
 import (
-	"maps"
 	"slices"
 	"testing"
 
 	"github.com/canonical/github-runner-charm/src/config"
 )
-
-func TestCloudAuth(t *testing.T) {
-	tests := []struct {
-		name, yaml string
-		want       map[string]string
-		fails      bool
-	}{
-		{"the first cloud's auth, scalars as text",
-			"clouds:\n  b:\n    region_name: R\n    auth:\n      auth_url: https://k:5000/v3\n      username: u\n      password: 'hunter 2'\n      project_name: p\n      user_domain_name: d\n      project_domain_name: d\n      port: 5000\n      nested: {x: y}\n      none: null\n  a:\n    auth: {auth_url: https://other/v3}\n",
-			map[string]string{"auth_url": "https://k:5000/v3", "username": "u", "password": "hunter 2", "project_name": "p",
-				"user_domain_name": "d", "project_domain_name": "d", "port": "5000"}, false},
-		{"application credential",
-			"clouds:\n  c:\n    auth_type: v3applicationcredential\n    auth: {auth_url: https://k/v3, application_credential_id: id1, application_credential_secret: s3}\n",
-			map[string]string{"auth_url": "https://k/v3", "application_credential_id": "id1", "application_credential_secret": "s3"}, false},
-		{"no clouds", "clouds: {}\n", nil, true},
-		{"no auth", "clouds:\n  c: {region_name: R}\n", nil, true},
-		{"not yaml", "clouds: [\n", nil, true},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			got, err := cloudAuth(tt.yaml)
-			if (err != nil) != tt.fails {
-				t.Fatalf("cloudAuth: %v, want failure %v", err, tt.fails)
-			}
-			if !tt.fails && !maps.Equal(got, tt.want) {
-				t.Errorf("cloudAuth = %v, want %v", got, tt.want)
-			}
-		})
-	}
-}
 
 func TestImageTags(t *testing.T) {
 	for in, want := range map[string][]string{"": nil, "noble,x64": {"noble", "x64"}, " jammy , arm64,,": {"jammy", "arm64"}} {

@@ -29,6 +29,10 @@ type CloudsYAML struct {
 	RootCAs *x509.CertPool
 	// Secrets are the values no message may show.
 	Secrets []string
+	// Auth is the cloud's auth settings, each scalar as its text (nested
+	// and null values left out): what an image builder needs to upload
+	// into the runners' project.
+	Auth map[string]string
 }
 
 // CloudsYAMLError is what is wrong with a clouds.yaml. It never quotes a
@@ -200,7 +204,22 @@ func ParseCloudsYAML(text, name string) (*CloudsYAML, error) {
 			break
 		}
 	}
-	return &CloudsYAML{Name: name, Stripped: stripped, RegionName: entry.RegionName, Interface: iface, RootCAs: roots, Secrets: entry.secrets()}, nil
+	return &CloudsYAML{Name: name, Stripped: stripped, RegionName: entry.RegionName, Interface: iface, RootCAs: roots, Secrets: entry.secrets(),
+		Auth: scalars(mappingValue(entryNode, "auth"))}, nil
+}
+
+// scalars is a mapping's scalar values as text, by key.
+func scalars(m *yaml.Node) map[string]string {
+	out := map[string]string{}
+	if m == nil || m.Kind != yaml.MappingNode {
+		return out
+	}
+	for i := 0; i+1 < len(m.Content); i += 2 {
+		if v := m.Content[i+1]; v.Kind == yaml.ScalarNode && v.Tag != "!!null" {
+			out[m.Content[i].Value] = v.Value
+		}
+	}
+	return out
 }
 
 // readsAsOpenStack checks that OpenStack's client library (gophercloud,

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"maps"
 	"strings"
 	"testing"
 )
@@ -36,5 +37,36 @@ func TestParseCloudsYAMLAsOpenStackReadsIt(t *testing.T) {
 	}
 	if _, err := ParseCloudsYAML("clouds:\n  prod:\n    "+testAuth+"\n    verify: false\n    regions: [RegionOne]\n", ""); err != nil {
 		t.Errorf("a clouds.yaml OpenStack's clients read is refused: %v", err)
+	}
+}
+
+// Auth is the chosen cloud's auth settings, as the image builder reads them
+// (the first cloud's when none is named): scalars as text, nested and null
+// values left out.
+func TestCloudsYAMLAuth(t *testing.T) {
+	tests := []struct {
+		name, yaml string
+		want       map[string]string
+		fails      bool
+	}{
+		{"the first cloud's auth, scalars as text",
+			"clouds:\n  b:\n    region_name: R\n    auth:\n      auth_url: https://k:5000/v3\n      username: u\n      password: 'hunter 2'\n      project_name: p\n      user_domain_name: d\n      project_domain_name: d\n      port: 5000\n      nested: {x: y}\n      none: null\n  a:\n    auth: {auth_url: https://other/v3}\n",
+			map[string]string{"auth_url": "https://k:5000/v3", "username": "u", "password": "hunter 2", "project_name": "p",
+				"user_domain_name": "d", "project_domain_name": "d", "port": "5000"}, false},
+		{"application credential",
+			"clouds:\n  c:\n    auth_type: v3applicationcredential\n    auth: {auth_url: https://k/v3, application_credential_id: id1, application_credential_secret: s3}\n",
+			map[string]string{"auth_url": "https://k/v3", "application_credential_id": "id1", "application_credential_secret": "s3"}, false},
+		{"no auth", "clouds:\n  c: {region_name: R}\n", nil, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := ParseCloudsYAML(tt.yaml, "")
+			if (err != nil) != tt.fails {
+				t.Fatalf("ParseCloudsYAML: %v, want failure %v", err, tt.fails)
+			}
+			if !tt.fails && !maps.Equal(c.Auth, tt.want) {
+				t.Errorf("Auth = %v, want %v", c.Auth, tt.want)
+			}
+		})
 	}
 }
