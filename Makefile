@@ -22,12 +22,14 @@ test: testbed unit
 
 ## unit: run every test against whatever test bed is already up. The fault
 ## suite runs alone, after the rest: it restarts the LXD daemon under test;
-## then the chaos test, alone too, since LXD's load is part of what it tests.
+## then the chaos test, alone too, since LXD's load is part of what it tests,
+## on a 5-minute schedule (make test CHAOS_DURATION=10m for a longer one).
+CHAOS_DURATION ?= 5m
 unit:
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 45m $$($(GO) list ./... | grep -v -e /tests/faults -e /tests/chaos)
 	$(GO) test -count=1 -timeout 30m ./tests/faults/
-	$(GO) test -count=1 -timeout 30m ./tests/chaos/
+	CHAOS_DURATION=$(CHAOS_DURATION) $(GO) test -count=1 -timeout 30m ./tests/chaos/
 
 ## chaos: the chaos test alone, verbose: CHAOS_DURATION=30m runs its schedule
 ## longer (10m by default), CHAOS_SEED=<seed> replays one
