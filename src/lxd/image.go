@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
-	_ "embed"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -17,13 +16,6 @@ import (
 
 	"github.com/canonical/github-runner-charm/src/cloud/boot"
 )
-
-// installScript lays the runner application out in the image builder;
-// the start script it runs at each runner's first boot is boot's, the same
-// as OpenStack's.
-//
-//go:embed scripts/install.sh
-var installScript string
 
 // Image properties the build records, so a later ensureImage knows what an
 // image holds and which unit's images it may prune (with propModel and
@@ -62,7 +54,11 @@ func (c *Cloud) imageAlias(version string) string {
 // the base image and the scripts. A changed recipe rebuilds the image.
 func (c *Cloud) recipe(version string) string {
 	h := sha256.New()
-	for _, part := range []string{c.cfg.LXD.BaseImage, c.cfg.LXD.Type, version, installScript, boot.StartScript} {
+	parts := []string{c.cfg.LXD.BaseImage, c.cfg.LXD.Type, version, boot.InstallScript, boot.StartScript}
+	for _, step := range boot.ImageSteps {
+		parts = append(parts, step.Name, step.Script)
+	}
+	for _, part := range parts {
 		fmt.Fprintf(h, "%d:%s", len(part), part)
 	}
 	return hex.EncodeToString(h.Sum(nil))[:16]
@@ -199,23 +195,18 @@ func (c *Cloud) buildImage(ctx context.Context, tarballPath, version, recipe str
 	if err != nil {
 		return "", fmt.Errorf("cannot copy the runner tarball into the image builder: %w", err)
 	}
-	for _, f := range []instanceFile{
-		{Path: "/tmp/github-runner-install", Content: []byte(installScript), Mode: 0o700},
-		{Path: boot.StartScriptPath, Content: []byte(boot.StartScript), Mode: 0o755},
-	} {
-		if err := c.d.PushFile(ctx, builder, f); err != nil {
-			return "", fmt.Errorf("cannot copy %s into the image builder: %w", f.Path, err)
+	if err := c.d.PushFile(ctx, builder, instanceFile{Path: boot.StartScriptPath, Content: []byte(boot.StartScript), Mode: 0o755}); err != nil {
+		return "", fmt.Errorf("cannot copy %s into the image builder: %w", boot.StartScriptPath, err)
+	}
+	steps := append([]boot.Step{{Name: "install", Script: boot.InstallScript}}, boot.ImageSteps...)
+	for _, step := range steps {
+		args := []string{}
+		if step.Name == "install" {
+			args = []string{"/tmp/runner.tar.gz", version}
 		}
-	}
-	res, err := c.d.Exec(ctx, builder, []string{"/bin/sh", "/tmp/github-runner-install", "/tmp/runner.tar.gz", version}, c.buildEnvironment())
-	if err != nil {
-		return "", fmt.Errorf("cannot install the runner in the image builder: %w", err)
-	}
-	if res.Code != 0 {
-		return "", fmt.Errorf("cannot install the runner in the image builder: exit status %d: %s", res.Code, lastLines(res.Stdout+res.Stderr, 10))
-	}
-	if _, err := c.d.Exec(ctx, builder, []string{"rm", "-f", "/tmp/github-runner-install"}, nil); err != nil {
-		return "", fmt.Errorf("cannot clean the image builder: %w", err)
+		if err := c.runBuildStep(ctx, builder, step, args, log); err != nil {
+			return "", err
+		}
 	}
 	if err := c.d.SetState(ctx, builder, "stop", false); err != nil {
 		// A base image whose init ignores the stop signal still publishes
@@ -239,7 +230,29 @@ func (c *Cloud) buildImage(ctx context.Context, tarballPath, version, recipe str
 	return fingerprint, nil
 }
 
-// buildEnvironment is the proxies for the install step.
+// runBuildStep pushes one script of the image build into the builder,
+// runs it as root with the unit's proxies, and removes it.
+func (c *Cloud) runBuildStep(ctx context.Context, builder string, step boot.Step, args []string, log *slog.Logger) error {
+	path := "/tmp/github-runner-" + step.Name
+	if err := c.d.PushFile(ctx, builder, instanceFile{Path: path, Content: []byte(step.Script), Mode: 0o700}); err != nil {
+		return fmt.Errorf("cannot copy the %s step into the image builder: %w", step.Name, err)
+	}
+	start := time.Now()
+	res, err := c.d.Exec(ctx, builder, append([]string{"/bin/sh", path}, args...), c.buildEnvironment())
+	if err != nil {
+		return fmt.Errorf("cannot run the %s step in the image builder: %w", step.Name, err)
+	}
+	if res.Code != 0 {
+		return fmt.Errorf("cannot run the %s step in the image builder: exit status %d: %s", step.Name, res.Code, lastLines(res.Stdout+res.Stderr, 10))
+	}
+	log.Debug("image build step done", "step", step.Name, "duration", time.Since(start).Round(time.Millisecond))
+	if _, err := c.d.Exec(ctx, builder, []string{"rm", "-f", path}, nil); err != nil {
+		return fmt.Errorf("cannot clean the image builder: %w", err)
+	}
+	return nil
+}
+
+// buildEnvironment is the proxies for the build steps.
 func (c *Cloud) buildEnvironment() map[string]string {
 	env := map[string]string{}
 	r := c.cfg.Runner

@@ -39,3 +39,39 @@ const (
 //
 //go:embed start.sh
 var StartScript string
+
+// InstallScript is install.sh TARBALL VERSION, run as root in an image
+// builder: it lays the runner application in the tarball out for the
+// runner user, with the directories the instances' files go into, and
+// leaves the image clean for its first boot as a runner.
+//
+//go:embed install.sh
+var InstallScript string
+
+// ToolsScript installs what jobs expect of a runner (tools.sh).
+//
+//go:embed tools.sh
+var ToolsScript string
+
+// LeanBootScript takes out of the boot what a runner does not need
+// (lean.sh).
+//
+//go:embed lean.sh
+var LeanBootScript string
+
+// Step is one script of a runner image build.
+type Step struct {
+	Name   string // for logs and errors: "tools"
+	Script string
+}
+
+// ImageSteps are the scripts every runner image build runs as root, in
+// this order, after InstallScript, on both clouds: LXD pushes and runs
+// each in its builder, OpenStack's builder user-data writes and runs them.
+// Each is POSIX sh, run as "sh SCRIPT" with the unit's proxies (http_proxy,
+// https_proxy, no_proxy and their upper-case forms) in its environment; a
+// non-zero exit fails the build.
+var ImageSteps = []Step{
+	{Name: "tools", Script: ToolsScript},
+	{Name: "lean-boot", Script: LeanBootScript},
+}
