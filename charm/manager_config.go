@@ -93,7 +93,10 @@ func managerConfig(s Settings, modelUUID, unit, stateDir string, model Proxy) (*
 			Path: s.Path.String(), APIURL: s.GitHubAPIURL, Token: s.Token, Group: s.Group, Labels: s.Labels,
 			ScaleSet: s.ScaleSet, PlatformLabels: platformLabels(s, unit),
 		},
-		Runner: config.RunnerImage{DockerhubMirror: s.DockerhubMirror, Denylist: s.Denylist},
+		Runner: config.RunnerImage{
+			DockerhubMirror: s.DockerhubMirror, Denylist: s.Denylist,
+			PreJobScript: s.PreJobScript, RejectExternalContributors: !s.AllowExternalContributor,
+		},
 	}
 	if s.App != nil {
 		f.GitHub.App = &config.GitHubApp{ID: s.App.AppID, ClientID: s.App.ClientID, InstallationID: s.App.InstallationID, PrivateKey: s.App.PrivateKey}
@@ -137,7 +140,12 @@ func drainBefore(old, new *config.File) (drain, busyToo bool) {
 	// (a server added, removed or changed) replaces them, busy ones never
 	// (they finish their job, then go).
 	tmate := !slices.Equal(old.Runner.TmateServers, new.Runner.TmateServers)
-	return identity || tmate, false
+	// Idle runners carry the old job-started hook: they would run the old
+	// pre-job-script, or let in whom allow-external-contributor now keeps
+	// out.
+	hook := old.Runner.PreJobScript != new.Runner.PreJobScript ||
+		old.Runner.RejectExternalContributors != new.Runner.RejectExternalContributors
+	return identity || tmate || hook, false
 }
 
 func sameApp(a, b *config.GitHubApp) bool {

@@ -33,7 +33,11 @@ type Settings struct {
 	Denylist          config.Denylist
 	DockerhubMirror   string
 	RunnerHTTPProxy   string
-	OpenStack         *OpenStack // nil: runners are LXD instances on this machine
+	// PreJobScript and AllowExternalContributor are the runners'
+	// job-started hook's options; their rules are src/config's.
+	PreJobScript             string
+	AllowExternalContributor bool
+	OpenStack                *OpenStack // nil: runners are LXD instances on this machine
 	// ImageTags are the image relation's tags of its image (OpenStack):
 	// runner labels too (platformLabels).
 	ImageTags []string
@@ -151,6 +155,19 @@ func (r *configReader) integer(key string) (n int64, ok bool) {
 	return 0, false
 }
 
+// boolean returns the option's value, or def when it is not set; a value
+// that is not a boolean is reported.
+func (r *configReader) boolean(key string, def bool) bool {
+	switch v := r.raw[key].(type) {
+	case nil:
+		return def
+	case bool:
+		return v
+	}
+	r.problem("%s must be true or false", key)
+	return def
+}
+
 // ParseSettings validates config-get's output (decoded with UseNumber).
 // The returned error is an *InvalidConfigError naming every problem.
 func ParseSettings(raw map[string]any) (Settings, error) {
@@ -162,6 +179,10 @@ func ParseSettings(raw map[string]any) (Settings, error) {
 		BaseImage:       r.str("base-image"),
 		DockerhubMirror: r.str("dockerhub-mirror"),
 		RunnerHTTPProxy: r.str("runner-http-proxy"),
+		PreJobScript:    r.str("pre-job-script"),
+		// Left out of config-get (an older charm's config), it is its
+		// default, as upstream's.
+		AllowExternalContributor: r.boolean("allow-external-contributor", true),
 	}
 	r.readPath(&s)
 	r.readAuth(&s)
@@ -356,6 +377,7 @@ var optionOf = map[string]string{
 	"runner.https-proxy":         "runner-http-proxy",
 	"runner.dockerhub-mirror":    "dockerhub-mirror",
 	"runner.denylist":            "denylist",
+	"runner.pre-job-script":      "pre-job-script",
 	"lxd.type":                   "runner-type",
 	"lxd.base-image":             "base-image",
 	"lxd.cpu":                    "vm-cpu",

@@ -7,7 +7,8 @@ import (
 
 // EnvironmentFile is what every runner's /etc/environment-style file holds,
 // whatever the cloud: the proxies in both spellings tools read (no_proxy
-// only with a proxy, where it means something) and the Docker Hub mirror.
+// only with a proxy, where it means something), the Docker Hub mirror and
+// the job-started hook with its setting (preJobEnvironment).
 // Values are single-quoted for a POSIX shell. It holds no secrets.
 func (r RunnerImage) EnvironmentFile() string {
 	var b strings.Builder
@@ -27,6 +28,7 @@ func (r RunnerImage) EnvironmentFile() string {
 	}
 	add("DOCKERHUB_MIRROR", r.DockerhubMirror)
 	add("CONTAINER_REGISTRY_URL", r.DockerhubMirror)
+	r.preJobEnvironment(add)
 	return b.String()
 }
 

@@ -82,6 +82,15 @@ type RunnerImage struct {
 	// runner gets one, chosen at random, in its job environment, and the
 	// runners reach their ports whatever the denylist says.
 	TmateServers []TmateServer `yaml:"tmate-servers,omitempty"`
+	// PreJobScript is the pre-job-script option: the operator's script
+	// (with its shebang) the runners' job-started hook runs, as the runner
+	// user, before each job; its failure is logged and the job goes on.
+	PreJobScript string `yaml:"pre-job-script,omitempty"`
+	// RejectExternalContributors is allow-external-contributor=false: the
+	// hook fails jobs of pull request and comment events by authors who
+	// are not the repository's OWNER, MEMBER or COLLABORATOR. Its zero
+	// value is the option's default, so an older file means the same.
+	RejectExternalContributors bool `yaml:"reject-external-contributors,omitempty"`
 }
 
 // LXD runners run on this machine.
@@ -360,6 +369,9 @@ func (r RunnerImage) Problems() []Problem {
 		problems = append(problems, Problem{"runner.dockerhub-mirror", "must be an https:// URL of a registry"})
 	}
 	problems = append(problems, tmateProblems(r.TmateServers)...)
+	if err := preJobScriptProblem(r.PreJobScript); err != nil {
+		problems = append(problems, Problem{"runner.pre-job-script", err.Error()})
+	}
 	return problems
 }
 

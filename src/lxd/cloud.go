@@ -418,6 +418,14 @@ func (c *Cloud) runnerFiles(ctx context.Context, req cloud.CreateRequest) ([]ins
 			instanceFile{Path: boot.DockerConfigDir, Mode: 0o755, Dir: true},
 			instanceFile{Path: boot.DockerConfig, Content: daemonJSON, Mode: 0o644})
 	}
+	// The job-started hook and the operator's script: root's, which the
+	// runner user, who runs them, can read and not change.
+	if c.cfg.Runner.PreJobHook() {
+		files = append(files, instanceFile{Path: boot.PreJobHookPath, Content: []byte(boot.PreJobHook), Mode: 0o755})
+		if script := c.cfg.Runner.PreJobScriptFile(); script != "" {
+			files = append(files, instanceFile{Path: boot.PreJobScriptPath, Content: []byte(script), Mode: 0o755})
+		}
+	}
 	files = append(files, instanceFile{Path: boot.JITConfigPath, Content: []byte(req.JITConfig), Mode: 0o600})
 	return files, nil
 }

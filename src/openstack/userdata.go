@@ -8,6 +8,8 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"slices"
+	"strings"
 	"text/template"
 
 	"github.com/canonical/github-runner-charm/src/cloud/boot"
@@ -46,6 +48,11 @@ type userDataInput struct {
 	JITConfig       string
 	JITDelimiter    string
 	StartScript     string
+	// PreJobHook is boot's hook when the runner has one, PreJobScript the
+	// operator's script, ended by PreJobDelimiter, a line it does not hold.
+	PreJobHook      string
+	PreJobScript    string
+	PreJobDelimiter string
 	RunnerUser      string
 	RunnerDir       string
 	Paths           map[string]string
@@ -87,7 +94,13 @@ func userDataWith(name, jit string, runnerUser, runnerDir string, image config.R
 		Paths: map[string]string{
 			"JITConfig": boot.JITConfigPath, "Environment": boot.EnvironmentPath, "StartScript": boot.StartScriptPath,
 			"Log": boot.LogPath, "DockerConfig": boot.DockerConfig,
+			"PreJobHook": boot.PreJobHookPath, "PreJobScript": boot.PreJobScriptPath,
 		},
+	}
+	if image.PreJobHook() {
+		in.PreJobHook = boot.PreJobHook
+		in.PreJobScript = image.PreJobScriptFile()
+		in.PreJobDelimiter = hereDocDelimiter("GITHUB_RUNNER_PRE_JOB_SCRIPT", in.PreJobScript)
 	}
 	if image.DockerhubMirror != "" {
 		mirror, err := json.Marshal(image.DockerhubMirror)
@@ -105,4 +118,15 @@ func userDataWith(name, jit string, runnerUser, runnerDir string, image config.R
 		return "", fmt.Errorf("user-data is %d bytes in base64, more than Nova's %d", len(encoded), maxUserData)
 	}
 	return encoded, nil
+}
+
+// hereDocDelimiter is base, or base with a number after it, whichever is
+// no line of text: the operator's script may hold any line.
+func hereDocDelimiter(base, text string) string {
+	lines := strings.Split(text, "\n")
+	delimiter := base
+	for n := 1; slices.Contains(lines, delimiter); n++ {
+		delimiter = fmt.Sprintf("%s_%d", base, n)
+	}
+	return delimiter
 }

@@ -85,7 +85,8 @@ func (s *Server) brokerSession(w http.ResponseWriter, r *http.Request) {
 
 // brokerMessage is a runner's long poll for work. The answer is plain text
 // a shell can read: "none", "gone", or "job" followed by key=value lines
-// (id, name, sleep in seconds, command in base64).
+// (id, name, sleep in seconds, event name, event payload and command in
+// base64).
 func (s *Server) brokerMessage(w http.ResponseWriter, r *http.Request) {
 	wait := maxLongPoll
 	if seconds, err := strconv.ParseFloat(r.URL.Query().Get("wait"), 64); err == nil {
@@ -113,8 +114,16 @@ func (s *Server) brokerMessage(w http.ResponseWriter, r *http.Request) {
 			s.notify()
 			spec, renew := job.Spec, s.renewInterval()
 			s.mu.Unlock()
-			writeText(w, http.StatusOK, fmt.Sprintf("job\nid=%d\nname=%s\nsleep=%.3f\nrenew=%d\ncommand=%s\n",
-				job.ID, spec.Name, spec.Sleep.Seconds(), int(renew.Seconds()), base64.StdEncoding.EncodeToString([]byte(spec.Command))))
+			event, payload := spec.Event, []byte(spec.EventPayload)
+			if event == "" {
+				event = "push"
+			}
+			if len(payload) == 0 {
+				payload = []byte("{}")
+			}
+			writeText(w, http.StatusOK, fmt.Sprintf("job\nid=%d\nname=%s\nsleep=%.3f\nrenew=%d\nevent=%s\npayload=%s\ncommand=%s\n",
+				job.ID, spec.Name, spec.Sleep.Seconds(), int(renew.Seconds()), event, base64.StdEncoding.EncodeToString(payload),
+				base64.StdEncoding.EncodeToString([]byte(spec.Command))))
 			return
 		}
 		changed := s.changed

@@ -35,6 +35,8 @@ type (
 		Repository   string  `json:"repository,omitempty"`
 		Workflow     string  `json:"workflow,omitempty"`
 		Event        string  `json:"event,omitempty"`
+		// EventPayload is JobSpec's, the JSON object itself.
+		EventPayload json.RawMessage `json:"event_payload,omitempty"`
 	}
 	assignJobRequest struct {
 		// RunnerID picks one runner; else the oldest idle one of Scope
@@ -71,7 +73,7 @@ func seconds(d float64) time.Duration { return time.Duration(d * float64(time.Se
 
 func (spec wireJobSpec) toSpec() JobSpec {
 	return JobSpec{Name: spec.Name, Command: spec.Command, Sleep: seconds(spec.SleepSeconds),
-		Repository: spec.Repository, Workflow: spec.Workflow, Event: spec.Event}
+		Repository: spec.Repository, Workflow: spec.Workflow, Event: spec.Event, EventPayload: spec.EventPayload}
 }
 
 func (f wireFault) toFault() (Fault, error) {

@@ -2,6 +2,7 @@ package fakegithub
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"slices"
 	"strings"
@@ -22,6 +23,11 @@ type JobSpec struct {
 	Repository string `json:"repository,omitempty"`
 	Workflow   string `json:"workflow,omitempty"`
 	Event      string `json:"event,omitempty"`
+	// EventPayload is the webhook payload of the job's event, which the
+	// runner process writes to a file for GITHUB_EVENT_PATH, as GitHub's
+	// runner does, with GITHUB_EVENT_NAME set to Event (default "push");
+	// nil: "{}". Event reads one of testdata/events.
+	EventPayload json.RawMessage `json:"event_payload,omitempty"`
 }
 
 // Job states.

@@ -120,7 +120,7 @@ func (c *Remote) WaitRunnersOnline(ctx context.Context, scope string, n int) err
 
 func toWireSpec(spec JobSpec) wireJobSpec {
 	return wireJobSpec{Name: spec.Name, Command: spec.Command, SleepSeconds: spec.Sleep.Seconds(),
-		Repository: spec.Repository, Workflow: spec.Workflow, Event: spec.Event}
+		Repository: spec.Repository, Workflow: spec.Workflow, Event: spec.Event, EventPayload: spec.EventPayload}
 }
 
 // AssignJob is Server.AssignJob.

@@ -203,12 +203,18 @@ type runnerProcess struct {
 // startScript runs one of the application's scripts with the sh of path.
 func startScript(t *testing.T, dir, path, script string, args ...string) *runnerProcess {
 	t.Helper()
+	return startScriptWith(t, dir, path, nil, script, args...)
+}
+
+// startScriptWith is startScript with env added to the process's.
+func startScriptWith(t *testing.T, dir, path string, env []string, script string, args ...string) *runnerProcess {
+	t.Helper()
 	shell, err := lookPathIn("sh", path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(shell, append([]string{filepath.Join(dir, script)}, args...)...)
-	cmd.Env = []string{"PATH=" + path, "HOME=" + dir, "RUNNER_ALLOW_RUNASROOT=1"}
+	cmd.Env = append([]string{"PATH=" + path, "HOME=" + dir, "RUNNER_ALLOW_RUNASROOT=1"}, env...)
 	// A group of its own, so that kill ends the job's processes too, as
 	// deleting the runner's machine would.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}

@@ -21,6 +21,16 @@ const (
 	LogPath         = "/var/log/github-runner.log"
 	DockerConfigDir = "/etc/docker"
 	DockerConfig    = DockerConfigDir + "/daemon.json"
+	// PreJobHookPath is where PreJobHook is installed, root's, 0755: the
+	// runner's ACTIONS_RUNNER_HOOK_JOB_STARTED names it (GitHub's runner
+	// wants a .sh file outside its application directory).
+	PreJobHookPath = "/etc/github-runner/pre-job.sh"
+	// PreJobScriptPath is the operator's pre-job-script, root's, 0755, which
+	// the hook runs when it is there.
+	PreJobScriptPath = "/etc/github-runner/pre-job-script"
+	// AllowExternalContributorVariable, "false" in the runner's
+	// environment, makes the hook refuse external contributors' jobs.
+	AllowExternalContributorVariable = "GITHUB_RUNNER_ALLOW_EXTERNAL_CONTRIBUTOR"
 
 	// DefaultRunnerUser and DefaultRunnerDir are who runs the runner and
 	// where its application is: where the LXD image build installs it, and
@@ -39,6 +49,17 @@ const (
 //
 //go:embed start.sh
 var StartScript string
+
+// PreJobHook is the runners' job-started hook (pre-job.sh), run by the
+// runner application as the runner user before each job, in the job's
+// environment: with allow-external-contributor false it fails the job of
+// a pull request or comment event from an author who is not the
+// repository's OWNER, MEMBER or COLLABORATOR, reading GITHUB_EVENT_PATH;
+// then it runs the operator's pre-job-script, whose failure it logs and
+// lets the job go on.
+//
+//go:embed pre-job.sh
+var PreJobHook string
 
 // InstallScript is install.sh TARBALL VERSION, run as root in an image
 // builder: it lays the runner application in the tarball out for the
