@@ -12,6 +12,7 @@
 #   LXD_TEST_POOL          storage pool to create if the default profile has no root disk [default]
 #   LXD_TEST_IMAGE_ALIAS   alias of the base image                           [github-runner-test-base]
 #   LXD_TEST_SKIP_SMOKE    1 = skip the final smoke container                             [0]
+#   LXD_TEST_SKIP_DEBIAN   1 = skip the Debian image (tests/lxd/debian.sh)                [0]
 #
 # Files: /run/github-runner-lxd-test/lxd.pid (daemon we started; tests/lxd/stop.sh stops it),
 #        /var/log/github-runner-lxd-test/{lxd.log,daemon.out,apt.log}.
@@ -467,3 +468,13 @@ fi
 
 if pid=$(our_pid); then who="pid $pid, stop with tests/lxd/stop.sh"; else who="not started by this script"; fi
 say "DONE: lxd $version ($who), pool '$pool', bridge '$net' $bridge_ip, image '$ALIAS'"
+
+# ---------------------------------------------------------------- 6. Debian image
+# The Debian bookworm image with systemd and real cloud-init that the Debian tests and benchmarks
+# use (tests/lxd/debian.sh: cached by its recipe, so a re-run takes seconds; the first build about
+# 3 min). LXD_TEST_SKIP_DEBIAN=1 skips it.
+if [ "${LXD_TEST_SKIP_DEBIAN:-0}" = 1 ]; then
+	say "Debian image skipped (LXD_TEST_SKIP_DEBIAN=1)"
+else
+	"$(dirname "${BASH_SOURCE[0]}")/debian.sh"
+fi
