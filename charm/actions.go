@@ -48,7 +48,7 @@ func (c *Charm) checkRunners(ctx context.Context, _ map[string]any) (map[string]
 	for _, r := range report.Runners {
 		names = append(names, r.Name)
 	}
-	return map[string]string{
+	results := map[string]string{
 		"online":  strconv.Itoa(report.Online),
 		"busy":    strconv.Itoa(report.Busy),
 		"offline": strconv.Itoa(report.Offline),
@@ -56,7 +56,11 @@ func (c *Charm) checkRunners(ctx context.Context, _ map[string]any) (map[string]
 		"runners": strings.Join(names, ","),
 		// The view is the last completed cycle's, never a wait for one.
 		"as-of": asOf(report.AsOf),
-	}, nil
+	}
+	if report.Note != "" {
+		results["note"] = report.Note // slow starts on LXD's dir pool
+	}
+	return results, nil
 }
 
 func asOf(t time.Time) string {

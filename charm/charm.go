@@ -479,8 +479,12 @@ func (c *Charm) currentStatus(ctx context.Context) (Status, string, error) {
 
 // statusFromReport turns the manager's view into what `juju status` shows;
 // while runners the Python charm left are being removed, it says so first.
+// The cloud's note (slow starts on a dir pool) follows the runners' count.
 func statusFromReport(r api.RunnersReport) (Status, string) {
 	status, message := statusOfRunners(r)
+	if r.Note != "" && (status == Active || status == Waiting) {
+		message += "; " + r.Note
+	}
 	if r.PythonCharm > 0 && (status == Active || status == Waiting) {
 		return Maintenance, fmt.Sprintf("removing the Python charm's runners: %d left, %d busy; %s", r.PythonCharm, r.PythonCharmBusy, message)
 	}

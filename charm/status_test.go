@@ -63,6 +63,9 @@ func TestStatusFromReport(t *testing.T) {
 		{"on demand", api.RunnersReport{Expected: 1, Desired: 3, Max: 4, OnDemand: true, Online: 3, Busy: 2, AsOf: now}, Active, "3 runners (1–4 on demand): 2 busy, 1 idle"},
 		{"on demand without a cap", api.RunnersReport{OnDemand: true, Desired: 2, Online: 2, Busy: 2, AsOf: now}, Active, "2 runners (0 or more on demand): 2 busy, 0 idle"},
 		{"on demand, busy above the base", api.RunnersReport{Expected: 1, Desired: 4, Max: 4, OnDemand: true, Online: 3, Busy: 3, AsOf: now}, Active, "3 runners (1–4 on demand): 3 busy, 0 idle"},
+		{"slow pool", api.RunnersReport{Expected: 2, Online: 2, AsOf: now, Note: "runner starts are slow: dir"}, Active, "2 runners: 2 idle, 0 busy; runner starts are slow: dir"},
+		{"slow pool, runners coming", api.RunnersReport{Expected: 2, Online: 1, AsOf: now, Note: "runner starts are slow: dir"}, Waiting, "1 of 2 runners online: 1 idle, 0 busy; runner starts are slow: dir"},
+		{"slow pool behind a problem", api.RunnersReport{Expected: 2, AsOf: now, Problem: "LXD is unreachable", Note: "runner starts are slow: dir"}, Maintenance, "LXD is unreachable"},
 		{"warm pool coming", api.RunnersReport{Expected: 2, Desired: 2, Max: 4, OnDemand: true, Online: 1, AsOf: now}, Waiting, "1 of 2 runners online (2–4 on demand): 0 busy, 1 idle"},
 	}
 	for _, test := range tests {

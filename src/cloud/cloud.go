@@ -134,6 +134,14 @@ type Watcher interface {
 	Watch(ctx context.Context, changed func()) error
 }
 
+// Noter is implemented by clouds that can have something to tell the
+// operator that stops nothing (LXD: runner starts are slow on a dir
+// storage pool, and why). The status and check-runners show it.
+type Noter interface {
+	// Note is that, in a sentence, or "".
+	Note() string
+}
+
 // ImageBuilder is implemented by clouds that build the runner image
 // themselves (LXD), so the manager can count the builds and time them.
 type ImageBuilder interface {

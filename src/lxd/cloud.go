@@ -106,6 +106,11 @@ type Cloud struct {
 	// manager that died (see Instances).
 	creating map[string]bool
 	pool     string // pool of the default profile's root disk, for the size
+	// storageNote is why runner starts are slow (a dir pool), or "" (see
+	// Note); probeStorage, if set, stands in for LXD's storage drivers
+	// and free space in tests (see ensurePool).
+	storageNote  string
+	probeStorage func(context.Context) (storageSupport, error)
 	// profileNetwork and profileNIC are the default profile's NIC's
 	// network and device name: the shared network, which runners leave
 	// for the unit's bridge (see ownBridge).

@@ -9,9 +9,14 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
+	"syscall"
 
 	"github.com/canonical/lxd/shared/api"
+	"github.com/canonical/lxd/shared/revert"
 )
 
 // Defaults of what initialise creates.
@@ -72,11 +77,13 @@ func (c *Cloud) discover(ctx context.Context) {
 }
 
 // initialise completes a daemon that nobody set up: when the default
-// profile has no root disk, it gets one on Config.Pool (created with the
-// dir driver if missing); when it has no NIC, it gets eth0 on
-// Config.Network or lxdbr0 (created as a bridge with an explicit subnet if
-// missing: LXD's own choice, `lxd init --auto`, probes subnets in a way
-// that fails on some networks). What is there is left alone.
+// profile has no root disk, it gets one on Config.Pool (created if missing,
+// with the best driver LXD offers: see createPool); when it has no NIC, it
+// gets eth0 on Config.Network or lxdbr0 (created as a bridge with an
+// explicit subnet if missing: LXD's own choice, `lxd init --auto`, probes
+// subnets in a way that fails on some networks). What is there is left
+// alone. A pool it made is deleted again if a later step fails, so the next
+// try chooses afresh.
 func (c *Cloud) initialise(ctx context.Context) error {
 	if err := c.connected(ctx); err != nil {
 		return fmt.Errorf("cannot initialise LXD: %w", err)
@@ -89,18 +96,35 @@ func (c *Cloud) initialise(ctx context.Context) error {
 	if profile.Devices == nil {
 		profile.Devices = map[string]map[string]string{}
 	}
+	reverter := revert.New()
+	defer reverter.Fail()
 	changed := false
+	var note string
 	if found.rootName == "" {
 		pool := c.cfg.Pool
 		if pool == "" {
 			pool = DefaultPool
 		}
-		if err := c.setup.ensurePool(ctx, pool); err != nil {
+		made, err := c.ensurePool(ctx, pool)
+		if err != nil {
 			return fmt.Errorf("cannot initialise LXD: %w", err)
 		}
+		if made.created {
+			reverter.Add(func() {
+				// ctx may be what failed; the clean-up gets its own time.
+				cleanupCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), stateTimeout)
+				defer cancel()
+				if err := c.setup.deletePool(cleanupCtx, pool); err != nil {
+					c.log.Error("cannot delete the storage pool of a failed initialisation", "pool", pool, "error", err)
+				}
+			})
+		}
+		note = made.note
 		profile.Devices["root"] = map[string]string{"type": "disk", "path": "/", "pool": pool}
 		found.pool, changed = pool, true
-		c.log.Info("added a root disk to LXD's default profile", "pool", pool)
+		c.log.Info("added a root disk to LXD's default profile", "pool", pool, "driver", made.driver, "created", made.created)
+	} else if found.pool != "" {
+		note = c.poolNote(ctx, found.pool)
 	}
 	if found.nicName == "" {
 		network := c.cfg.Network
@@ -120,29 +144,234 @@ func (c *Cloud) initialise(ctx context.Context) error {
 			return fmt.Errorf("cannot initialise LXD: %w", err)
 		}
 	}
+	reverter.Success()
 	c.mu.Lock()
 	c.pool, c.profileNetwork, c.profileNIC = found.pool, found.network, found.nicName
+	c.storageNote = note
 	c.mu.Unlock()
+	if note != "" {
+		c.log.Warn("runner starts will be slow", "pool", found.pool, "note", note)
+	}
 	return nil
 }
 
-func (d *lxdDaemon) ensurePool(ctx context.Context, name string) error {
+// Storage drivers, in the order createPool prefers them: zfs and btrfs
+// start an instance from a snapshot of the image's volume, which LXD
+// unpacks once per pool; dir copies the whole image for every instance
+// (about 7 s for a 100 MB image here, a minute for a full runner image).
+const (
+	DriverZFS   = "zfs"
+	DriverBtrfs = "btrfs"
+	DriverDir   = "dir"
+)
+
+// Sizes of a loop-file pool (zfs or btrfs on a sparse file in LXD's
+// disks/ directory): LXD's own rule for a loop pool without a size, 20% of
+// the free space but 5–30 GiB, here never more than half the free space,
+// and no loop pool at all under minLoopPool.
+const (
+	loopPoolLow  = 5 << 30
+	loopPoolHigh = 30 << 30
+	minLoopPool  = 1 << 30
+)
+
+// loopPoolSize is the size of a new loop-file pool on a disk with free
+// bytes free, or 0 when that is too little for one.
+func loopPoolSize(free uint64) uint64 {
+	size := min(max(free/5, loopPoolLow), loopPoolHigh, free/2)
+	if size < minLoopPool {
+		return 0
+	}
+	return size &^ (1<<20 - 1) // whole MiB
+}
+
+// storageSupport is what createPool chooses from: the drivers LXD can
+// create pools with, and the free space where it keeps loop files.
+type storageSupport struct {
+	// Drivers are LXD's storage_supported_drivers (local ones): a driver
+	// is there when LXD found its tools and the kernel's support.
+	Drivers []string
+	// Free is the free space of LXD's directory in bytes; FreeKnown is
+	// false when it cannot be read (a socket outside LXD's directory).
+	Free      uint64
+	FreeKnown bool
+}
+
+// PoolError is LXD refusing to create a storage pool.
+type PoolError struct {
+	Pool, Driver string
+	Err          error
+}
+
+func (e *PoolError) Error() string {
+	return fmt.Sprintf("cannot create storage pool %q with the %s driver: %v", e.Pool, e.Driver, e.Err)
+}
+
+func (e *PoolError) Unwrap() error { return e.Err }
+
+// madePool is what ensurePool did.
+type madePool struct {
+	driver  string
+	created bool   // the pool is new: a failed initialisation deletes it
+	note    string // why runner starts will be slow, or ""
+}
+
+// ensurePool makes sure pool exists. An existing one is used as it is (its
+// note says so if it is dir); a new one gets zfs where LXD offers it, else
+// btrfs, each on a loop file of loopPoolSize, else dir, whose note says why.
+// A copy-on-write driver LXD lists but fails to create with is passed over
+// for the next, and the note gives LXD's error.
+//
+// btrfs-progs is not installed for LXD: the snap LXD the charm installs
+// brings the btrfs and zfs tools itself; a deb-installed LXD is the
+// operator's, and the note names the package.
+func (c *Cloud) ensurePool(ctx context.Context, pool string) (madePool, error) {
+	existing, err := c.setup.storagePool(ctx, pool)
+	if err == nil {
+		return madePool{driver: existing.Driver, note: dirNote(pool, existing.Driver, "")}, nil
+	}
+	if !errors.Is(err, ErrNotFound) {
+		return madePool{}, err
+	}
+	probe := c.probeStorage
+	if probe == nil {
+		probe = c.setup.storageSupport
+	}
+	support, err := probe(ctx)
+	if err != nil {
+		// dir still works: the note says what is unknown.
+		c.log.Warn("cannot tell which storage drivers LXD supports", "error", err)
+	}
+	size := uint64(0)
+	if support.FreeKnown {
+		size = loopPoolSize(support.Free)
+	}
+	var why string
+	switch {
+	case err != nil:
+		why = "LXD does not say which storage drivers it supports (" + err.Error() + ")"
+	case !slices.Contains(support.Drivers, DriverZFS) && !slices.Contains(support.Drivers, DriverBtrfs):
+		why = "LXD offers neither zfs nor btrfs here (zfs needs its kernel module and tools; btrfs, with LXD from the deb, the btrfs-progs package)"
+	case support.FreeKnown && size == 0:
+		why = fmt.Sprintf("the disk has %d MiB free, too little for a loop-file pool", support.Free>>20)
+	default:
+		for _, driver := range []string{DriverZFS, DriverBtrfs} {
+			if !slices.Contains(support.Drivers, driver) {
+				continue
+			}
+			config := map[string]string{}
+			if size > 0 {
+				config["size"] = strconv.FormatUint(size>>20, 10) + "MiB"
+			} // else LXD's own rule, without the free-space cap
+			err := c.setup.createPool(ctx, pool, driver, config)
+			if err == nil {
+				return madePool{driver: driver, created: true}, nil
+			}
+			c.log.Warn("cannot create a copy-on-write storage pool; trying the next driver", "pool", pool, "driver", driver, "error", err)
+			why = fmt.Sprintf("LXD failed to create it with %s (%v)", driver, errors.Unwrap(err))
+		}
+	}
+	if err := c.setup.createPool(ctx, pool, DriverDir, nil); err != nil {
+		return madePool{}, err
+	}
+	return madePool{driver: DriverDir, created: true, note: dirNote(pool, DriverDir, why)}, nil
+}
+
+// dirNote is what the status says of a pool on the dir driver ("" for any
+// other): why runner starts are slow, and, for a pool the charm made, why
+// it is dir.
+func dirNote(pool, driver, why string) string {
+	if driver != DriverDir {
+		return ""
+	}
+	note := fmt.Sprintf("runner starts are slow: LXD storage pool %q uses the dir driver, which copies the whole image for each runner", pool)
+	if why == "" {
+		return note + " (a zfs or btrfs pool starts runners from a snapshot)"
+	}
+	return note + "; the charm chose dir as " + why
+}
+
+// poolNote is dirNote of an existing pool; a pool it cannot read gets no
+// note (the creates will say what is wrong).
+func (c *Cloud) poolNote(ctx context.Context, pool string) string {
+	p, err := c.setup.storagePool(ctx, pool)
+	if err != nil {
+		c.log.Warn("cannot read the default profile's storage pool", "pool", pool, "error", err)
+		return ""
+	}
+	return dirNote(pool, p.Driver, "")
+}
+
+// Note is what the operator should know of the unit's LXD that stops
+// nothing: that runner starts are slow on a dir pool, and why. "" until
+// Prepare or a Create has looked.
+func (c *Cloud) Note() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.storageNote
+}
+
+func (d *lxdDaemon) storagePool(ctx context.Context, name string) (*api.StoragePool, error) {
+	ctx, cancel := context.WithTimeout(ctx, apiTimeout)
+	defer cancel()
+	c := d.client(ctx)
+	p, err := call(ctx, func() (*api.StoragePool, error) {
+		p, _, err := c.GetStoragePool(name)
+		return p, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("cannot read storage pool %q: %w", name, err)
+	}
+	return p, nil
+}
+
+// createPool creates a pool; a loop-file pool's file is LXD's to make
+// (from config's size).
+func (d *lxdDaemon) createPool(ctx context.Context, name, driver string, config map[string]string) error {
 	ctx, cancel := context.WithTimeout(ctx, stateTimeout)
 	defer cancel()
 	c := d.client(ctx)
-	_, err := call(ctx, func() (struct{}, error) {
-		_, _, err := c.GetStoragePool(name)
-		if err == nil || !api.StatusErrorCheck(err, 404) {
-			return struct{}{}, err
-		}
-		// dir needs nothing from the kernel or the disk layout: it works on
-		// every machine, at the cost of copying each image in full.
-		return struct{}{}, c.CreateStoragePool(api.StoragePoolsPost{Name: name, Driver: "dir"})
-	})
-	if err != nil {
-		return fmt.Errorf("cannot create storage pool %q: %w", name, err)
+	post := api.StoragePoolsPost{Name: name, Driver: driver, StoragePoolPut: api.StoragePoolPut{Config: config}}
+	if _, err := call(ctx, func() (struct{}, error) { return struct{}{}, c.CreateStoragePool(post) }); err != nil {
+		return &PoolError{Pool: name, Driver: driver, Err: err}
 	}
 	return nil
+}
+
+func (d *lxdDaemon) deletePool(ctx context.Context, name string) error {
+	ctx, cancel := context.WithTimeout(ctx, stateTimeout)
+	defer cancel()
+	c := d.client(ctx)
+	if _, err := call(ctx, func() (struct{}, error) { return struct{}{}, c.DeleteStoragePool(name) }); err != nil {
+		return fmt.Errorf("cannot delete storage pool %q: %w", name, err)
+	}
+	return nil
+}
+
+// storageSupport asks LXD which drivers it supports and reads the free
+// space of its directory (where the socket is, and disks/ for loop files).
+func (d *lxdDaemon) storageSupport(ctx context.Context) (storageSupport, error) {
+	ctx, cancel := context.WithTimeout(ctx, apiTimeout)
+	defer cancel()
+	c := d.client(ctx)
+	server, err := call(ctx, func() (*api.Server, error) {
+		s, _, err := c.GetServer()
+		return s, err
+	})
+	if err != nil {
+		return storageSupport{}, fmt.Errorf("cannot read LXD's storage drivers: %w", err)
+	}
+	var s storageSupport
+	for _, driver := range server.Environment.StorageSupportedDrivers {
+		if !driver.Remote {
+			s.Drivers = append(s.Drivers, driver.Name)
+		}
+	}
+	var fs syscall.Statfs_t
+	if err := syscall.Statfs(filepath.Dir(d.socket), &fs); err == nil {
+		s.Free, s.FreeKnown = fs.Bavail*uint64(fs.Bsize), true
+	}
+	return s, nil
 }
 
 // ensureBridge makes sure a managed bridge exists and returns its address.

@@ -88,6 +88,9 @@ func Run(ctx context.Context, f *config.File, newCloud CloudFactory, log *slog.L
 	if b, ok := c.(cloud.ImageBuilder); ok {
 		b.OnImageBuild(srv.Metrics.ObserveImageBuild)
 	}
+	if n, ok := c.(cloud.Noter); ok {
+		srv.Note = n.Note
+	}
 	listener, err := Listen(filepath.Join(f.StateDir, api.SocketName))
 	if err != nil {
 		return err

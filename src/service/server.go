@@ -63,6 +63,8 @@ type Server struct {
 	// MetricsProblem is why the metrics' TCP endpoint does not serve, in
 	// words ("" when it does), reported beside the cycles' problem.
 	MetricsProblem func() string
+	// Note, if set, is the cloud's note (cloud.Noter), in the report.
+	Note func() string
 
 	mu       sync.Mutex
 	problem  problem
@@ -507,6 +509,9 @@ func (s *Server) runners(w http.ResponseWriter, r *http.Request) {
 	s.reportDemand(&report)
 	if s.MetricsProblem != nil {
 		withProblem(&report, s.MetricsProblem())
+	}
+	if s.Note != nil {
+		report.Note = s.Note()
 	}
 	s.mu.Lock()
 	if since := s.preparingSince; !since.IsZero() && time.Since(since) >= prepareNotice {

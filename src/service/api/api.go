@@ -40,6 +40,9 @@ type RunnersReport struct {
 	// Problem is a plain sentence saying what stops the manager from doing
 	// its work (a bad token, a rate limit until a time, LXD unreachable), or "".
 	Problem string `json:"problem,omitempty"`
+	// Note is what the operator should know that stops nothing (runner
+	// starts are slow on LXD's dir storage driver, and why), or "".
+	Note string `json:"note,omitempty"`
 	// Blocking: the problem needs the operator (credentials, permissions,
 	// path); otherwise it should clear with time.
 	Blocking bool `json:"blocking,omitempty"`
