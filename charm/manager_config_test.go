@@ -41,6 +41,39 @@ func TestManagerConfig(t *testing.T) {
 	}
 }
 
+// pre-job-script goes to the runners as it is; allow-external-contributor
+// false makes them refuse external contributors' jobs, and left out of
+// config-get (a charm of before the option) it is its default, true.
+func TestManagerConfigPreJobHook(t *testing.T) {
+	const script = "#!/bin/bash\necho ready"
+	for _, test := range []struct {
+		name   string
+		raw    map[string]any
+		script string
+		reject bool
+	}{
+		{"defaults", with(nil), "", false},
+		{"set", with(map[string]any{"pre-job-script": script + "\n", "allow-external-contributor": false}), script, true},
+		{"allow true", with(map[string]any{"allow-external-contributor": true}), "", false},
+		{"option missing", func() map[string]any { raw := with(nil); delete(raw, "allow-external-contributor"); return raw }(), "", false},
+	} {
+		s, err := ParseSettings(test.raw)
+		if err != nil {
+			t.Fatalf("%s: %v", test.name, err)
+		}
+		f, err := managerConfig(s, testModel, "github-runner/0", "/x", Proxy{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if f.Runner.PreJobScript != test.script || f.Runner.RejectExternalContributors != test.reject {
+			t.Errorf("%s: runner settings %+v, want script %q and reject %v", test.name, f.Runner, test.script, test.reject)
+		}
+		if err := f.Validate(); err != nil {
+			t.Errorf("%s: the manager refuses the file: %v", test.name, err)
+		}
+	}
+}
+
 func TestDrainBefore(t *testing.T) {
 	base := func() *config.File {
 		return &config.File{GitHub: config.GitHub{Path: "o/r", Token: "t", Group: "default", Labels: []string{"a"}}, LXD: &config.LXD{}}
@@ -60,6 +93,9 @@ func TestDrainBefore(t *testing.T) {
 		{"cloud", func(f *config.File) { f.LXD, f.OpenStack = nil, &config.OpenStack{} }, true, true},
 		{"cap", func(f *config.File) { f.MaxRunners = 4 }, false, false},
 		{"into a scale set", func(f *config.File) { f.GitHub.ScaleSet = "linux" }, true, false},
+		// Idle runners carry the hook of the old settings.
+		{"pre-job-script", func(f *config.File) { f.Runner.PreJobScript = "#!/bin/sh\ntrue" }, true, false},
+		{"allow-external-contributor", func(f *config.File) { f.Runner.RejectExternalContributors = true }, true, false},
 	}
 	for _, test := range tests {
 		next := base()

@@ -22,6 +22,7 @@ func defaults() map[string]any {
 		"openstack-network": "", "openstack-image": "", "github-app-id": json.Number("0"),
 		"github-app-installation-id": json.Number("0"), "github-app-private-key": "",
 		"base-virtual-machines": json.Number("0"), "max-total-virtual-machines": json.Number("0"), "runner-scale-set": "",
+		"pre-job-script": "", "allow-external-contributor": true,
 	}
 }
 
@@ -192,6 +193,14 @@ func TestParseSettingsProblems(t *testing.T) {
 		{"token not ascii", map[string]any{"token": "ghp_hunter2…"}, []string{"token must hold only visible ASCII characters"}},
 		{"int as string", map[string]any{"vm-cpu": "two"}, []string{"vm-cpu must be a whole number"}},
 		{"empty group", map[string]any{"group": " "}, []string{"group must name a runner group"}},
+		{"pre-job-script without a shebang", map[string]any{"pre-job-script": "echo hello"},
+			[]string{`pre-job-script must start with a shebang line naming its interpreter, such as "#!/bin/bash"`}},
+		{"pre-job-script with a relative interpreter", map[string]any{"pre-job-script": "#!bash\necho hello"},
+			[]string{"pre-job-script must start with a shebang line"}},
+		{"pre-job-script too big", map[string]any{"pre-job-script": "#!/bin/sh\n" + strings.Repeat("#", 16<<10)},
+			[]string{"pre-job-script must be at most 16 KiB, not 16394 bytes"}},
+		{"allow-external-contributor not a boolean", map[string]any{"allow-external-contributor": "no"},
+			[]string{"allow-external-contributor must be true or false"}},
 		{"every problem at once", map[string]any{"path": "", "labels": "a b", "vm-cpu": json.Number("0")},
 			[]string{"path is required", "labels:", "vm-cpu must be"}},
 	}
