@@ -21,8 +21,8 @@ import (
 // over openstack-image; LXD runners refuse the relation.
 const imageEndpoint = "image"
 
-// imageNeeded is the problem of OpenStack runners with neither image source.
-const imageNeeded = "provide an image: set openstack-image or relate to an image builder"
+// imageNeeded is the problem of OpenStack runners with no image source.
+const imageNeeded = "provide an image: set openstack-image or relate to an image builder (or set openstack-base-image to build one)"
 
 // WaitingError is a configuration that lacks only what a related
 // application has yet to publish: the unit waits (Waiting status), and the
@@ -86,7 +86,7 @@ func (c *Charm) withImageRelation(ctx context.Context, raw map[string]any, s Set
 	cloudsYAML := rawString(raw, "openstack-clouds-yaml")
 	openstack := cloudsYAML != ""
 	if rel == nil {
-		if openstack && rawString(raw, "openstack-image") == "" {
+		if openstack && rawString(raw, "openstack-image") == "" && rawString(raw, "openstack-base-image") == "" {
 			err = replaceProblem(err, "openstack-image is required", imageNeeded)
 		}
 		return s, err

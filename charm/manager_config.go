@@ -109,7 +109,7 @@ func managerConfig(s Settings, modelUUID, unit, stateDir string, model Proxy) (*
 	f.Runner.HTTPProxy, f.Runner.HTTPSProxy, f.Runner.NoProxy = proxy.HTTP, proxy.HTTPS, proxy.NoProxy
 	f.Runner.TmateServers = s.TmateServers // the debug-ssh relation's
 	if o := s.OpenStack; o != nil {
-		f.OpenStack = &config.OpenStack{CloudsYAML: o.CloudsYAML, Flavor: o.Flavor, Network: o.Network, Image: o.Image}
+		f.OpenStack = &config.OpenStack{CloudsYAML: o.CloudsYAML, Flavor: o.Flavor, Network: o.Network, Image: o.Image, BaseImage: o.BaseImage}
 	} else {
 		f.LXD = &config.LXD{Type: s.RunnerType, BaseImage: s.BaseImage, CPU: s.CPU, Memory: s.Memory, Disk: s.Disk}
 	}

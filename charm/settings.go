@@ -66,6 +66,7 @@ type OpenStack struct {
 	Flavor     string
 	Network    string
 	Image      string
+	BaseImage  string // openstack-base-image: build the image from it when no image is given
 }
 
 // Runner types, as the runner-type option spells them.
@@ -342,6 +343,7 @@ func (r *configReader) readOpenStack(s *Settings) {
 		Flavor:     r.str("openstack-flavor"),
 		Network:    r.str("openstack-network"),
 		Image:      r.str("openstack-image"),
+		BaseImage:  r.str("openstack-base-image"),
 	}
 	if !r.openStackWanted() {
 		return
@@ -388,6 +390,7 @@ var optionOf = map[string]string{
 	"openstack.flavor":           "openstack-flavor",
 	"openstack.network":          "openstack-network",
 	"openstack.image":            "openstack-image",
+	"openstack.base-image":       "openstack-base-image",
 }
 
 // fileProblems are the problems src/config finds in the manager's config

@@ -76,6 +76,27 @@ type Cloud interface {
 // version (downloaded, or from cache when unchanged).
 type FetchRunner func(ctx context.Context) (tarballPath, version string, err error)
 
+// RunnerSource is where the runner application a FetchRunner returned
+// came from, for a cloud whose image build downloads it again in the
+// cloud (OpenStack's builder server) and verifies it by SHA256.
+type RunnerSource struct {
+	URL string
+	// Token is GitHub's temporary download token for URL ("" for none): a
+	// secret, which only the builder's user-data carries.
+	Token   string
+	SHA256  string // lower-case hex, as GitHub lists it
+	Version string
+	Arch    string // GitHub's name: "x64", "arm64"
+}
+
+// RunnerSourceUser is implemented by clouds that build their runner image
+// from a download of their own (OpenStack): the manager's FetchRunner
+// tells them, before it returns, where the application it verified came
+// from.
+type RunnerSourceUser interface {
+	SetRunnerSource(RunnerSource)
+}
+
 // Provider is a whole cloud as the service runs it: the engine's runners,
 // the runner image they start from, and what the deployment made there
 // besides them. A Provider connects itself, on first use and again after a
@@ -143,7 +164,7 @@ type Noter interface {
 }
 
 // ImageBuilder is implemented by clouds that build the runner image
-// themselves (LXD), so the manager can count the builds and time them.
+// themselves (LXD; OpenStack with openstack-base-image), so the manager can count the builds and time them.
 type ImageBuilder interface {
 	// OnImageBuild sets what is called after each image build, with its
 	// duration and its error (nil when it succeeded). Set it before the

@@ -109,6 +109,9 @@ type OpenStack struct {
 	Flavor     string `yaml:"flavor"`
 	Network    string `yaml:"network"`
 	Image      string `yaml:"image"`
+	// BaseImage is the Glance image the unit builds its runner image from
+	// when Image is "" (src/openstack/image.go).
+	BaseImage string `yaml:"base-image,omitempty"`
 }
 
 // Timeouts override the engine's cleanup clocks; zero means the default.
@@ -416,11 +419,18 @@ func (l *LXD) Problems() []Problem {
 func (o *OpenStack) Problems() []Problem {
 	var problems []Problem
 	for _, field := range []struct{ key, value string }{
-		{"openstack.clouds-yaml", o.CloudsYAML}, {"openstack.flavor", o.Flavor}, {"openstack.network", o.Network}, {"openstack.image", o.Image},
+		{"openstack.clouds-yaml", o.CloudsYAML}, {"openstack.flavor", o.Flavor}, {"openstack.network", o.Network},
 	} {
 		if field.value == "" {
 			problems = append(problems, Problem{field.key, "is required"})
 		}
+	}
+	// The image is given, or built from a base image.
+	if o.Image == "" && o.BaseImage == "" {
+		problems = append(problems, Problem{"openstack.image", "is required"})
+	}
+	if strings.TrimSpace(o.BaseImage) != o.BaseImage {
+		problems = append(problems, Problem{"openstack.base-image", "has leading or trailing spaces"})
 	}
 	if o.CloudsYAML != "" {
 		if _, err := ParseCloudsYAML(o.CloudsYAML, o.Cloud); err != nil {

@@ -31,6 +31,13 @@ type RunnerApplication struct {
 	SHA256 string
 	// FromCache is true when the cached file was reused, not downloaded.
 	FromCache bool
+	// URL, DownloadToken and Arch are where GitHub lists it, for an image
+	// build that downloads it again elsewhere (OpenStack's builder).
+	// DownloadToken is GitHub's temporary token for URL ("" for none): a
+	// secret.
+	URL           string
+	DownloadToken string
+	Arch          string
 }
 
 // HostArchitecture maps runtime.GOARCH to GitHub's runner architecture name.
@@ -79,7 +86,8 @@ func (c *Client) DownloadRunnerApplication(ctx context.Context, cacheDir, arch s
 	if _, err := hex.DecodeString(want); err != nil || len(want) != sha256.Size*2 {
 		return RunnerApplication{}, c.errorf(op, ErrChecksum, "GitHub lists a malformed sha256_checksum for %s", filename)
 	}
-	app := RunnerApplication{Filename: filename, SHA256: want, Path: filepath.Join(cacheDir, filename)}
+	app := RunnerApplication{Filename: filename, SHA256: want, Path: filepath.Join(cacheDir, filename),
+		URL: dl.GetDownloadURL(), DownloadToken: dl.GetTempDownloadToken(), Arch: arch}
 	if m := runnerVersionPattern.FindStringSubmatch(filename); m != nil {
 		app.Version = m[1]
 	}

@@ -57,6 +57,14 @@ type openstackAPI interface {
 	// DeleteKeypair deletes a keypair of the project's user: the Python
 	// charm made one per server, named as the server.
 	DeleteKeypair(ctx context.Context, name string) error
+
+	// The image build (image.go): Images lists every image the project
+	// sees; CreateImage snapshots a server (Nova's createImage) and
+	// returns the new image's ID.
+	Images(ctx context.Context) ([]images.Image, error)
+	CreateImage(ctx context.Context, serverID string, opts servers.CreateImageOpts) (string, error)
+	UpdateImage(ctx context.Context, id string, opts images.UpdateOpts) error
+	DeleteImage(ctx context.Context, id string) error
 }
 
 var errNotFound = errors.New("not found in OpenStack")
@@ -221,6 +229,30 @@ func (a *gophercloudAPI) PortsOf(ctx context.Context, deviceID string) ([]ports.
 func (a *gophercloudAPI) DeletePort(ctx context.Context, id string) error {
 	_, err := one(ctx, a, func(ctx context.Context) (struct{}, error) {
 		return struct{}{}, ports.Delete(ctx, a.network, id).ExtractErr()
+	})
+	return err
+}
+
+func (a *gophercloudAPI) Images(ctx context.Context) ([]images.Image, error) {
+	return all(ctx, a, images.List(a.image, images.ListOpts{}), images.ExtractImages)
+}
+
+func (a *gophercloudAPI) CreateImage(ctx context.Context, serverID string, opts servers.CreateImageOpts) (string, error) {
+	return one(ctx, a, func(ctx context.Context) (string, error) {
+		return servers.CreateImage(ctx, a.compute, serverID, opts).ExtractImageID()
+	})
+}
+
+func (a *gophercloudAPI) UpdateImage(ctx context.Context, id string, opts images.UpdateOpts) error {
+	_, err := one(ctx, a, func(ctx context.Context) (*images.Image, error) {
+		return images.Update(ctx, a.image, id, opts).Extract()
+	})
+	return err
+}
+
+func (a *gophercloudAPI) DeleteImage(ctx context.Context, id string) error {
+	_, err := one(ctx, a, func(ctx context.Context) (struct{}, error) {
+		return struct{}{}, images.Delete(ctx, a.image, id).ExtractErr()
 	})
 	return err
 }

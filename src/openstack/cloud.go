@@ -64,6 +64,11 @@ type Config struct {
 	// DeleteTimeout bounds the wait for Nova to confirm a delete; zero is
 	// DefaultDeleteTimeout.
 	DeleteTimeout time.Duration
+	// BuildTimeout bounds the wait for an image builder to power off, and
+	// SnapshotTimeout the wait for its snapshot to be active (image.go);
+	// zero is DefaultBuildTimeout, DefaultSnapshotTimeout.
+	BuildTimeout    time.Duration
+	SnapshotTimeout time.Duration
 }
 
 // Defaults of Config's timeouts. A server on a busy cloud can take minutes
@@ -107,6 +112,11 @@ type Cloud struct {
 	// problem, not a stream of failed creates.
 	prepareErr error
 	lastImage  string // image ID of the last successful Prepare
+	// source is where the last fetched runner application came from
+	// (SetRunnerSource), for the image build; imageBuilt is told of each
+	// build (OnImageBuild). Both under mu.
+	source     cloud.RunnerSource
+	imageBuilt func(time.Duration, error)
 	// legacyDone and legacyNext pace retireLegacySecurityGroup (under
 	// prepareMu).
 	legacyDone bool
@@ -161,6 +171,12 @@ func New(cfg Config, log *slog.Logger) (*Cloud, error) {
 	if cfg.DeleteTimeout <= 0 {
 		cfg.DeleteTimeout = DefaultDeleteTimeout
 	}
+	if cfg.BuildTimeout <= 0 {
+		cfg.BuildTimeout = DefaultBuildTimeout
+	}
+	if cfg.SnapshotTimeout <= 0 {
+		cfg.SnapshotTimeout = DefaultSnapshotTimeout
+	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -192,17 +208,24 @@ func (c *Cloud) connected(ctx context.Context) error {
 
 // Prepare resolves and checks the image, flavor and network, and makes
 // sure of the security group. The runner application is in the image, so
-// fetch is not called. It reports a change when the image's ID did (a new
-// image was uploaded under the same name): idle runners are then replaced.
-// Until a later Prepare succeeds, Create fails with its error.
-func (c *Cloud) Prepare(ctx context.Context, _ cloud.FetchRunner) (changed bool, err error) {
+// fetch is not called, but when the unit builds the image itself
+// (openstack-base-image and no other image source, see image.go): then
+// fetch gives the runner version, and a new one builds a new image. It
+// reports a change when the image's ID did (a new image was uploaded under
+// the same name, or built): idle runners are then replaced. Until a later
+// Prepare succeeds, Create fails with its error; but a failed build keeps
+// the last good image for Create.
+func (c *Cloud) Prepare(ctx context.Context, fetch cloud.FetchRunner) (changed bool, err error) {
 	c.prepareMu.Lock()
 	defer c.prepareMu.Unlock()
-	r, err := c.resolve(ctx)
+	r, err := c.resolve(ctx, fetch)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if err != nil {
-		c.ready, c.prepareErr = nil, err
+		if !c.builds() || c.ready == nil || !errors.Is(err, errBuild) {
+			c.ready = nil
+		}
+		c.prepareErr = err
 		return false, err
 	}
 	changed = c.lastImage != "" && c.lastImage != r.imageID
@@ -213,18 +236,21 @@ func (c *Cloud) Prepare(ctx context.Context, _ cloud.FetchRunner) (changed bool,
 	return changed, nil
 }
 
-func (c *Cloud) resolve(ctx context.Context) (*resources, error) {
+func (c *Cloud) resolve(ctx context.Context, fetch cloud.FetchRunner) (*resources, error) {
 	if err := c.connected(ctx); err != nil {
 		return nil, err
 	}
 	var r resources
 	var errs []error
-	image, err := c.findImage(ctx, c.cfg.OpenStack.Image)
-	if err != nil {
-		errs = append(errs, err)
-	} else {
-		r.imageID, r.imageName = image.ID, image.Name
+	if !c.builds() {
+		image, err := c.findImage(ctx, c.cfg.OpenStack.Image)
+		if err != nil {
+			errs = append(errs, err)
+		} else {
+			r.imageID, r.imageName = image.ID, image.Name
+		}
 	}
+	var err error
 	if r.flavorID, err = c.findFlavor(ctx, c.cfg.OpenStack.Flavor); err != nil {
 		errs = append(errs, err)
 	}
@@ -238,8 +264,26 @@ func (c *Cloud) resolve(ctx context.Context) (*resources, error) {
 		return nil, err
 	}
 	c.maybeRetireLegacySecurityGroup(ctx)
+	if c.builds() {
+		// The builder boots with the runners' flavor, network and
+		// security group.
+		image, err := c.ensureBuiltImage(ctx, fetch, &r)
+		if err != nil {
+			return nil, &buildError{err}
+		}
+		r.imageID, r.imageName = image.ID, image.Name
+	}
 	return &r, nil
 }
+
+// errBuild marks a failure of the image build (buildError), after which
+// Create keeps the last good image.
+var errBuild = errors.New("the runner image build failed")
+
+type buildError struct{ err error }
+
+func (e *buildError) Error() string   { return e.err.Error() }
+func (e *buildError) Unwrap() []error { return []error{e.err, errBuild} }
 
 var uuidPattern = regexp.MustCompile(`^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$`)
 
@@ -604,9 +648,10 @@ func (c *Cloud) deleteServer(ctx context.Context, srv servers.Server) error {
 }
 
 // Teardown deletes the runners' security group, for a unit that goes
-// away: the one thing the unit makes in the project besides its servers
-// (no keypair: the manager never logs in to a runner; no port but those
-// Nova makes and deletes with a server). It refuses while a server of the
+// away, and the image builders and runner images the unit made (image.go):
+// what the unit makes in the project besides its servers (no keypair: the
+// manager never logs in to a runner; no port but those Nova makes and
+// deletes with a server). It refuses while a server of the
 // unit is left. A group already gone is not an error, and a group of the
 // name that is not the unit's is left alone.
 func (c *Cloud) Teardown(ctx context.Context) error {
@@ -619,6 +664,10 @@ func (c *Cloud) Teardown(ctx context.Context) error {
 	}
 	c.prepareMu.Lock()
 	defer c.prepareMu.Unlock()
+	// Builders first: their ports hold the security group.
+	if err := c.teardownImages(ctx); err != nil {
+		return fmt.Errorf("cannot tear down: %w", err)
+	}
 	found, err := c.api.SecurityGroupsNamed(ctx, c.cfg.SecurityGroup)
 	if err != nil {
 		return fmt.Errorf("cannot look up security group %q: %w", c.cfg.SecurityGroup, err)

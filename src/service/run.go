@@ -210,6 +210,9 @@ func (u *updater) fetch(ctx context.Context) (string, string, error) {
 		u.log.Info("runner application ready", "version", app.Version)
 		u.version = app.Version
 	}
+	if user, ok := u.cloud.(cloud.RunnerSourceUser); ok {
+		user.SetRunnerSource(cloud.RunnerSource{URL: app.URL, Token: app.DownloadToken, SHA256: app.SHA256, Version: app.Version, Arch: app.Arch})
+	}
 	return app.Path, app.Version, nil
 }
 
