@@ -166,9 +166,12 @@ const (
 )
 
 // Sizes of a loop-file pool (zfs or btrfs on a sparse file in LXD's
-// disks/ directory): LXD's own rule for a loop pool without a size, 20% of
-// the free space but 5–30 GiB, here never more than half the free space,
-// and no loop pool at all under minLoopPool.
+// disks/ directory, which takes only what is written, up to its size): 20%
+// of the free space, at least 5 GiB and at most 30 GiB, the rule LXD's
+// documentation gives for a loop pool without a size (LXD 5.0 itself
+// takes 20% of the disk's whole size), but never more than half the free
+// space, and no loop pool at all under minLoopPool: the free space is
+// read, not assumed.
 const (
 	loopPoolLow  = 5 << 30
 	loopPoolHigh = 30 << 30
@@ -262,7 +265,7 @@ func (c *Cloud) ensurePool(ctx context.Context, pool string) (madePool, error) {
 			config := map[string]string{}
 			if size > 0 {
 				config["size"] = strconv.FormatUint(size>>20, 10) + "MiB"
-			} // else LXD's own rule, without the free-space cap
+			} // else LXD's own size: the free space is unknown
 			err := c.setup.createPool(ctx, pool, driver, config)
 			if err == nil {
 				return madePool{driver: driver, created: true}, nil
