@@ -19,9 +19,10 @@ import (
 // 22.4 with the NoCloud datasource only. As on Ubuntu's LXD images, LXD's image templates render
 // the seed /var/lib/cloud/seed/nocloud-net/{meta-data,user-data,vendor-data} from the instance
 // config keys user.user-data, user.vendor-data and user.meta-data (instance-id and
-// local-hostname are the instance name). A "#!" user-data runs once per instance, as root,
-// under cloud-final.service (scripts-user); `poweroff` stops the container. apt has no package
-// lists: run `apt-get update` first (deb.debian.org is reachable).
+// local-hostname are the instance name; user.meta-data comes after them, so its keys override
+// them). A "#!" user-data runs once per instance, as root, under cloud-final.service
+// (scripts-user); `poweroff` stops the container. apt has no package lists: run
+// `apt-get update` first (deb.debian.org is reachable).
 const DebianImageAlias = "github-runner-test-debian"
 
 const debianHint = "run `sudo tests/lxd/setup.sh` (or tests/lxd/debian.sh) to build the Debian test image"
@@ -59,7 +60,8 @@ func WaitCloudInit(t testing.TB, c lxd.InstanceServer, name string, timeout time
 	if err != nil {
 		t.Fatalf("cannot wait for cloud-init in %q: %v", name, err)
 	}
-	out := strings.TrimSpace(res.Stdout)
+	// --wait prints a dot a second until it is done.
+	out := strings.TrimSpace(strings.TrimLeft(res.Stdout, ".\n"))
 	if res.ExitCode != 0 || !strings.Contains(out, "status: done") {
 		t.Fatalf("cloud-init in %q not done within %v (exit %d): %s %s", name, timeout, res.ExitCode, out, res.Stderr)
 	}

@@ -122,3 +122,28 @@ func TestDebianImage(t *testing.T) {
 		t.Errorf("DNS on eth0 is %q, want the bridge's %s (from the lease)", s, bridge)
 	}
 }
+
+// TestDebianImageCloudConfig proves the rest of the seed that the image's templates render: a
+// cloud-config user-data is applied, and user.meta-data overrides the instance-id and hostname
+// taken from the instance name (the VM player gives the Nova server's as cloud-init would see
+// them). WaitCloudInit returns once cloud-init is done.
+func TestDebianImageCloudConfig(t *testing.T) {
+	t.Parallel()
+	c := lxdtest.Connect(t)
+	image := lxdtest.DebianImage(t)
+	prefix := lxdtest.Prefix(t, c)
+	name := prefix + "cfg"
+
+	t0 := time.Now()
+	lxdtest.Launch(t, c, name, image, map[string]string{
+		"user.meta-data": "instance-id: iid-debian-test\nlocal-hostname: other-host\n",
+		"user.user-data": "#cloud-config\nwrite_files:\n- path: /root/hello\n  content: hello from cloud-config\n",
+	})
+	status := lxdtest.WaitCloudInit(t, c, name, 3*time.Minute)
+	t.Logf("launch -> cloud-init done: %v\n%s", time.Since(t0).Round(time.Millisecond), status)
+
+	res := lxdtest.Exec(t, c, name, "sh", "-c", "cloud-init query instance_id; hostname; cat /root/hello")
+	if want := "iid-debian-test\nother-host\nhello from cloud-config"; res.Stdout != want || res.ExitCode != 0 {
+		t.Errorf("instance-id, hostname, file: %q (exit %d, %s), want %q", res.Stdout, res.ExitCode, res.Stderr, want)
+	}
+}
