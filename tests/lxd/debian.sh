@@ -282,10 +282,18 @@ else
 	write_metadata "$meta"
 	tar -C "$meta" --numeric-owner --owner=0 --group=0 -czf "$meta/meta.tar.gz" metadata.yaml templates
 	old=$(lxc_ image info "$ALIAS" 2>/dev/null | sed -n 's/^Fingerprint: *//p' || true)
-	[ -z "$old" ] || lxc_ image alias delete "$ALIAS" >/dev/null
-	timeout 600 lxc image import "$meta/meta.tar.gz" "$rootfs_tar" --alias "$ALIAS" >/dev/null ||
-		die "cannot import the image"
-	[ -z "$old" ] || lxc_ image delete "$old" >/dev/null || say "note: could not delete old image $old"
+	# Import first, then move the alias: other tests may be launching the old image meanwhile,
+	# and a failed import must leave it in place.
+	out=$(timeout 600 lxc image import "$meta/meta.tar.gz" "$rootfs_tar" 2>&1) || die "cannot import the image: $out"
+	new=$(echo "$out" | sed -n 's/.*fingerprint: *\([0-9a-f]\{64\}\).*/\1/p')
+	[ -n "$new" ] || die "cannot tell the imported image's fingerprint from: $out"
+	if [ -n "$old" ]; then
+		lxc_ image alias delete "$ALIAS" >/dev/null
+		lxc_ image alias create "$ALIAS" "$new" >/dev/null
+		lxc_ image delete "$old" >/dev/null || say "note: could not delete old image $old"
+	else
+		lxc_ image alias create "$ALIAS" "$new" >/dev/null
+	fi
 	rm -rf "$meta"
 	say "TIMING import $(secs "$t") s"
 	imported=1
