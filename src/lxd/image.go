@@ -164,6 +164,11 @@ func (c *Cloud) buildImage(ctx context.Context, tarballPath, version, recipe str
 	log.Info("building runner image", "builder", builder, "base", c.cfg.LXD.BaseImage)
 	config := c.ownerConfig()
 	config["boot.autostart"] = "false"
+	if c.cfg.LXD.Type == Container {
+		// As the runners have it: a build step that starts Docker (or
+		// another container runtime) needs it.
+		config["security.nesting"] = "true"
+	}
 	post := api.InstancesPost{
 		Name:   builder,
 		Type:   api.InstanceType(c.cfg.LXD.Type),
@@ -191,6 +196,7 @@ func (c *Cloud) buildImage(ctx context.Context, tarballPath, version, recipe str
 	if err := c.waitExec(ctx, builder); err != nil {
 		return "", err
 	}
+	c.waitCloudInit(ctx, builder, log)
 	err = c.d.PushFile(ctx, builder, instanceFile{Path: "/tmp/runner.tar.gz", From: tarball, Mode: 0o600})
 	if err != nil {
 		return "", fmt.Errorf("cannot copy the runner tarball into the image builder: %w", err)
@@ -299,6 +305,25 @@ func (c *Cloud) waitExec(ctx context.Context, instance string) error {
 			return fmt.Errorf("cannot run commands in image builder %q: %v", instance, err)
 		case <-time.After(500 * time.Millisecond):
 		}
+	}
+}
+
+// waitCloudInit waits, bounded, for the builder's first boot under
+// cloud-init to end, where the base has cloud-init: the build's apt would
+// otherwise race cloud-init's, and install.sh's `cloud-init clean` would
+// run under it, leaving half a first boot in the image. A cloud-init that
+// fails or takes too long does not fail the build: the steps say whether
+// the builder is fit.
+func (c *Cloud) waitCloudInit(ctx context.Context, builder string, log *slog.Logger) {
+	const script = "command -v cloud-init >/dev/null 2>&1 || exit 0; timeout 300 cloud-init status --wait >/dev/null 2>&1; echo $?"
+	start := time.Now()
+	res, err := c.d.Exec(ctx, builder, []string{"/bin/sh", "-c", script}, nil)
+	if err != nil {
+		log.Warn("cannot wait for cloud-init in the image builder", "builder", builder, "error", err)
+		return
+	}
+	if code := strings.TrimSpace(res.Stdout); code != "" {
+		log.Debug("cloud-init done in the image builder", "builder", builder, "status", code, "duration", time.Since(start).Round(time.Millisecond))
 	}
 }
 
