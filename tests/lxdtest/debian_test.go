@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -145,5 +146,43 @@ func TestDebianImageCloudConfig(t *testing.T) {
 	res := lxdtest.Exec(t, c, name, "sh", "-c", "cloud-init query instance_id; hostname; cat /root/hello")
 	if want := "iid-debian-test\nother-host\nhello from cloud-config"; res.Stdout != want || res.ExitCode != 0 {
 		t.Errorf("instance-id, hostname, file: %q (exit %d, %s), want %q", res.Stdout, res.ExitCode, res.Stderr, want)
+	}
+}
+
+// TestDebianImageUnavailable checks that without the image (here: without LXD) DebianImage
+// fails the test under CI=true and skips it otherwise, saying how to build the image. It needs
+// no LXD.
+func TestDebianImageUnavailable(t *testing.T) {
+	tests := []struct {
+		ci        string
+		wantFatal bool
+	}{
+		{ci: "true", wantFatal: true},
+		{ci: "", wantFatal: false},
+	}
+	for _, test := range tests {
+		t.Setenv("LXD_SOCKET", filepath.Join(t.TempDir(), "no-such.socket"))
+		t.Setenv("CI", test.ci)
+		f := &fakeTB{TB: t}
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			lxdtest.DebianImage(f)
+		}()
+		select {
+		case <-done:
+		case <-time.After(30 * time.Second):
+			t.Fatalf("CI=%q: DebianImage did not return within 30 s", test.ci)
+		}
+		msg := f.skip
+		if test.wantFatal {
+			msg = f.fatal
+		}
+		if (f.fatal != "") != test.wantFatal || (f.skip != "") == test.wantFatal {
+			t.Errorf("CI=%q: got fatal %q, skip %q; want fatal=%v", test.ci, f.fatal, f.skip, test.wantFatal)
+		}
+		if !strings.Contains(msg, "tests/lxd/debian.sh") {
+			t.Errorf("CI=%q: message %q does not say to run tests/lxd/debian.sh", test.ci, msg)
+		}
 	}
 }
