@@ -9,9 +9,11 @@ import (
 	"time"
 
 	"github.com/canonical/github-runner-charm/src/cloud"
+	"github.com/canonical/github-runner-charm/src/cloud/boot"
 	"github.com/canonical/github-runner-charm/src/config"
 	"github.com/canonical/github-runner-charm/src/runner"
 	"github.com/canonical/github-runner-charm/tests/fakegithub"
+	"github.com/canonical/github-runner-charm/tests/lxdtest"
 )
 
 // Runners on real LXD with allow-external-contributor false and a
@@ -93,5 +95,43 @@ func TestRunnersRunThePreJobHook(t *testing.T) {
 		}
 		// Its one job done, pass or fail, the runner goes.
 		waitStatus(t, c, runners[i].name, cloud.Stopped, time.Minute)
+	}
+}
+
+// The hook reads the recorded events alike with a real distribution's
+// userland (the Debian test image: dash and mawk, and bash, which GitHub's
+// runner runs hooks with), as with busybox's and the host's (src/cloud/boot).
+func TestPreJobHookOnDebian(t *testing.T) {
+	debian := lxdtest.DebianImage(t)
+	c := lxdtest.Connect(t)
+	name := lxdtest.Prefix(t, c) + "hook"
+	lxdtest.Launch(t, c, name, debian, nil)
+	const hook = "/usr/local/bin/pre-job.sh" // the base image has no /etc/github-runner; /tmp is mounted over at boot
+	lxdtest.PushFile(t, c, name, hook, []byte(boot.PreJobHook), 0o755)
+	userland := lxdtest.Exec(t, c, name, "sh", "-c", "readlink -f $(command -v awk) $(command -v sh) $(command -v bash)")
+	t.Logf("the image's awk, sh and bash: %s", strings.Fields(userland.Stdout))
+	for _, test := range []struct {
+		event string
+		code  int
+		want  string
+	}{
+		{"pull_request-fork-none", 1, "the author's association with canonical/github-runner is NONE"},
+		{"pull_request-fork-contributor", 1, "the author's association with canonical/github-runner is CONTRIBUTOR"},
+		{"pull_request-private-fork-contributor", 0, "Contributor check passed: the author of the pull_request event is CONTRIBUTOR"},
+		{"pull_request-internal-contributor", 0, "Contributor check skipped: the pull request is from a branch of canonical/github-runner itself"},
+		{"pull_request_review-fork-none", 1, "the author's association with canonical/github-runner is NONE"},
+		{"issue_comment-none", 1, "the author's association with canonical/github-runner is NONE"},
+		{"issue_comment-owner", 0, "Contributor check passed: the author of the issue_comment event is OWNER"},
+		{"push", 0, "Contributor check skipped for event: push"},
+	} {
+		event, payload := fakegithub.RecordedEvent(t, test.event)
+		lxdtest.PushFile(t, c, name, "/root/"+test.event+".json", payload, 0o644)
+		for _, shell := range []string{"sh", "bash"} {
+			res := lxdtest.Exec(t, c, name, "env", "-i", "PATH=/usr/bin:/bin", "GITHUB_EVENT_NAME="+event, "GITHUB_EVENT_PATH=/root/"+test.event+".json",
+				boot.AllowExternalContributorVariable+"=false", shell, "-e", hook)
+			if res.ExitCode != test.code || !strings.Contains(res.Stdout, test.want) {
+				t.Errorf("%s with %s: the hook exited %d, saying:\n%s%s\nwant %d, saying %q", test.event, shell, res.ExitCode, res.Stdout, res.Stderr, test.code, test.want)
+			}
+		}
 	}
 }
