@@ -498,6 +498,9 @@ func statusOfRunners(r api.RunnersReport) (Status, string) {
 		return Blocked, r.Problem
 	case !r.PreparingSince.IsZero():
 		message := "preparing the runner image (" + soFar(time.Since(r.PreparingSince)) + " so far)"
+		if r.Preparing != "" {
+			message += ": " + r.Preparing
+		}
 		if r.Problem != "" {
 			message += "; the cycle before: " + r.Problem
 		}

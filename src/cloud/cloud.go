@@ -163,6 +163,14 @@ type Noter interface {
 	Note() string
 }
 
+// ProgressReporter is implemented by clouds whose Prepare can say what it
+// is doing while it takes long (LXD: downloading the base image, with
+// LXD's progress), for the unit's status.
+type ProgressReporter interface {
+	// PrepareProgress is that, in words, or "" (when no Prepare runs).
+	PrepareProgress() string
+}
+
 // ImageBuilder is implemented by clouds that build the runner image
 // themselves (LXD; OpenStack with openstack-base-image), so the manager can count the builds and time them.
 type ImageBuilder interface {

@@ -100,6 +100,24 @@ type LXD struct {
 	CPU       int    `yaml:"cpu"`
 	Memory    Size   `yaml:"memory"`
 	Disk      Size   `yaml:"disk"`
+	// ImageMaxAge is how old the runner image may get before Prepare
+	// rebuilds it for the base's security updates; 0 is
+	// DefaultImageMaxAge (the charm writes none; tests set it short).
+	ImageMaxAge time.Duration `yaml:"image-max-age,omitempty"`
+}
+
+// DefaultImageMaxAge is the runner image's age at which it is rebuilt:
+// the Python charm rebuilt its image every 6 hours, for the updates of
+// the base's archive, and LXD refreshes a cached remote base image as
+// often (images.auto_update_interval).
+const DefaultImageMaxAge = 6 * time.Hour
+
+// MaxImageAge is ImageMaxAge, or its default.
+func (l *LXD) MaxImageAge() time.Duration {
+	if l.ImageMaxAge > 0 {
+		return l.ImageMaxAge
+	}
+	return DefaultImageMaxAge
 }
 
 // OpenStack runners are servers in a cloud.
@@ -402,6 +420,9 @@ func (l *LXD) Problems() []Problem {
 	}
 	if l.CPU < 1 {
 		problems = append(problems, Problem{"lxd.cpu", fmt.Sprintf("must be at least 1, not %d", l.CPU)})
+	}
+	if l.ImageMaxAge < 0 {
+		problems = append(problems, Problem{"lxd.image-max-age", fmt.Sprintf("must not be negative, not %s", l.ImageMaxAge)})
 	}
 	for _, size := range []struct {
 		key   string

@@ -90,6 +90,8 @@ type Cloud struct {
 	initialised bool
 
 	imageMu sync.Mutex // one image build at a time
+	// building is the base image of the build in progress (under imageMu).
+	building resolvedBase
 	// legacyDone and legacyNext pace sweepLegacy (under imageMu).
 	legacyDone bool
 	legacyNext time.Time
@@ -101,6 +103,11 @@ type Cloud struct {
 	// alias is the runner image alias of the last Prepare, to tell a
 	// change.
 	alias string
+	// rebuilt: ensureImage replaced the image under the same alias for a
+	// new recipe or base, which the next Prepare reports as a change.
+	rebuilt bool
+	// progress is what the image preparation is doing (PrepareProgress).
+	progress string
 	// creating names the instances this process is creating now: a
 	// never-started instance not among them was left half-made by a
 	// manager that died (see Instances).
@@ -194,7 +201,8 @@ func (c *Cloud) ready(ctx context.Context) error {
 // Prepare completes the daemon and applies the denylist if that is not
 // done yet, and makes sure of the runner image of the runner application
 // fetch returns (see ensureImage). It reports a change when the image's
-// alias moved to another runner version since the last Prepare.
+// alias moved to another runner version since the last Prepare, or the
+// image was rebuilt for another recipe or base (not for its age alone).
 func (c *Cloud) Prepare(ctx context.Context, fetch cloud.FetchRunner) (changed bool, err error) {
 	if err := c.ready(ctx); err != nil {
 		return false, err
@@ -210,8 +218,8 @@ func (c *Cloud) Prepare(ctx context.Context, fetch cloud.FetchRunner) (changed b
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	changed = c.alias != "" && c.alias != alias
-	c.alias = alias
+	changed = c.alias != "" && c.alias != alias || c.rebuilt
+	c.alias, c.rebuilt = alias, false
 	return changed, nil
 }
 

@@ -262,6 +262,9 @@ func (d *lxdDaemon) CreateInstance(ctx context.Context, req api.InstancesPost) e
 	if err != nil {
 		return err
 	}
+	// A create from an image server downloads the image first: its
+	// progress is the status's (see withOperationProgress).
+	defer watchOperation(ctx, c, op.Get().ID)()
 	return wait(ctx, op)
 }
 

@@ -85,23 +85,38 @@ func (c *Cloud) ensureImage(ctx context.Context, tarballPath, version string) (s
 	log := c.log.With("alias", alias, "recipe", recipe)
 	defer c.maybeSweepLegacy(ctx)
 
+	base, err := c.resolveBase(ctx)
+	if err != nil {
+		c.builtImage(ctx, 0, err)
+		return "", err
+	}
+	c.building = base
+	replace := false
 	existing, err := c.d.ImageByAlias(ctx, alias)
 	switch {
 	case err == nil && !c.ownsImage(*existing):
 		log.Warn("the runner image's alias points at an image this unit did not build; building its own", "fingerprint", existing.Fingerprint,
 			"built-by", existing.Properties[propBuiltBy], "model", existing.Properties[propModel])
 	case err == nil && existing.Properties[propRecipe] == recipe:
-		c.useImage(existing.Fingerprint)
-		log.Debug("runner image exists", "fingerprint", existing.Fingerprint)
-		return alias, nil
+		why, rebase := c.staleness(*existing, base, time.Now())
+		if why == "" {
+			c.useImage(existing.Fingerprint)
+			log.Debug("runner image exists", "fingerprint", existing.Fingerprint)
+			return alias, nil
+		}
+		log.Info("rebuilding the runner image: "+why, "fingerprint", existing.Fingerprint)
+		replace = rebase
 	case err == nil:
 		log.Info("runner image was built from another recipe; rebuilding", "old-recipe", existing.Properties[propRecipe])
+		replace = true
 	case !errors.Is(err, ErrNotFound):
 		return "", fmt.Errorf("cannot look up runner image %q: %w", alias, err)
 	}
 
 	start := time.Now()
-	fingerprint, err := c.buildImage(ctx, tarballPath, version, recipe, log)
+	c.setProgress("building the runner image from base image " + base.name)
+	defer c.setProgress("")
+	fingerprint, err := c.buildImage(withOperationProgress(ctx, c.builderProgress(base)), tarballPath, version, recipe, log)
 	if err != nil {
 		c.builtImage(ctx, time.Since(start), err)
 		return "", err
@@ -114,6 +129,11 @@ func (c *Cloud) ensureImage(ctx context.Context, tarballPath, version string) (s
 	}
 	c.builtImage(ctx, time.Since(start), nil)
 	c.useImage(fingerprint)
+	if replace {
+		c.mu.Lock()
+		c.rebuilt = true
+		c.mu.Unlock()
+	}
 	log.Info("runner image built", "fingerprint", fingerprint, "duration", time.Since(start).Round(time.Millisecond))
 	c.pruneImages(ctx, fingerprint, log)
 	return alias, nil
@@ -180,7 +200,7 @@ func (c *Cloud) buildImage(ctx context.Context, tarballPath, version, recipe str
 		},
 	}
 	if err := c.d.CreateInstance(ctx, post); err != nil {
-		return "", fmt.Errorf("cannot create image builder from %q: %w", c.cfg.LXD.BaseImage, err)
+		return "", c.builderProblem(ctx, fmt.Errorf("cannot create image builder from %q: %w", c.cfg.LXD.BaseImage, err))
 	}
 	defer func() {
 		// Always, and with its own time: ctx may be what failed.
@@ -229,6 +249,10 @@ func (c *Cloud) buildImage(ctx context.Context, tarballPath, version, recipe str
 		propBuiltBy:   c.cfg.Identity.Prefix(),
 		propModel:     c.cfg.Identity.Model,
 		propUnit:      c.cfg.Identity.UnitName(),
+
+		// What the rebuilds of ensureImage compare (see staleness).
+		propBaseFingerprint: c.builtFrom(ctx, builder),
+		propBuiltAt:         time.Now().UTC().Format(time.RFC3339),
 	})
 	if err != nil {
 		return "", fmt.Errorf("cannot publish runner image: %w", err)
@@ -274,21 +298,13 @@ func (c *Cloud) buildEnvironment() map[string]string {
 	return env
 }
 
-// baseImageSource reads BaseImage: a local alias, or "remote:alias".
+// baseImageSource is where the builder of the build in progress starts
+// from, as ensureImage resolved base-image (see resolveBase).
 func (c *Cloud) baseImageSource() (api.InstanceSource, error) {
-	remote, alias, hasRemote := strings.Cut(c.cfg.LXD.BaseImage, ":")
-	if !hasRemote {
-		return api.InstanceSource{Type: "image", Alias: c.cfg.LXD.BaseImage}, nil
+	if c.building.source.Type == "" {
+		return api.InstanceSource{}, errors.New("cannot build runner image: the base image is not resolved")
 	}
-	servers := c.cfg.ImageServers
-	if servers == nil {
-		servers = defaultImageServers
-	}
-	url, ok := servers[remote]
-	if !ok || alias == "" {
-		return api.InstanceSource{}, fmt.Errorf("cannot build runner image: base image %q names no known image server (known: %s)", c.cfg.LXD.BaseImage, strings.Join(keys(servers), ", "))
-	}
-	return api.InstanceSource{Type: "image", Alias: alias, Server: url, Protocol: "simplestreams", Mode: "pull"}, nil
+	return c.building.source, nil
 }
 
 // waitExec waits until the builder runs commands.

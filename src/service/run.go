@@ -88,6 +88,9 @@ func Run(ctx context.Context, f *config.File, newCloud CloudFactory, log *slog.L
 	if b, ok := c.(cloud.ImageBuilder); ok {
 		b.OnImageBuild(srv.Metrics.ObserveImageBuild)
 	}
+	if p, ok := c.(cloud.ProgressReporter); ok {
+		srv.PrepareProgress = p.PrepareProgress
+	}
 	if n, ok := c.(cloud.Noter); ok {
 		srv.Note = n.Note
 	}

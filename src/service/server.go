@@ -63,6 +63,10 @@ type Server struct {
 	// MetricsProblem is why the metrics' TCP endpoint does not serve, in
 	// words ("" when it does), reported beside the cycles' problem.
 	MetricsProblem func() string
+	// PrepareProgress, if set, is what the Prepare in progress is doing, in
+	// words ("" when it cannot tell): the report shows it beside
+	// PreparingSince (cloud.ProgressReporter).
+	PrepareProgress func() string
 	// Note, if set, is the cloud's note (cloud.Noter), in the report.
 	Note func() string
 
@@ -516,6 +520,9 @@ func (s *Server) runners(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	if since := s.preparingSince; !since.IsZero() && time.Since(since) >= prepareNotice {
 		report.PreparingSince = since
+		if s.PrepareProgress != nil {
+			report.Preparing = s.PrepareProgress()
+		}
 	}
 	s.mu.Unlock()
 	writeJSON(w, http.StatusOK, report)

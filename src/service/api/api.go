@@ -53,6 +53,9 @@ type RunnersReport struct {
 	// build can take half an hour) started; zero when none has run for
 	// long.
 	PreparingSince time.Time `json:"preparing-since,omitzero"`
+	// Preparing is what that preparation is doing, when the cloud can
+	// tell ("downloading base image ubuntu:24.04: rootfs: 42% (3.2MB/s)").
+	Preparing string `json:"preparing,omitempty"`
 	// OnDemand: the unit's runners are a scale set's, and it scales on
 	// demand between Expected (the base) and Max (0: no cap). Desired is
 	// how many runners it wants now: the base plus the jobs GitHub has
