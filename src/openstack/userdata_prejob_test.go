@@ -22,34 +22,10 @@ import (
 // request by an outsider, and lets a member's run the operator's script.
 func TestUserDataInstallsThePreJobHook(t *testing.T) {
 	t.Parallel()
-	c := lxdtest.Connect(t)
-	name := lxdtest.Prefix(t, c) + "pj"
-	lxdtest.Launch(t, c, name, lxdtest.BaseImageAlias, nil)
-	const dir = "/opt/runner"
-	exec := func(cmd ...string) lxdtest.ExecResult {
-		t.Helper()
-		return lxdtest.Exec(t, c, name, cmd...)
-	}
-	if res := exec("sh", "-c", "id ubuntu >/dev/null 2>&1 || adduser -D -h /home/ubuntu ubuntu; mkdir -p "+dir); res.ExitCode != 0 {
-		t.Fatalf("cannot make the runner user: %+v", res)
-	}
-	lxdtest.PushFile(t, c, name, dir+"/run.sh", []byte("#!/bin/sh\nwhile [ ! -e /tmp/runner-stop ]; do sleep 0.2; done\n"), 0o755)
-
 	script := "#!/bin/sh\necho \"operator's script as $(id -un)\"\ncat <<'GITHUB_RUNNER_PRE_JOB_SCRIPT'\nGITHUB_RUNNER_PRE_JOB_SCRIPT\nexit 1\n"
-	image := config.RunnerImage{PreJobScript: script, RejectExternalContributors: true}
 	jit := base64.StdEncoding.EncodeToString([]byte(`{".runner":"settings"}`))
-	encoded, err := userData(name, jit, "ubuntu", dir, image)
-	if err != nil {
-		t.Fatal(err)
-	}
-	userdata, err := base64.StdEncoding.DecodeString(encoded)
-	if err != nil {
-		t.Fatal(err)
-	}
-	lxdtest.PushFile(t, c, name, "/tmp/user-data", userdata, 0o700)
-	if res := exec("sh", "/tmp/user-data"); res.ExitCode != 0 {
-		t.Fatalf("user-data: %+v", res)
-	}
+	c, name, exec := playUserData(t, "pj", "#!/bin/sh\nwhile [ ! -e /tmp/runner-stop ]; do sleep 0.2; done\n", jit,
+		config.RunnerImage{PreJobScript: script, RejectExternalContributors: true})
 	defer func() {
 		exec("touch", "/tmp/runner-stop")
 		lxdtest.WaitStatus(t, c, name, api.Stopped, time.Minute)
@@ -87,5 +63,21 @@ func TestUserDataInstallsThePreJobHook(t *testing.T) {
 		if res.ExitCode != test.code || !strings.Contains(res.Stdout+res.Stderr, test.want) {
 			t.Errorf("%s: the hook exited %d, saying:\n%s%s\nwant %d, saying %q", test.event, res.ExitCode, res.Stdout, res.Stderr, test.code, test.want)
 		}
+	}
+}
+
+// The biggest pre-job-script src/config allows fits in Nova's user-data
+// with the hook, the start script and a proxied environment.
+func TestUserDataFitsTheBiggestPreJobScript(t *testing.T) {
+	script := "#!/bin/sh\n" + strings.Repeat("# a long comment line of the operator's script\n", config.MaxPreJobScript/40)
+	script = script[:config.MaxPreJobScript]
+	image := config.RunnerImage{PreJobScript: script, RejectExternalContributors: true, HTTPProxy: "http://proxy.example.com:3128",
+		HTTPSProxy: "http://proxy.example.com:3128", NoProxy: "10.0.0.0/8,192.168.0.0/16,.internal", DockerhubMirror: "https://mirror.example.com"}
+	if problems := image.Problems(); len(problems) != 0 {
+		t.Fatalf("the script breaks src/config's rule: %v", problems)
+	}
+	jit := base64.StdEncoding.EncodeToString([]byte(strings.Repeat("j", 4096)))
+	if _, err := userDataWith("r", jit, "ubuntu", DefaultRunnerDir, image, map[string]string{"TMATE_SERVER_HOST": "tmate.example.com"}); err != nil {
+		t.Fatal(err)
 	}
 }

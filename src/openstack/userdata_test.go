@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	lxd "github.com/canonical/lxd/client"
 	"github.com/canonical/lxd/shared/api"
 
 	"github.com/canonical/github-runner-charm/src/cloud/boot"
@@ -13,21 +14,17 @@ import (
 	"github.com/canonical/github-runner-charm/tests/lxdtest"
 )
 
-// The user-data, played as cloud-init would (as root, once) in a real LXD
-// container, installs the one start script both clouds use and starts the
-// runner with its config in the environment; while the runner runs, the
-// JIT config file is gone; when it exits, the instance powers off.
-func TestUserDataRunsTheRunnerWithoutItsFile(t *testing.T) {
-	t.Parallel()
+// playUserData launches a container of the test base image with the
+// runner user, ubuntu, and runSh as the runner application's run.sh in
+// /opt/runner, and plays the user-data of a runner of image with the JIT
+// config jit in it, as cloud-init would (as root, once). It returns the
+// container's connection and name, and an exec in it.
+func playUserData(t *testing.T, suffix, runSh, jit string, image config.RunnerImage) (lxd.InstanceServer, string, func(cmd ...string) lxdtest.ExecResult) {
+	t.Helper()
 	c := lxdtest.Connect(t)
-	name := lxdtest.Prefix(t, c) + "ud"
+	name := lxdtest.Prefix(t, c) + suffix
 	lxdtest.Launch(t, c, name, lxdtest.BaseImageAlias, nil)
 	const dir = "/opt/runner"
-	// A runner that says what it was given, and runs until told to stop.
-	runSh := `#!/bin/sh
-{ echo "user=$(id -un)"; echo "config=$ACTIONS_RUNNER_INPUT_JITCONFIG"; } >/tmp/runner-saw
-while [ ! -e /tmp/runner-stop ]; do sleep 0.2; done
-`
 	exec := func(cmd ...string) lxdtest.ExecResult {
 		t.Helper()
 		return lxdtest.Exec(t, c, name, cmd...)
@@ -36,9 +33,7 @@ while [ ! -e /tmp/runner-stop ]; do sleep 0.2; done
 		t.Fatalf("cannot make the runner user: %+v", res)
 	}
 	lxdtest.PushFile(t, c, name, dir+"/run.sh", []byte(runSh), 0o755)
-
-	jit := base64.StdEncoding.EncodeToString([]byte(`{".runner":"secret settings"}`))
-	encoded, err := userData(name, jit, "ubuntu", dir, config.RunnerImage{HTTPProxy: "http://p:3128"})
+	encoded, err := userData(name, jit, "ubuntu", dir, image)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -50,6 +45,22 @@ while [ ! -e /tmp/runner-stop ]; do sleep 0.2; done
 	if res := exec("sh", "/tmp/user-data"); res.ExitCode != 0 {
 		t.Fatalf("user-data: %+v", res)
 	}
+	return c, name, exec
+}
+
+// The user-data, played as cloud-init would (as root, once) in a real LXD
+// container, installs the one start script both clouds use and starts the
+// runner with its config in the environment; while the runner runs, the
+// JIT config file is gone; when it exits, the instance powers off.
+func TestUserDataRunsTheRunnerWithoutItsFile(t *testing.T) {
+	t.Parallel()
+	// A runner that says what it was given, and runs until told to stop.
+	runSh := `#!/bin/sh
+{ echo "user=$(id -un)"; echo "config=$ACTIONS_RUNNER_INPUT_JITCONFIG"; } >/tmp/runner-saw
+while [ ! -e /tmp/runner-stop ]; do sleep 0.2; done
+`
+	jit := base64.StdEncoding.EncodeToString([]byte(`{".runner":"secret settings"}`))
+	c, name, exec := playUserData(t, "ud", runSh, jit, config.RunnerImage{HTTPProxy: "http://p:3128"})
 
 	var saw string
 	for deadline := time.Now().Add(30 * time.Second); ; {
