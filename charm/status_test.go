@@ -54,6 +54,8 @@ func TestStatusFromReport(t *testing.T) {
 	}{
 		{"blocking problem", api.RunnersReport{Problem: "the GitHub token is invalid", Blocking: true, PreparingSince: now.Add(-time.Minute)}, Blocked, "the GitHub token is invalid"},
 		{"build in progress", api.RunnersReport{Expected: 2, AsOf: now, PreparingSince: now.Add(-3*time.Minute - 10*time.Second)}, Maintenance, "preparing the runner image (3m so far)"},
+		{"base image download", api.RunnersReport{Expected: 2, AsOf: now, PreparingSince: now.Add(-70 * time.Second), Preparing: "downloading base image noble (ubuntu:24.04): rootfs: 42% (3.2MB/s)"},
+			Maintenance, "preparing the runner image (1m so far): downloading base image noble (ubuntu:24.04): rootfs: 42% (3.2MB/s)"},
 		{"build retried", api.RunnersReport{Expected: 2, AsOf: now, PreparingSince: now.Add(-12 * time.Second), Problem: "cannot build the runner image: cloud-init failed"},
 			Maintenance, "preparing the runner image (12s so far); the cycle before: cannot build the runner image: cloud-init failed"},
 		{"build failed", api.RunnersReport{Expected: 2, AsOf: now, Problem: "cannot build the runner image: cloud-init failed"}, Maintenance, "cannot build the runner image: cloud-init failed"},

@@ -107,6 +107,7 @@ func TestProblemsKeyedByField(t *testing.T) {
 		{"base image with a space", func(f *File) { f.LXD.BaseImage = "noble x" }, Problem{"lxd.base-image", "must be an image alias such as noble or ubuntu:24.04"}},
 		{"runner type", func(f *File) { f.LXD.Type = "pod" }, Problem{"lxd.type", `must be "virtual-machine" or "container", not "pod"`}},
 		{"cpu", func(f *File) { f.LXD.CPU = 0 }, Problem{"lxd.cpu", "must be at least 1, not 0"}},
+		{"negative image max age", func(f *File) { f.LXD.ImageMaxAge = -time.Hour }, Problem{"lxd.image-max-age", "must not be negative, not -1h0m0s"}},
 		{"runners", func(f *File) { f.Runners = -2 }, Problem{"runners", "must be 0 or more, not -2"}},
 		{"no memory", func(f *File) { f.LXD.Memory = 0 }, Problem{"lxd.memory", "is required (a size like 512MiB or 10GiB)"}},
 		{"interval too short", func(f *File) { f.ReconcileInterval = 59 * time.Second }, Problem{"reconcile-interval", "must be at least 1 minute and at most 1 day"}},

@@ -323,6 +323,7 @@ func TestImageBuildHasItsOwnBudgetAndShowsProgress(t *testing.T) {
 			started <- time.Until(deadline)
 			return false, <-release
 		},
+		PrepareProgress: func() string { return "downloading base image ubuntu:24.04: rootfs: 42% (3.2MB/s)" },
 	}
 	client, _ := serve(t, srv)
 	ctx := context.Background()
@@ -340,12 +341,15 @@ func TestImageBuildHasItsOwnBudgetAndShowsProgress(t *testing.T) {
 	if since := time.Since(report.PreparingSince); report.PreparingSince.IsZero() || since < 2*time.Second || since > time.Minute {
 		t.Errorf("report during a build of 2.5s: preparing since %v (%v ago)", report.PreparingSince, since)
 	}
+	if report.Preparing != "downloading base image ubuntu:24.04: rootfs: 42% (3.2MB/s)" {
+		t.Errorf("report during a build: preparing %q, want the cloud's progress", report.Preparing)
+	}
 	release <- errors.New("cannot build the runner image: cloud-init failed")
 	if err := <-reconciled; err != nil {
 		t.Fatal(err)
 	}
 	report, err = client.Runners(ctx)
-	if err != nil || !report.PreparingSince.IsZero() || !strings.Contains(report.Problem, "cloud-init failed") || cloud.Creates != 0 {
+	if err != nil || !report.PreparingSince.IsZero() || report.Preparing != "" || !strings.Contains(report.Problem, "cloud-init failed") || cloud.Creates != 0 {
 		t.Errorf("after the failed build: %+v, %v, %d creates", report, err, cloud.Creates)
 	}
 }
