@@ -24,6 +24,10 @@ import (
 	"github.com/canonical/github-runner-charm/tests/openstacktest"
 )
 
+// buildDir holds the build's files in the builder: not /tmp, which the builder's boot may
+// still be cleaning or mounting over.
+const buildDir = "/root/vmplayer-build"
+
 // runnerImageInfix follows ContainerPrefix in the aliases of the cached runner images.
 const runnerImageInfix = "runner-"
 
@@ -36,6 +40,8 @@ const lockPath = "/tmp/github-runner-vmplayer.lock"
 const prepareScript = `#!/bin/sh
 set -eu
 export DEBIAN_FRONTEND=noninteractive
+# The builder's own first boot ends first: cloud-init and systemd-tmpfiles are done with it.
+if command -v cloud-init >/dev/null 2>&1; then cloud-init status --wait >/dev/null 2>&1 || true; fi
 if ! command -v wget >/dev/null 2>&1; then
 	# The builder's network comes up with its boot: retry until the archive answers.
 	for i in $(seq 30); do apt-get update -q && break; sleep 2; done
@@ -52,6 +58,7 @@ set -eu
 : >/etc/machine-id
 rm -f /var/lib/dbus/machine-id
 if command -v cloud-init >/dev/null 2>&1; then cloud-init clean --logs || true; fi
+rm -rf /root/vmplayer-build
 `
 
 // RunnerImage makes openstacktest.ImageName playable: it builds, unless an image of the same
@@ -110,18 +117,19 @@ func buildRunnerImage(t testing.TB, c lxd.InstanceServer, base, alias, recipe, v
 	lxdtest.Create(t, c, builder, base, map[string]string{"security.nesting": "true"})
 	lxdtest.Start(t, c, builder)
 	lxdtest.WaitExec(t, c, builder, time.Minute)
-	lxdtest.PushFile(t, c, builder, "/tmp/runner.tar.gz", tarball, 0o600)
+	lxdtest.Exec(t, c, builder, "mkdir", "-p", buildDir)
+	lxdtest.PushFile(t, c, builder, buildDir+"/runner.tar.gz", tarball, 0o600)
 	lxdtest.PushFile(t, c, builder, boot.StartScriptPath, []byte(boot.StartScript), 0o755)
 	steps := []struct {
 		name, script string
 		args         []string
 	}{
 		{"prepare", prepareScript, nil},
-		{"install", boot.InstallScript, []string{"/tmp/runner.tar.gz", version}},
+		{"install", boot.InstallScript, []string{buildDir + "/runner.tar.gz", version}},
 		{"finish", finishScript, nil},
 	}
 	for _, step := range steps {
-		path := "/tmp/vmplayer-" + step.name
+		path := buildDir + "/" + step.name
 		lxdtest.PushFile(t, c, builder, path, []byte(step.script), 0o700)
 		res := lxdtest.Exec(t, c, builder, append([]string{"/bin/sh", path}, step.args...)...)
 		if res.ExitCode != 0 {

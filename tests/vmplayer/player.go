@@ -321,6 +321,11 @@ func (p *Player) poll(ctx context.Context) error {
 	}
 	p.mu.Unlock()
 	for _, s := range deleted {
+		// Nova snapshots a server, then it may be deleted at once (the image build's
+		// builder): what the snapshot needs goes before the container.
+		if err := p.publishSnapshots(ctx, s); err != nil {
+			errs = append(errs, err)
+		}
 		if err := lxdtest.DeleteInstance(p.lxd, s.container); err != nil {
 			errs = append(errs, err)
 			continue
@@ -361,6 +366,9 @@ func (p *Player) decide(ctx context.Context, srv *servers.Server) error {
 	imageID, _ := srv.Image["id"].(string)
 	if imageID != "" {
 		lxdImage, err := p.lxdImageOf(ctx, imageID)
+		if errors.Is(err, errPending) {
+			return nil // decided at a later poll
+		}
 		if err != nil {
 			return err // decided at the next poll
 		}
@@ -401,8 +409,19 @@ func (p *Player) lxdImageOf(ctx context.Context, imageID string) (string, error)
 		return "", fmt.Errorf("cannot get image %s: %w", imageID, err)
 	}
 	v, _ := img.Properties[LXDImageProperty].(string)
+	// Nova's snapshot inherits the property from its server's image: until the player has
+	// published the snapshot and set its own alias, a server of it would play the old image.
+	if instance, _ := img.Properties["instance_uuid"].(string); instance != "" && v != "" && v != snapshotAlias(imageID) {
+		return "", fmt.Errorf("%w: image %s is a snapshot of server %s not yet published", errPending, imageID, instance)
+	}
 	return v, nil
 }
+
+// errPending is a server whose image is a snapshot the player has yet to publish.
+var errPending = errors.New("pending")
+
+// snapshotAlias is the LXD alias of the snapshot published for a Glance image.
+func snapshotAlias(imageID string) string { return ContainerPrefix + snapshotInfix + imageID }
 
 // launch creates and starts the container of a server.
 func (p *Player) launch(s *played, userData string) error {
@@ -489,7 +508,8 @@ func (p *Player) publishSnapshots(ctx context.Context, s *played) error {
 		return fmt.Errorf("cannot list the snapshots of %s: %w", s.name, err)
 	}
 	for _, img := range page.Images {
-		if img.InstanceID != s.id || img.LXDImage != "" {
+		// The property an unpublished snapshot has is its server's image's, inherited.
+		if img.InstanceID != s.id || img.LXDImage == snapshotAlias(img.ID) {
 			continue
 		}
 		p.mu.Lock()
@@ -507,7 +527,7 @@ func (p *Player) publishSnapshots(ctx context.Context, s *played) error {
 
 // publish publishes the container of s as the LXD image of Glance image imageID.
 func (p *Player) publish(ctx context.Context, s *played, imageID string) error {
-	alias := ContainerPrefix + snapshotInfix + imageID
+	alias := snapshotAlias(imageID)
 	// A real cloud gives each port its own address; LXD's DHCP goes by the client ID that
 	// systemd-networkd derives from the machine ID: every guest of the snapshot needs its own.
 	if err := p.lxd.CreateInstanceFile(s.container, "/etc/machine-id", lxd.InstanceFileArgs{
