@@ -17,6 +17,8 @@ import (
 
 	"github.com/canonical/lxd/shared/api"
 	"github.com/canonical/lxd/shared/revert"
+
+	"github.com/canonical/github-runner-charm/src/cloud"
 )
 
 // Defaults of what initialise creates.
@@ -304,6 +306,8 @@ func (c *Cloud) poolNote(ctx context.Context, pool string) string {
 	}
 	return dirNote(pool, p.Driver, "")
 }
+
+var _ cloud.Noter = (*Cloud)(nil)
 
 // Note is what the operator should know of the unit's LXD that stops
 // nothing: that runner starts are slow on a dir pool, and why. "" until
