@@ -31,25 +31,18 @@ func TestPathChangeDrainsTheOldPath(t *testing.T) {
 	// Each token reaches its own repository only: the old one stays valid.
 	fake.AddToken(fakegithub.Token{Value: newToken, Scope: newPath})
 
-	waitFor(t, 2*time.Minute, "2 ACTIVE runner servers in the old path", func() bool {
+	waitFor(t, 3*time.Minute, "2 ACTIVE runner servers in the old path, online", func() bool {
 		u.Action("reconcile-runners", nil)
-		return len(activeServers(t, compute, prefix)) == 2 && len(runnersOf(fake, prefix)) == 2
+		return len(activeServers(t, compute, prefix)) == 2 && len(onlineOf(fake, prefix)) == 2
 	})
-	idsOf := map[string]string{} // server name → ID
-	for _, s := range listServers(t, compute, prefix) {
-		idsOf[s.Name] = s.ID
-	}
+	idsOf := serverIDs(t, compute, prefix) // server name → ID
 	records := fake.Runners(repo)
 	busy, idle := records[0], records[1]
-	// No runner process boots on this bed: GitHub is told the runner
-	// connected, and given it a job, as it would.
-	if err := fake.SetRunnerStatus(busy.ID, true); err != nil {
-		t.Fatal(err)
-	}
-	job, err := fake.AssignJob(busy.ID, fakegithub.JobSpec{Sleep: time.Hour})
+	job, err := fake.AssignJob(busy.ID, fakegithub.JobSpec{Command: heldJob})
 	if err != nil {
 		t.Fatal(err)
 	}
+	waitJobState(t, fake, job.ID, fakegithub.JobInProgress)
 	for _, name := range []string{busy.Name, idle.Name} {
 		if n := portsOf(t, bed.network, idsOf[name]); n == 0 {
 			t.Fatalf("server %s has no port while it runs: the port check below would prove nothing", name)
@@ -102,9 +95,10 @@ func TestPathChangeDrainsTheOldPath(t *testing.T) {
 		t.Errorf("the busy runner's job ended while it ran: %+v", j)
 	}
 
-	t.Log("the job ends: the old path's last server and record go")
-	if err := fake.CompleteJob(job.ID, 0); err != nil {
-		t.Fatal(err)
+	t.Log("the job ends, its runner powers off: the old path's last server and record go")
+	bed.player.Exec(t, idsOf[busy.Name], "touch", releaseFile)
+	if j := waitJob(t, fake, job.ID); j.ExitCode != 0 {
+		t.Errorf("the busy runner's job: %+v", j)
 	}
 	waitFor(t, 2*time.Minute, "the busy runner's server to go", func() bool {
 		u.Action("reconcile-runners", nil)
@@ -133,6 +127,23 @@ func TestPathChangeDrainsTheOldPath(t *testing.T) {
 		t.Errorf("the old token is still kept, in %v, with nothing of its path left", files)
 	}
 	t.Logf("run time %v", time.Since(start).Round(time.Second))
+}
+
+// heldJob is a job's command that runs until releaseFile exists in its
+// runner's guest: a job kept busy as long as a test needs.
+const (
+	releaseFile = "/tmp/release-the-job"
+	heldJob     = "while [ ! -e " + releaseFile + " ]; do sleep 1; done; echo released"
+)
+
+// waitJobState waits until the runner process has the job (in_progress) or
+// it has ended.
+func waitJobState(t *testing.T, fake *fakegithub.Server, id int64, state string) {
+	t.Helper()
+	waitFor(t, 2*time.Minute, "job state "+state, func() bool {
+		j, _ := fake.Job(id)
+		return j.State == state
+	})
 }
 
 // stop and remove while the manager's own cycle (the one config-changed

@@ -13,7 +13,6 @@ import (
 
 	"github.com/gophercloud/gophercloud/v2"
 	"github.com/gophercloud/gophercloud/v2/openstack"
-	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/servers"
 	"github.com/gophercloud/gophercloud/v2/openstack/image/v2/imagedata"
 	"github.com/gophercloud/gophercloud/v2/openstack/image/v2/images"
 
@@ -21,6 +20,7 @@ import (
 	"github.com/canonical/github-runner-charm/tests/fakegithub"
 	"github.com/canonical/github-runner-charm/tests/harness"
 	"github.com/canonical/github-runner-charm/tests/openstacktest"
+	"github.com/canonical/github-runner-charm/tests/vmplayer"
 )
 
 // The image relation drives which image runner servers boot from: none
@@ -41,12 +41,13 @@ func TestImageRelationDrivesTheRunnersImage(t *testing.T) {
 		t.Fatal(err)
 	}
 	fixtures := openstacktest.LookupFixtures(t, provider, eo)
-	fake := fakegithub.NewTest(t, fakegithub.Options{Tokens: []fakegithub.Token{{Value: token, Scope: repo}}})
+	fake := startGitHub(t)
 	var b [3]byte
 	rand.Read(b[:])
 	app := "osimg" + hex.EncodeToString(b[:])
 	prefix := runner.Identity{Model: harness.DefaultModel, App: app, Unit: 0}.Prefix() + "-"
 	openstacktest.CleanupServers(t, compute, prefix)
+	player := startPlayer(t, prefix)
 	u := harness.New(t, harness.Options{App: app, Leader: true})
 	t.Cleanup(func() {
 		if t.Failed() {
@@ -78,9 +79,9 @@ func TestImageRelationDrivesTheRunnersImage(t *testing.T) {
 	t.Log("the builder's first image: two runners boot from it")
 	first := fixtures.ImageID
 	u.SetRemoteUnitData(rel, "image-builder/0", map[string]string{"id": first, "tags": "noble,x64"})
-	waitFor(t, 2*time.Minute, "2 ACTIVE runner servers of the first image", func() bool {
+	waitFor(t, 3*time.Minute, "2 ACTIVE runner servers of the first image, online", func() bool {
 		u.Action("reconcile-runners", nil)
-		return len(activeServers(t, compute, prefix)) == 2 && len(runnersOf(fake, prefix)) == 2
+		return len(activeServers(t, compute, prefix)) == 2 && len(onlineOf(fake, prefix)) == 2
 	})
 	for name, image := range serverImages(t, compute, prefix) {
 		if image != first {
@@ -97,14 +98,13 @@ func TestImageRelationDrivesTheRunnersImage(t *testing.T) {
 
 	t.Log("one runner busy; the builder's new image (same tags) replaces the idle one at once")
 	busy := records[0]
-	if err := fake.SetRunnerStatus(busy.ID, true); err != nil {
-		t.Fatal(err)
-	}
-	job, err := fake.AssignJob(busy.ID, fakegithub.JobSpec{Sleep: time.Hour})
+	busyID := serverIDs(t, compute, prefix)[busy.Name]
+	job, err := fake.AssignJob(busy.ID, fakegithub.JobSpec{Command: heldJob})
 	if err != nil {
 		t.Fatal(err)
 	}
-	second := uploadImage(t, glance, "osimg-e2e-"+hex.EncodeToString(b[:]))
+	waitJobState(t, fake, job.ID, fakegithub.JobInProgress)
+	second := uploadImage(t, glance, "osimg-e2e-"+hex.EncodeToString(b[:]), vmplayer.RunnerImage(t))
 	if r := u.SetRemoteUnitData(rel, "image-builder/0", map[string]string{"id": second, "tags": "noble,x64"}); r.Code != 0 {
 		t.Fatalf("image-relation-changed: exit %d: %s", r.Code, r.Stderr)
 	}
@@ -116,7 +116,7 @@ func TestImageRelationDrivesTheRunnersImage(t *testing.T) {
 		t.Errorf("the busy runner's server %s: image %q, want it kept on %s (servers %v)", busy.Name, images[busy.Name], first, images)
 	}
 	var fresh string // the idle runner of the new image
-	waitFor(t, 2*time.Minute, "a runner of the new image beside the busy one", func() bool {
+	waitFor(t, 3*time.Minute, "a runner of the new image beside the busy one, online", func() bool {
 		u.Action("reconcile-runners", nil)
 		images := serverImages(t, compute, prefix)
 		for name, image := range images {
@@ -124,8 +124,12 @@ func TestImageRelationDrivesTheRunnersImage(t *testing.T) {
 				fresh = name
 			}
 		}
-		return len(images) == 2 && images[busy.Name] == first && fresh != "" && len(activeServers(t, compute, prefix)) == 2
+		return len(images) == 2 && images[busy.Name] == first && fresh != "" && len(activeServers(t, compute, prefix)) == 2 &&
+			slices.Contains(onlineOf(fake, prefix), fresh)
 	})
+	if got := player.ReadFile(t, serverIDs(t, compute, prefix)[fresh], "/etc/github-runner/runner-version"); len(got) == 0 {
+		t.Errorf("the new image's runner %s has no runner version file", fresh)
+	}
 
 	t.Log("new tags alone replace the idle runner too, as a labels change does; the new one carries them")
 	if r := u.SetRemoteUnitData(rel, "image-builder/0", map[string]string{"id": second, "tags": "noble,x64,gpu-driver"}); r.Code != 0 {
@@ -151,20 +155,12 @@ func TestImageRelationDrivesTheRunnersImage(t *testing.T) {
 		t.Errorf("the busy runner while its job runs: %+v, found %v", r, ok)
 	}
 
-	t.Log("the job ends and its server powers off, as a runner's does: it goes, replaced from the new image")
-	if err := fake.CompleteJob(job.ID, 0); err != nil {
-		t.Fatal(err)
+	t.Log("the job ends and its runner powers off: its server goes, replaced from the new image")
+	player.Exec(t, busyID, "touch", releaseFile)
+	if j := waitJob(t, fake, job.ID); j.ExitCode != 0 || !strings.Contains(j.Output, "released") {
+		t.Errorf("the busy runner's job: %+v", j)
 	}
-	for _, s := range listServers(t, compute, prefix) {
-		if s.Name == busy.Name {
-			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-			err := servers.Stop(ctx, compute, s.ID).ExtractErr()
-			cancel()
-			if err != nil {
-				t.Fatalf("cannot stop the busy runner's server: %v", err)
-			}
-		}
-	}
+	player.WaitStopped(t, busyID, 2*time.Minute)
 	var last map[string]string
 	defer func() {
 		if t.Failed() {
@@ -213,12 +209,15 @@ func serverImages(t *testing.T, compute *gophercloud.ServiceClient, prefix strin
 }
 
 // uploadImage uploads a small active image into the project, deleted at
-// the end, as the image builder uploads its images.
-func uploadImage(t *testing.T, glance *gophercloud.ServiceClient, name string) string {
+// the end, as the image builder uploads its images, played from the LXD
+// image lxdImage.
+func uploadImage(t *testing.T, glance *gophercloud.ServiceClient, name, lxdImage string) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	image, err := images.Create(ctx, glance, images.CreateOpts{Name: name, ContainerFormat: "bare", DiskFormat: "raw"}).Extract()
+	// Played from lxdImage (the project's member may set the property).
+	image, err := images.Create(ctx, glance, images.CreateOpts{Name: name, ContainerFormat: "bare", DiskFormat: "raw",
+		Properties: map[string]string{vmplayer.LXDImageProperty: lxdImage}}).Extract()
 	if err != nil {
 		t.Fatalf("cannot create image: %v", err)
 	}

@@ -1,13 +1,19 @@
 // Package e2eopenstack runs the packed charm against the real OpenStack test
 // bed: the hook harness runs dispatch, Pebble runs the manager, the manager
-// creates runner servers in Nova. The fake compute driver boots nothing, so
-// runners stay offline here; src/openstack's own tests play the VM.
+// creates runner servers in Nova. The fake compute driver boots nothing:
+// tests/vmplayer plays each runner server as an LXD container of the Debian
+// image under real cloud-init, so the user-data the manager wrote starts the
+// runner, which registers at the fake GitHub (on the LXD bridge), runs its
+// job and powers off; the player then stops the server, as a guest's
+// poweroff would.
 package e2eopenstack
 
 import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
+	"net"
 	"os"
 	"slices"
 	"strings"
@@ -23,7 +29,9 @@ import (
 	"github.com/canonical/github-runner-charm/src/runner"
 	"github.com/canonical/github-runner-charm/tests/fakegithub"
 	"github.com/canonical/github-runner-charm/tests/harness"
+	"github.com/canonical/github-runner-charm/tests/lxdtest"
 	"github.com/canonical/github-runner-charm/tests/openstacktest"
+	"github.com/canonical/github-runner-charm/tests/vmplayer"
 )
 
 func TestMain(m *testing.M) {
@@ -58,6 +66,40 @@ type osBed struct {
 	compute *gophercloud.ServiceClient // direct, not through any test proxy
 	network *gophercloud.ServiceClient
 	prefix  string // "<app>-<model tag>-0-": this unit's runner names
+	player  *vmplayer.Player
+}
+
+// startGitHub serves a fake GitHub until the test ends: the manager reaches
+// its API on loopback (URL), the played runners its broker and downloads
+// on the LXD bridge, as tests/stack does for LXD.
+func startGitHub(t *testing.T) *fakegithub.Server {
+	t.Helper()
+	l, err := net.Listen("tcp", "0.0.0.0:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	fake, err := fakegithub.New(fakegithub.Options{
+		Tokens:       []fakegithub.Token{{Value: token, Scope: repo}},
+		AdvertiseURL: fmt.Sprintf("http://%s:%d", lxdtest.BridgeIP(t, lxdtest.Connect(t)), port),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := fake.Start(fmt.Sprintf("0.0.0.0:%d", port)); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { fake.Close() })
+	return fake
+}
+
+// startPlayer makes the bed's runner image playable and plays the servers
+// of prefix until the test ends.
+func startPlayer(t *testing.T, prefix string) *vmplayer.Player {
+	t.Helper()
+	vmplayer.RunnerImage(t)
+	return vmplayer.Start(t, vmplayer.Options{Prefix: prefix})
 }
 
 // deployOnOpenStack deploys a unit keeping two runners on the test bed's
@@ -75,7 +117,7 @@ func deployOnOpenStack(t *testing.T, appPrefix string, charmCloudsYAML func(clou
 	if err != nil {
 		t.Fatal(err)
 	}
-	fake := fakegithub.NewTest(t, fakegithub.Options{Tokens: []fakegithub.Token{{Value: token, Scope: repo}}})
+	fake := startGitHub(t)
 	forCharm := oneCloud(t, cloudsYAML, cloudName)
 	if charmCloudsYAML != nil {
 		forCharm = charmCloudsYAML(cloudsYAML, cloudName)
@@ -86,6 +128,7 @@ func deployOnOpenStack(t *testing.T, appPrefix string, charmCloudsYAML func(clou
 	app := appPrefix + hex.EncodeToString(b[:])
 	prefix := runner.Identity{Model: harness.DefaultModel, App: app, Unit: 0}.Prefix() + "-"
 	openstacktest.CleanupServers(t, compute, prefix)
+	player := startPlayer(t, prefix)
 	u := harness.New(t, harness.Options{App: app, Leader: true})
 	t.Cleanup(func() {
 		if t.Failed() {
@@ -99,26 +142,48 @@ func deployOnOpenStack(t *testing.T, appPrefix string, charmCloudsYAML func(clou
 		"openstack-image": openstacktest.ImageName,
 	})
 	u.Deploy()
-	return &osBed{unit: u, github: fake, compute: compute, network: network, prefix: prefix}
+	return &osBed{unit: u, github: fake, compute: compute, network: network, prefix: prefix, player: player}
 }
 
 func TestOpenStackRunnersThroughTheCharm(t *testing.T) {
 	bed := deployOnOpenStack(t, "ose2e", nil)
 	u, fake, compute, prefix := bed.unit, bed.github, bed.compute, bed.prefix
 
-	t.Log("two runner servers come up, registered at GitHub")
-	waitFor(t, 2*time.Minute, "2 ACTIVE runner servers", func() bool {
+	t.Log("two runner servers boot their user-data, and their runners come online at GitHub")
+	start := time.Now()
+	waitFor(t, 3*time.Minute, "2 ACTIVE runner servers with their runners online", func() bool {
 		u.Action("reconcile-runners", nil)
-		return len(activeServers(t, compute, prefix)) == 2 && len(runnersOf(fake, prefix)) == 2
+		return len(activeServers(t, compute, prefix)) == 2 && len(onlineOf(fake, prefix)) == 2
 	})
+	t.Logf("2 runners online after %v", time.Since(start).Round(time.Second))
 	r := u.Action("check-runners", nil)
-	if r.Status != "completed" || r.Results["online"] != "0" || len(strings.Split(r.Results["runners"].(string), ",")) != 2 {
+	if r.Status != "completed" || r.Results["online"] != "2" || len(strings.Split(r.Results["runners"].(string), ",")) != 2 {
 		t.Errorf("check-runners: %+v", r)
 	}
 	u.Hook("update-status")
-	if s := u.Status(); s.Status != "waiting" || !strings.Contains(s.Message, "0 of 2 runners online") {
-		t.Errorf("status while runners boot = %+v", s)
+	if s := u.Status(); s.Status != "active" || !strings.Contains(s.Message, "2 runners: 2 idle, 0 busy") {
+		t.Errorf("status with both runners online = %+v", s)
 	}
+
+	t.Log("a job runs in a runner, which then powers off: its server stops, the manager replaces it")
+	start = time.Now()
+	job, err := fake.AssignJobToAny(repo, []string{"self-hosted", "linux"}, fakegithub.JobSpec{Command: `echo "job ran in $RUNNER_NAME on $(hostname)"`})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := serverIDs(t, compute, prefix)
+	job = waitJob(t, fake, job.ID)
+	if job.ExitCode != 0 || !strings.Contains(job.Output, "job ran in "+job.RunnerName+" on "+job.RunnerName) {
+		t.Errorf("job: exit %d, output %q, want it run in %s", job.ExitCode, job.Output, job.RunnerName)
+	}
+	bed.player.WaitStopped(t, ids[job.RunnerName], 2*time.Minute)
+	waitFor(t, 3*time.Minute, "the job's server to go and 2 runners online again", func() bool {
+		u.Action("reconcile-runners", nil)
+		_, left := allServers(t, compute, prefix)[job.RunnerName]
+		return !left && len(activeServers(t, compute, prefix)) == 2 && len(onlineOf(fake, prefix)) == 2
+	})
+	bed.player.WaitGone(t, ids[job.RunnerName], time.Minute)
+	t.Logf("job, poweroff and replacement took %v", time.Since(start).Round(time.Second))
 
 	t.Log("flush-runners replaces the (idle) runners")
 	before := activeServers(t, compute, prefix)
@@ -230,6 +295,39 @@ func activeServers(t *testing.T, compute *gophercloud.ServiceClient, prefix stri
 		}
 	}
 	return names
+}
+
+// onlineOf names the unit's runners GitHub shows online, in any scope.
+func onlineOf(fake *fakegithub.Server, prefix string) []string {
+	var names []string
+	for _, r := range fake.Runners("") {
+		if strings.HasPrefix(r.Name, prefix) && r.Status == "online" {
+			names = append(names, r.Name)
+		}
+	}
+	return names
+}
+
+// serverIDs maps the names of the servers of prefix to their IDs.
+func serverIDs(t *testing.T, compute *gophercloud.ServiceClient, prefix string) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	for _, s := range listServers(t, compute, prefix) {
+		out[s.Name] = s.ID
+	}
+	return out
+}
+
+// waitJob waits up to two minutes for a job to end, and returns it.
+func waitJob(t *testing.T, fake *fakegithub.Server, id int64) fakegithub.Job {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	job, err := fake.WaitJob(ctx, id)
+	if err != nil {
+		t.Fatalf("job %d did not end: %v", id, err)
+	}
+	return job
 }
 
 func runnersOf(fake *fakegithub.Server, prefix string) []string {

@@ -6,8 +6,8 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
-	"net/http"
 	"os"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -68,7 +68,7 @@ rm -rf /root/vmplayer-build
 func RunnerImage(t testing.TB) string {
 	t.Helper()
 	c := lxdtest.Connect(t)
-	base := debianImage(t)
+	base := lxdtest.DebianImage(t)
 	version := fakegithub.DefaultRunnerVersion
 	tarball, err := fakegithub.RunnerTarball(version, "x64")
 	if err != nil {
@@ -91,6 +91,7 @@ func RunnerImage(t testing.TB) string {
 		start := time.Now()
 		buildRunnerImage(t, c, base, alias, recipe, version, tarball)
 		t.Logf("vmplayer: built runner image %s in %v", alias, time.Since(start).Round(time.Second))
+		pruneRunnerImages(t, c, alias)
 	}
 	_, image := adminClients(t)
 	ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
@@ -160,11 +161,34 @@ func buildRunnerImage(t testing.TB, c lxd.InstanceServer, base, alias, recipe, v
 	}
 }
 
+// pruneRunnerImages deletes the cached runner images of other recipes than keep's: the
+// checkout changed. Containers made of them do not need them any more.
+func pruneRunnerImages(t testing.TB, c lxd.InstanceServer, keep string) {
+	t.Helper()
+	aliases, err := c.GetImageAliases()
+	if err != nil {
+		t.Logf("vmplayer: cannot list image aliases: %v", err)
+		return
+	}
+	for _, a := range aliases {
+		if a.Name == keep || !strings.HasPrefix(a.Name, ContainerPrefix+runnerImageInfix) {
+			continue
+		}
+		op, err := c.DeleteImage(a.Target)
+		if err == nil {
+			err = lxdtest.WaitOp(op)
+		}
+		if err != nil {
+			t.Logf("vmplayer: cannot delete old runner image %s: %v", a.Name, err)
+		}
+	}
+}
+
 // BaseImage makes sure the bed has the public Glance image BaseImageName, played as the
 // Debian image, and returns its ID.
 func BaseImage(t testing.TB) string {
 	t.Helper()
-	base := debianImage(t)
+	base := lxdtest.DebianImage(t)
 	_, image := adminClients(t)
 	unlock := lock(t)
 	defer unlock()
@@ -241,22 +265,3 @@ func lock(t testing.TB) func() {
 		time.Sleep(500 * time.Millisecond)
 	}
 }
-
-// debianImage is the Debian test image's alias; it fails (CI) or skips the test when missing.
-func debianImage(t testing.TB) string {
-	t.Helper()
-	c := lxdtest.Connect(t)
-	if _, _, err := c.GetImageAlias(debianAlias); err != nil {
-		if !api.StatusErrorCheck(err, http.StatusNotFound) {
-			t.Fatalf("cannot look for LXD image %s: %v", debianAlias, err)
-		}
-		msg := fmt.Sprintf("no LXD image %s (build it with tests/lxd/debian.sh)", debianAlias)
-		if os.Getenv("CI") == "true" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
-	}
-	return debianAlias
-}
-
-var debianAlias = "github-runner-test-debian"

@@ -474,12 +474,13 @@ func (p *Player) follow(ctx context.Context, s *played, srv *servers.Server) err
 			sctx, cancel := context.WithTimeout(ctx, requestTimeout)
 			err := servers.Stop(sctx, p.compute, s.id).ExtractErr()
 			cancel()
-			// 409: a task runs on it (deleting, say); the next poll sees.
-			if err != nil && !gophercloud.ResponseCodeIs(err, http.StatusConflict) {
-				return fmt.Errorf("cannot stop server %s after its guest powered off: %w", s.name, err)
+			// 409: a task runs on it; Nova answers a stop racing a delete with a 500 naming
+			// the deleting task state. The next poll sees what came of it.
+			if err != nil && (gophercloud.ResponseCodeIs(err, http.StatusConflict) || strings.Contains(err.Error(), "TaskStateError")) {
+				return nil
 			}
 			if err != nil {
-				return nil
+				return fmt.Errorf("cannot stop server %s after its guest powered off: %w", s.name, err)
 			}
 		}
 		p.mu.Lock()
