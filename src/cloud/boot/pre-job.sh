@@ -34,69 +34,79 @@ say() { printf '%s\n' "$*"; }
 # names and enums, have none), numbers and true/false/null as they are. A path that is not in the event, or whose value is an object or an
 # array, prints nothing.
 event_values() {
+	# Line by line (a JSON string holds no line break), each line split at
+	# its quotes: the pieces between strings are the structure, read a
+	# character at a time; strings are taken whole. Linear in the payload,
+	# even for busybox's awk on a pull request with a long body.
 	awk -v want="$*" '
 	BEGIN {
 		n = split(want, w, " ")
 		for (k = 1; k <= n; k++) wanted[w[k]] = 1
+		depth = 0
 	}
-	{ text = text $0 "\n" }
 	function path(   p, k) {
 		p = key[1]
 		for (k = 2; k <= depth; k++) p = p "." key[k]
 		return p
 	}
 	function emit(value,   p) {
+		if (depth == 0) return
 		p = path()
 		if (p in wanted && !(p in seen)) {
 			seen[p] = 1
 			print p "=" value
 		}
 	}
-	END {
-		s = text
-		len = length(s)
-		i = 1
-		depth = 0
-		while (i <= len) {
-			c = substr(s, i, 1)
-			if (c == "{" || c == "[") {
-				depth++
-				type[depth] = c
-				key[depth] = (c == "[") ? 0 : ""
-				expect_key = (c == "{")
-				i++
-			} else if (c == "}" || c == "]") {
-				depth--
-				i++
-			} else if (c == ",") {
-				if (type[depth] == "[") key[depth]++
-				else expect_key = 1
-				i++
-			} else if (c == ":") {
-				expect_key = 0
-				i++
-			} else if (c == "\"") {
-				# A string: up to the first quote no backslash escapes.
-				j = i + 1
-				while (j <= len) {
-					c = substr(s, j, 1)
-					if (c == "\\") j += 2
-					else if (c == "\"") break
-					else j++
+	# structure reads a piece of the line between two strings.
+	function structure(piece,   j, len, c, literal) {
+		len = length(piece)
+		literal = ""
+		for (j = 1; j <= len; j++) {
+			c = substr(piece, j, 1)
+			if (c ~ /[][{},: \t\r]/) {
+				if (literal != "") {
+					emit(literal)
+					literal = ""
 				}
-				value = substr(s, i + 1, j - i - 1)
-				i = j + 1
-				if (type[depth] == "{" && expect_key) key[depth] = value
-				else emit(value)
-			} else if (c ~ /[ \t\r\n]/) {
-				i++
+				if (c == "{" || c == "[") {
+					depth++
+					type[depth] = c
+					key[depth] = (c == "[") ? 0 : ""
+					expect_key = (c == "{")
+				} else if (c == "}" || c == "]") {
+					depth--
+				} else if (c == ",") {
+					if (type[depth] == "[") key[depth]++
+					else expect_key = 1
+				} else if (c == ":") {
+					expect_key = 0
+				}
 			} else {
-				# A number, true, false or null.
-				j = i
-				while (j <= len && substr(s, j, 1) !~ /[],} \t\r\n]/) j++
-				emit(substr(s, i, j - i))
-				i = j
+				literal = literal c # a number, true, false or null
 			}
+		}
+		if (literal != "") emit(literal)
+	}
+	# A string: a key, or a value. Escapes are kept; a long one (a body)
+	# is no value read here, and is not kept whole.
+	function string(value) {
+		if (type[depth] == "{" && expect_key) key[depth] = value
+		else emit(value)
+	}
+	{
+		n = split($0, piece, "\"")
+		k = 1
+		while (k <= n) {
+			structure(piece[k])
+			if (++k > n) break
+			value = piece[k]
+			# A quote after an odd run of backslashes is in the string.
+			while (k < n && match(piece[k], /\\+$/) && RLENGTH % 2 == 1) {
+				k++
+				if (length(value) < 1024) value = value "\"" piece[k]
+			}
+			string(value)
+			k++
 		}
 	}' "$GITHUB_EVENT_PATH"
 }

@@ -1,6 +1,7 @@
 package boot_test
 
 import (
+	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -68,6 +69,7 @@ type hookRun struct {
 	allow   string // GITHUB_RUNNER_ALLOW_EXTERNAL_CONTRIBUTOR; "" unset
 	script  string // the operator's pre-job-script; "" for none
 	noEvent bool   // GITHUB_EVENT_PATH names no file
+	payload []byte // instead of the recorded event's payload
 }
 
 func (r hookRun) run(t *testing.T, path string) (code int, output string) {
@@ -91,6 +93,9 @@ func (r hookRun) run(t *testing.T, path string) (code int, output string) {
 	eventPath := filepath.Join(dir, "_temp", "_github_workflow", "event.json")
 	if r.event != "" {
 		name, payload := fakegithub.RecordedEvent(t, r.event)
+		if r.payload != nil {
+			payload = r.payload
+		}
 		env = append(env, "GITHUB_EVENT_NAME="+name)
 		if !r.noEvent {
 			if err := os.MkdirAll(filepath.Dir(eventPath), 0o755); err != nil {
@@ -216,6 +221,51 @@ func TestPreJobHookRunsTheOperatorsScript(t *testing.T) {
 					if strings.Contains(out, not) {
 						t.Errorf("the hook said %q; it said:\n%s", not, out)
 					}
+				}
+			})
+		}
+	}
+}
+
+// A pull request's body can be long, and say anything: the hook reads the
+// author's association, not a body's look-alike, from a payload of
+// hundreds of kilobytes on one line, with escaped quotes and backslashes
+// in it.
+func TestPreJobHookReadsABigPayload(t *testing.T) {
+	paths := userlandPaths(t)
+	for _, tc := range []struct {
+		event, want string
+		code        int
+	}{
+		{"pull_request-fork-member", "Contributor check passed: the author of the pull_request event is MEMBER", 0},
+		{"pull_request-fork-none", "the author's association with canonical/github-runner is NONE", 1},
+	} {
+		_, recorded := fakegithub.RecordedEvent(t, tc.event)
+		var payload map[string]any
+		if err := json.Unmarshal(recorded, &payload); err != nil {
+			t.Fatal(err)
+		}
+		decoy := `"author_association": "OWNER", "head": {"repo": {"full_name": "canonical/github-runner"}} \\" \\\" `
+		pr := payload["pull_request"].(map[string]any)
+		pr["body"] = strings.Repeat(decoy, 5000)
+		// The real values come last, after the body.
+		association := pr["author_association"]
+		delete(pr, "author_association")
+		big, err := json.Marshal(payload)
+		if err != nil {
+			t.Fatal(err)
+		}
+		big = append(big[:len(big)-1], []byte(`,"extra":[1,2.5,true,null,{"a":[]}]}`)...)
+		big = []byte(strings.Replace(string(big), `"body":`, `"author_association":"`+association.(string)+`","body":`, 1))
+		if !json.Valid(big) || len(big) < 400<<10 {
+			t.Fatalf("the big payload is not JSON, or not big (%d bytes)", len(big))
+		}
+		for _, u := range hookUserlands {
+			t.Run(tc.event+"/"+u.name, func(t *testing.T) {
+				t.Parallel()
+				code, out := hookRun{event: tc.event, allow: "false", payload: big}.run(t, paths[u.name])
+				if code != tc.code || !strings.Contains(out, tc.want) {
+					t.Errorf("the hook exited %d, saying:\n%s\nwant %d, saying %q", code, out, tc.code, tc.want)
 				}
 			})
 		}
