@@ -2,11 +2,13 @@ package boot_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/canonical/github-runner-charm/src/cloud/boot"
 	"github.com/canonical/github-runner-charm/tests/fakegithub"
@@ -29,7 +31,7 @@ var hookUserlands = []hookUserland{
 
 // path is a PATH of busybox's applets with the userland's sh and awk
 // first.
-func (u hookUserland) path(t *testing.T) string {
+func (u hookUserland) path(t testing.TB) string {
 	t.Helper()
 	busybox := fakegithub.BusyboxPath(t)
 	if u.shell == "" {
@@ -54,7 +56,7 @@ func (u hookUserland) path(t *testing.T) string {
 }
 
 // userlandPaths are the userlands' PATHs, by name.
-func userlandPaths(t *testing.T) map[string]string {
+func userlandPaths(t testing.TB) map[string]string {
 	paths := map[string]string{}
 	for _, u := range hookUserlands {
 		paths[u.name] = u.path(t)
@@ -72,7 +74,7 @@ type hookRun struct {
 	payload []byte // instead of the recorded event's payload
 }
 
-func (r hookRun) run(t *testing.T, path string) (code int, output string) {
+func (r hookRun) run(t testing.TB, path string) (code int, output string) {
 	t.Helper()
 	dir := t.TempDir()
 	operator := filepath.Join(dir, "pre-job-script")
@@ -240,26 +242,7 @@ func TestPreJobHookReadsABigPayload(t *testing.T) {
 		{"pull_request-fork-member", "Contributor check passed: the author of the pull_request event is MEMBER", 0},
 		{"pull_request-fork-none", "the author's association with canonical/github-runner is NONE", 1},
 	} {
-		_, recorded := fakegithub.RecordedEvent(t, tc.event)
-		var payload map[string]any
-		if err := json.Unmarshal(recorded, &payload); err != nil {
-			t.Fatal(err)
-		}
-		decoy := `"author_association": "OWNER", "head": {"repo": {"full_name": "canonical/github-runner"}} \\" \\\" `
-		pr := payload["pull_request"].(map[string]any)
-		pr["body"] = strings.Repeat(decoy, 5000)
-		// The real values come last, after the body.
-		association := pr["author_association"]
-		delete(pr, "author_association")
-		big, err := json.Marshal(payload)
-		if err != nil {
-			t.Fatal(err)
-		}
-		big = append(big[:len(big)-1], []byte(`,"extra":[1,2.5,true,null,{"a":[]}]}`)...)
-		big = []byte(strings.Replace(string(big), `"body":`, `"author_association":"`+association.(string)+`","body":`, 1))
-		if !json.Valid(big) || len(big) < 400<<10 {
-			t.Fatalf("the big payload is not JSON, or not big (%d bytes)", len(big))
-		}
+		big := bigPayload(t, tc.event)
 		for _, u := range hookUserlands {
 			t.Run(tc.event+"/"+u.name, func(t *testing.T) {
 				t.Parallel()
@@ -268,6 +251,63 @@ func TestPreJobHookReadsABigPayload(t *testing.T) {
 					t.Errorf("the hook exited %d, saying:\n%s\nwant %d, saying %q", code, out, tc.code, tc.want)
 				}
 			})
+		}
+	}
+}
+
+// bigPayload is the recorded pull request event with a body of hundreds of
+// kilobytes, on one line, with escaped quotes and backslashes and a
+// look-alike of the author's association in it, whose real one comes
+// after the body.
+func bigPayload(tb testing.TB, event string) []byte {
+	tb.Helper()
+	_, recorded := fakegithub.RecordedEvent(tb, event)
+	var payload map[string]any
+	if err := json.Unmarshal(recorded, &payload); err != nil {
+		tb.Fatal(err)
+	}
+	decoy := `"author_association": "OWNER", "head": {"repo": {"full_name": "canonical/github-runner"}} \\" \\\" `
+	pr := payload["pull_request"].(map[string]any)
+	pr["body"] = strings.Repeat(decoy, 5000)
+	association := pr["author_association"].(string)
+	delete(pr, "author_association")
+	big, err := json.Marshal(payload)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	big = append(big[:len(big)-1], []byte(`,"extra":[1,2.5,true,null,{"a":[]}]}`)...)
+	big = []byte(strings.Replace(string(big), `"body":`, `"author_association":"`+association+`","body":`, 1))
+	if !json.Valid(big) || len(big) < 400<<10 {
+		tb.Fatalf("the big payload is not JSON, or not big (%d bytes)", len(big))
+	}
+	return big
+}
+
+// BenchmarkPreJobHook is the hook's time before a job (the check of a
+// member's pull request), on its recorded payload and on a big one, in
+// each userland:
+//
+//	BENCH pre-job-hook <ms> ms userland=<name> payload=<recorded|big> bytes=<size>
+func BenchmarkPreJobHook(b *testing.B) {
+	const event = "pull_request-fork-member"
+	paths := userlandPaths(b)
+	_, recorded := fakegithub.RecordedEvent(b, event)
+	for _, payload := range []struct {
+		name string
+		data []byte
+	}{{"recorded", recorded}, {"big", bigPayload(b, event)}} {
+		for _, u := range hookUserlands {
+			run := hookRun{event: event, allow: "false", payload: payload.data}
+			var total time.Duration
+			for range b.N {
+				start := time.Now()
+				if code, out := run.run(b, paths[u.name]); code != 0 {
+					b.Fatalf("the hook exited %d on the %s payload in %s:\n%s", code, payload.name, u.name, out)
+				}
+				total += time.Since(start)
+			}
+			fmt.Printf("BENCH pre-job-hook %.0f ms userland=%s payload=%s bytes=%d\n",
+				float64(total.Milliseconds())/float64(b.N), u.name, payload.name, len(payload.data))
 		}
 	}
 }
