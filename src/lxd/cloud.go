@@ -90,6 +90,10 @@ type Cloud struct {
 	initialised bool
 
 	imageMu sync.Mutex // one image build at a time
+	// templateMu guards templates, the runner image templates known to be
+	// made (template.go), and makes one at a time.
+	templateMu sync.Mutex
+	templates  map[string]bool
 	// building is the base image of the build in progress (under imageMu).
 	building resolvedBase
 	// legacyDone and legacyNext pace sweepLegacy (under imageMu).
@@ -332,8 +336,7 @@ func (c *Cloud) Create(ctx context.Context, req cloud.CreateRequest) error {
 	log := c.log.With("instance", req.Name, "runner-id", req.RunnerID)
 	start := time.Now()
 
-	post := c.instancePost(req, api.InstanceSource{Type: "image", Fingerprint: image})
-	if err := c.d.CreateInstance(ctx, post); err != nil {
+	if err := c.createRunnerInstance(ctx, req, image); err != nil { // template.go
 		return fmt.Errorf("cannot create runner instance %q: %w", req.Name, err)
 	}
 	reverter := revert.New()
