@@ -28,6 +28,9 @@ func TestValuesTheManagerRefusesAreBlockedAtInstall(t *testing.T) {
 		{"clouds.yaml without credentials", map[string]any{"openstack-flavor": "f", "openstack-network": "n", "openstack-image": "i",
 			"openstack-clouds-yaml": "clouds:\n  prod:\n    auth: {auth_url: https://keystone.example.com:5000/v3, password: hunter2}\n"},
 			`openstack-clouds-yaml lacks required settings: cloud "prod" has no auth.username`},
+		// The hook executes the script itself: without its shebang the
+		// kernel could not, and every job would warn of it.
+		{"pre-job-script without a shebang", map[string]any{"pre-job-script": "echo hunter2"}, "pre-job-script must start with a shebang line"},
 	}
 	for _, test := range tests {
 		t.Run(test.name, func(t *testing.T) {
