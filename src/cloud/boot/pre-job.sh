@@ -31,8 +31,9 @@ say() { printf '%s\n' "$*"; }
 # event_values PATH... prints "PATH=VALUE" for each of the event's values at
 # the dotted PATHs (pull_request.head.repo.full_name; array items are
 # numbered from 0), strings unquoted (escapes kept: the values read here,
-# names and enums, have none), numbers and true/false/null as they are. A path that is not in the event, or whose value is an object or an
-# array, prints nothing.
+# names and enums, have none), numbers and true/false/null as they are. A
+# path that is not in the event, or whose value is an object or an array,
+# prints nothing; of a path that is there twice, the first value counts.
 event_values() {
 	# Line by line (a JSON string holds no line break), each line split at
 	# its quotes: the pieces between strings are the structure, read a
