@@ -3,10 +3,13 @@ package e2e
 import (
 	"archive/tar"
 	"bytes"
+	"io"
+	"net"
 	"net/http"
 	"os"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -37,8 +40,13 @@ func TestDebianRunnerImageRunsDocker(t *testing.T) {
 		w.Write(tarball)
 	}))
 
+	// The unit's proxy, which the build's apt and the runners' Docker
+	// daemon go through (and the runners' other traffic: no no_proxy).
+	proxy := &forwardProxy{}
+	proxyURL := lxdtest.ServeOnBridge(t, c, proxy)
+
 	b := stack.New(t, stack.Options{Name: "deb", Token: token, Label: "e2e-deb", Runners: 1, Config: map[string]any{
-		"base-image": base, "vm-memory": "1GiB", "vm-disk": "4GiB",
+		"base-image": base, "vm-memory": "1GiB", "vm-disk": "4GiB", "runner-http-proxy": proxyURL,
 	}})
 	b.Unit.Deploy()
 	deployed := time.Now()
@@ -49,6 +57,9 @@ func TestDebianRunnerImageRunsDocker(t *testing.T) {
 	t.Logf("runner image %s built %v after deploy (the manager's build: %.1f s)", image,
 		time.Since(deployed).Round(time.Second), b.Metric("github_runner_image_build_duration_seconds_sum"))
 
+	if n := proxy.seen("deb.debian.org"); n == 0 {
+		t.Errorf("the build's apt did not go through the unit's proxy (it saw %v)", proxy.hosts())
+	}
 	t.Log("the built image has the tools, Docker for the runner user, and apt quiet")
 	checkImage(t, b, image)
 
@@ -61,6 +72,9 @@ func TestDebianRunnerImageRunsDocker(t *testing.T) {
 	done := b.WaitJob(job.ID)
 	if done.ExitCode != 0 || !strings.Contains(done.Output, "docker-marker-42") {
 		t.Fatalf("the Docker job: exit code %d, output:\n%s", done.ExitCode, done.Output)
+	}
+	if !strings.Contains(done.Output, "docker-proxy="+proxyURL) {
+		t.Errorf("the runner's Docker daemon has not the unit's proxy %s:\n%s", proxyURL, done.Output)
 	}
 	t.Logf("the job ran a container in runner %s", done.RunnerName)
 
@@ -100,6 +114,7 @@ func dockerJob(url string) string {
 		"wget -q -O busybox.tar " + url + "/busybox.tar",
 		"docker import busybox.tar e2e-busybox:local",
 		`docker run --rm e2e-busybox:local /bin/sh -c 'echo docker-marker-$((6 * 7))'`,
+		`echo "docker-proxy=$(docker info --format '{{.HTTPProxy}}')"`,
 	}, "\n")
 }
 
@@ -110,6 +125,12 @@ func checkImage(t *testing.T, b *stack.Bed, image string) {
 	name := lxdtest.Prefix(t, b.LXD) + "look"
 	lxdtest.Launch(t, b.LXD, name, image, nil)
 	defer lxdtest.DeleteInstance(b.LXD, name)
+	// systemctl answers once systemd's boot is over (the container runs
+	// commands before that).
+	const booted = `for i in $(seq 240); do case $(systemctl is-system-running 2>/dev/null) in running|degraded) exit 0 ;; esac; sleep 0.5; done; systemctl is-system-running; exit 1`
+	if res := lxdtest.Exec(t, b.LXD, name, "sh", "-c", booted); res.ExitCode != 0 {
+		t.Fatalf("systemd in %s did not finish booting: %s %s", name, res.Stdout, res.Stderr)
+	}
 	for _, check := range []struct{ what, script, want string }{
 		{"the tools", "for tool in docker git curl wget jq unzip zip pip3 shellcheck gh python; do command -v $tool >/dev/null || echo missing $tool; done; echo checked", "checked"},
 		{"the runner user in group docker", "id -nG ubuntu | tr ' ' '\\n' | grep -x docker", "docker"},
@@ -174,4 +195,86 @@ func busyboxRootfs(t *testing.T) []byte {
 		t.Fatal(err)
 	}
 	return buf.Bytes()
+}
+
+// forwardProxy is an HTTP proxy (plain requests and CONNECT tunnels) that
+// counts the hosts asked for.
+type forwardProxy struct {
+	mu    sync.Mutex
+	count map[string]int
+}
+
+func (p *forwardProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	host := r.URL.Hostname()
+	if r.Method == http.MethodConnect {
+		host, _, _ = strings.Cut(r.Host, ":")
+	}
+	p.mu.Lock()
+	if p.count == nil {
+		p.count = map[string]int{}
+	}
+	p.count[host]++
+	p.mu.Unlock()
+	if r.Method == http.MethodConnect {
+		p.tunnel(w, r)
+		return
+	}
+	if !r.URL.IsAbs() {
+		http.Error(w, "not a proxy request", http.StatusBadRequest)
+		return
+	}
+	out := r.Clone(r.Context())
+	out.RequestURI = ""
+	out.Header.Del("Proxy-Connection")
+	resp, err := proxyTransport.RoundTrip(out)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadGateway)
+		return
+	}
+	defer resp.Body.Close()
+	for k, v := range resp.Header {
+		w.Header()[k] = v
+	}
+	w.WriteHeader(resp.StatusCode)
+	io.Copy(w, resp.Body)
+}
+
+var proxyTransport = &http.Transport{Proxy: nil, ResponseHeaderTimeout: 10 * time.Minute}
+
+func (p *forwardProxy) tunnel(w http.ResponseWriter, r *http.Request) {
+	upstream, err := net.DialTimeout("tcp", r.Host, 30*time.Second)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadGateway)
+		return
+	}
+	hj, ok := w.(http.Hijacker)
+	if !ok {
+		upstream.Close()
+		http.Error(w, "cannot tunnel", http.StatusInternalServerError)
+		return
+	}
+	client, _, err := hj.Hijack()
+	if err != nil {
+		upstream.Close()
+		return
+	}
+	client.Write([]byte("HTTP/1.1 200 Connection established\r\n\r\n"))
+	go func() { io.Copy(upstream, client); upstream.Close() }()
+	go func() { io.Copy(client, upstream); client.Close() }()
+}
+
+func (p *forwardProxy) seen(host string) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.count[host]
+}
+
+func (p *forwardProxy) hosts() map[string]int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := map[string]int{}
+	for k, v := range p.count {
+		out[k] = v
+	}
+	return out
 }

@@ -4,7 +4,7 @@
 # Installs the tools jobs expect on a base with apt-get: Docker (the runner
 # user in the docker group, the daemon started on first use and reading
 # the instance's proxies), git, curl, wget, jq, unzip, zip, python3-pip,
-# shellcheck, and the GitHub CLI where the archive has it. Turns off what
+# ShellCheck, and the GitHub CLI where the archive has it. Turns off what
 # would change the image under a job (apt's timers, unattended-upgrades)
 # and leaves no apt cache. On a base without apt-get it says what it
 # skipped and succeeds. POSIX sh.
