@@ -509,3 +509,56 @@ func TestImageBuildFailureOnBed(t *testing.T) {
 		t.Errorf("after a failed build, Create would use %v (%v), want the last good image %s", r, err, good)
 	}
 }
+
+// TestStaleBuildersOnBed: a builder a killed manager left is deleted by the
+// next build's sweep and by Teardown; a server of the builder's name whose
+// metadata names another unit is never touched.
+func TestStaleBuildersOnBed(t *testing.T) {
+	b := requireBed(t)
+	c := newCloud(t, b, buildConfig(b))
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	boot := func(name string, metadata map[string]string) {
+		t.Helper()
+		srv, err := c.api.CreateServer(ctx, servers.CreateOpts{
+			Name: name, ImageRef: b.fixtures.ImageID, FlavorRef: b.fixtures.FlavorID,
+			Networks: []servers.Network{{UUID: b.fixtures.NetworkID}}, Metadata: metadata,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.waitActive(ctx, srv.ID, c.log); err != nil {
+			t.Fatal(err)
+		}
+	}
+	prefix := c.cfg.Identity.Prefix()
+	own := map[string]string{runner.MetaModel: testModel, runner.MetaUnit: c.cfg.Identity.UnitName(), metaRole: roleBuilder}
+	other := map[string]string{runner.MetaModel: "another-model", runner.MetaUnit: c.cfg.Identity.UnitName(), metaRole: roleBuilder}
+	boot(prefix+builderInfix+"0000aaaa", own)
+	boot(prefix+builderInfix+"0000bbbb", other)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if srv := serverNamed(t, b, prefix+builderInfix+"0000bbbb"); srv != nil {
+			_ = servers.Delete(ctx, b.compute, srv.ID).ExtractErr()
+		}
+	})
+
+	c.deleteStaleBuilders(ctx)
+	if serverNamed(t, b, prefix+builderInfix+"0000aaaa") != nil {
+		t.Errorf("the unit's stale builder is left after the sweep")
+	}
+	if serverNamed(t, b, prefix+builderInfix+"0000bbbb") == nil {
+		t.Fatalf("another model's server of a builder's name was deleted")
+	}
+	boot(prefix+builderInfix+"0000cccc", own)
+	if err := c.teardownImages(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if serverNamed(t, b, prefix+builderInfix+"0000cccc") != nil {
+		t.Errorf("the unit's builder is left after Teardown")
+	}
+	if serverNamed(t, b, prefix+builderInfix+"0000bbbb") == nil {
+		t.Errorf("Teardown deleted another model's server of a builder's name")
+	}
+}

@@ -169,7 +169,7 @@ func TestOpenStackImageBuildThroughTheCharm(t *testing.T) {
 		t.Errorf("update-dependencies with a bad checksum: %+v, want it failed", r)
 	}
 	u.Hook("update-status")
-	if s := u.Status(); !strings.Contains(s.Message, "sha256") {
+	if s := u.Status(); !strings.Contains(s.Message, "checksum") {
 		t.Errorf("status after the failed build = %+v, want the checksum failure named", s)
 	}
 	for _, srv := range listServers(t, compute, prefix+"-") {
