@@ -529,6 +529,18 @@ func (p *Player) publishSnapshots(ctx context.Context, s *played) error {
 // publish publishes the container of s as the LXD image of Glance image imageID.
 func (p *Player) publish(ctx context.Context, s *played, imageID string) error {
 	alias := snapshotAlias(imageID)
+	// A publish whose Glance step failed (a timeout on a loaded bed) left the LXD image and
+	// its alias: only the property is still to set.
+	if _, _, err := p.lxd.GetImageAlias(alias); err == nil {
+		if err := setProperty(ctx, p.image, imageID, alias); err != nil {
+			return err
+		}
+		p.mu.Lock()
+		p.snapshots[imageID] = alias
+		p.notify()
+		p.mu.Unlock()
+		return nil
+	}
 	// A real cloud gives each port its own address; LXD's DHCP goes by the client ID that
 	// systemd-networkd derives from the machine ID: every guest of the snapshot needs its own.
 	if err := p.lxd.CreateInstanceFile(s.container, "/etc/machine-id", lxd.InstanceFileArgs{
