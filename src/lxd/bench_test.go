@@ -144,12 +144,14 @@ func mean(ds []time.Duration) time.Duration {
 // pool selected through the instances' root device. It prints
 //
 //	BENCH lxd-image-build-debian <s> s size=<MB> base=<alias>
-//	BENCH lxd-instance-create <s> s pool=<pool> driver=<driver> rounds=<R> first=<s> image=<MB>
+//	BENCH lxd-instance-create <s> s pool=<pool> driver=<driver> rounds=<R> first=<s> from-image=<s> image=<MB>
 //	BENCH lxd-runner-online-debian <s> s n=<N> pool=<pool> driver=<driver> raw=<s> ratio=<ours/raw> raw-launch=<s> raw-exec=<s>
 //
-// lxd-instance-create is Create's own LXD calls (create from the image,
-// the files, start) without the boot: the mean of rounds after a first
-// one, which on a copy-on-write pool also unpacks the image once (first=).
+// lxd-instance-create is Create's own LXD calls (the copy of the image's
+// template, the files, start) without the boot: the mean of rounds after a
+// first one, which also makes the template and, on a copy-on-write pool,
+// unpacks the image once (first=); from-image= is the same with the
+// instance created from the image (which LXD shifts at its first start).
 // raw is the Go client's create + start of the same image with the
 // default profile, its first exec, and cloud-init done (`cloud-init status
 // --wait`); raw-launch and raw-exec are its first two parts.
@@ -211,9 +213,10 @@ func BenchmarkRunnerOnlineDebian(b *testing.B) {
 				c.pool = chosen
 				c.mu.Unlock()
 			}()
-			first, creates := createRounds(b, ctx, c, image.Fingerprint, 4)
-			fmt.Printf("BENCH lxd-instance-create %.2f s pool=%s driver=%s rounds=%d first=%.2f image=%.0fMB\n",
-				mean(creates).Seconds(), label, p.Driver, len(creates), first.Seconds(), sizeMB)
+			first, creates := createRounds(b, ctx, c, image.Fingerprint, 4, true)
+			_, fromImage := createRounds(b, ctx, c, image.Fingerprint, 3, false)
+			fmt.Printf("BENCH lxd-instance-create %.2f s pool=%s driver=%s rounds=%d first=%.2f from-image=%.2f image=%.0fMB\n",
+				mean(creates).Seconds(), label, p.Driver, len(creates), first.Seconds(), mean(fromImage).Seconds(), sizeMB)
 			if pool == chosen {
 				logBoot(b, ctx, c, image.Fingerprint)
 			}
@@ -232,17 +235,24 @@ func BenchmarkRunnerOnlineDebian(b *testing.B) {
 	}
 }
 
-// createRounds times Create's LXD calls for an instance (the create from
-// the runner image as Create posts it, the files, the start) rounds times,
-// one instance at a time, deleting each; it returns the first and the
-// mean of the others.
-func createRounds(b *testing.B, ctx context.Context, c *Cloud, fingerprint string, rounds int) (first time.Duration, rest []time.Duration) {
+// createRounds times Create's LXD calls for an instance (the create as
+// Create makes it, a copy of the image's template, or, !template, from the
+// image; the files; the start) rounds times, one instance at a time,
+// deleting each; it returns the first and the mean of the others. The
+// first of the template's includes making the template.
+func createRounds(b *testing.B, ctx context.Context, c *Cloud, fingerprint string, rounds int, template bool) (first time.Duration, rest []time.Duration) {
 	b.Helper()
 	for i := range rounds {
 		name := c.cfg.Identity.NewName()
 		req := cloud.CreateRequest{Name: name, RunnerID: int64(i + 1), JITConfig: "unused"}
 		start := time.Now()
-		if err := c.d.CreateInstance(ctx, c.instancePost(req, api.InstanceSource{Type: "image", Fingerprint: fingerprint})); err != nil {
+		var err error
+		if template {
+			err = c.createRunnerInstance(ctx, req, fingerprint)
+		} else {
+			err = c.d.CreateInstance(ctx, c.instancePost(req, api.InstanceSource{Type: "image", Fingerprint: fingerprint}))
+		}
+		if err != nil {
 			b.Fatal(err)
 		}
 		files, err := c.runnerFiles(ctx, req)
