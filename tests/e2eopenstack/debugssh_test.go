@@ -86,6 +86,9 @@ func TestDebugSSHRelationOnOpenStack(t *testing.T) {
 		if len(ids) != 1 {
 			t.Fatalf("%d security groups %s, want 1", len(ids), group)
 		}
+		// Its own time: the runners' boots and replacements take minutes before and between.
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
 		pages, err := rules.List(bed.network, rules.ListOpts{SecGroupID: ids[0], Direction: string(rules.DirEgress)}).AllPages(ctx)
 		if err != nil {
 			t.Fatal(err)

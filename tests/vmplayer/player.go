@@ -475,8 +475,10 @@ func (p *Player) follow(ctx context.Context, s *played, srv *servers.Server) err
 			err := servers.Stop(sctx, p.compute, s.id).ExtractErr()
 			cancel()
 			// 409: a task runs on it; Nova answers a stop racing a delete with a 500 naming
-			// the deleting task state. The next poll sees what came of it.
-			if err != nil && (gophercloud.ResponseCodeIs(err, http.StatusConflict) || strings.Contains(err.Error(), "TaskStateError")) {
+			// the deleting task state, or 404 once deleted (the manager saw the runner end
+			// first). The next poll sees what came of it.
+			if err != nil && (gophercloud.ResponseCodeIs(err, http.StatusConflict) || gophercloud.ResponseCodeIs(err, http.StatusNotFound) ||
+				strings.Contains(err.Error(), "TaskStateError")) {
 				return nil
 			}
 			if err != nil {
