@@ -205,7 +205,10 @@ func (c *Cloud) setProgress(text string) {
 // the preparation's progress: LXD tells a download in download_progress.
 func (c *Cloud) builderProgress(base resolvedBase) func(map[string]any) {
 	return func(meta map[string]any) {
-		if text, ok := meta["download_progress"].(string); ok && text != "" {
+		switch text, _ := meta["download_progress"].(string); {
+		case meta == nil: // the create is over: the build goes on
+			c.setProgress("building the runner image from base image " + base.name)
+		case text != "":
 			c.setProgress("downloading base image " + base.name + ": " + text)
 		}
 	}
@@ -227,7 +230,7 @@ func withOperationProgress(ctx context.Context, report func(map[string]any)) con
 var progressPoll = 500 * time.Millisecond
 
 // watchOperation tells ctx's progress reporter, if any, the metadata of
-// operation id until the returned stop is called. It reads the operation
+// operation id until the returned stop is called, and then nil. It reads the operation
 // by its id, apart from the client's Operation, which the wait updates.
 func watchOperation(ctx context.Context, c lxdclient.InstanceServer, id string) (stop func()) {
 	report, _ := ctx.Value(progressKey{}).(func(map[string]any))
@@ -260,6 +263,7 @@ func watchOperation(ctx context.Context, c lxdclient.InstanceServer, id string) 
 	return func() {
 		close(done)
 		<-finished
+		report(nil)
 	}
 }
 

@@ -261,6 +261,7 @@ func TestBaseImageFromImageServer(t *testing.T) {
 	stop := progressSeen(c)
 	alias := buildImage(t, c, srv)
 	seen := stop()
+	t.Logf("progress told: %q", seen)
 	image := mustImage(t, c, alias)
 	if got := image.Properties[propBaseFingerprint]; got != first {
 		t.Errorf("runner image built from %s, want the served image %s", got, first)
@@ -407,6 +408,18 @@ func TestImageRebuiltForAge(t *testing.T) {
 	if out, err := lxc(t, "image", "show", old); err == nil {
 		t.Errorf("the old image is still there:\n%s", out)
 	}
+
+	// A rebuild that fails leaves the runners the image they have.
+	var builds []error
+	c.OnImageBuild(func(d time.Duration, err error) { builds = append(builds, err) })
+	current := c.image
+	c.d = &failingDaemon{daemon: c.d, failPush: "/tmp/runner.tar.gz"}
+	changed, err = c.Prepare(ctx, fetch)
+	c.d = c.setup
+	if err != nil || changed || c.image != current || len(builds) != 1 || builds[0] == nil {
+		t.Errorf("Prepare with a failing rebuild = %v, %v (image %s, was %s), builds %v; want the current image kept, the failure counted", changed, err, c.image, current, builds)
+	}
+
 	inst := waitStatus(t, c, name, cloud.Running, time.Second)
 	mustLXC(t, "exec", inst.Name, "--", "touch", "/tmp/go-on")
 	if job, err = srv.WaitJob(ctx, job.ID); err != nil || job.ExitCode != 0 || !strings.Contains(job.Output, "done on "+name) {

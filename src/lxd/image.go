@@ -91,7 +91,10 @@ func (c *Cloud) ensureImage(ctx context.Context, tarballPath, version string) (s
 		return "", err
 	}
 	c.building = base
-	replace := false
+	// replace: idle runners are replaced once the new image is in place.
+	// current: the image of this recipe a rebuild for a new base or for
+	// its age replaces, which runners keep using while that fails.
+	replace, current := false, ""
 	existing, err := c.d.ImageByAlias(ctx, alias)
 	switch {
 	case err == nil && !c.ownsImage(*existing):
@@ -105,7 +108,7 @@ func (c *Cloud) ensureImage(ctx context.Context, tarballPath, version string) (s
 			return alias, nil
 		}
 		log.Info("rebuilding the runner image: "+why, "fingerprint", existing.Fingerprint)
-		replace = rebase
+		replace, current = rebase, existing.Fingerprint
 	case err == nil:
 		log.Info("runner image was built from another recipe; rebuilding", "old-recipe", existing.Properties[propRecipe])
 		replace = true
@@ -119,6 +122,14 @@ func (c *Cloud) ensureImage(ctx context.Context, tarballPath, version string) (s
 	fingerprint, err := c.buildImage(withOperationProgress(ctx, c.builderProgress(base)), tarballPath, version, recipe, log)
 	if err != nil {
 		c.builtImage(ctx, time.Since(start), err)
+		if current != "" && ctx.Err() == nil {
+			// An image server down at the 6-hour mark stops no runner:
+			// the failure is counted (github_runner_image_builds_total)
+			// and logged, and the next Prepare tries again.
+			log.Error("cannot rebuild the runner image; runners keep the current one", "fingerprint", current, "error", err)
+			c.useImage(current)
+			return alias, nil
+		}
 		return "", err
 	}
 	if err := c.d.SetAlias(ctx, alias, fingerprint); err != nil {
