@@ -429,3 +429,102 @@ func TestImageRebuiltForAge(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// imagesOnly is a daemon of a few local images, for resolveBase.
+type imagesOnly struct {
+	daemon
+	aliases map[string]string // alias → fingerprint
+	images  []api.Image
+}
+
+func (d imagesOnly) ImageByAlias(_ context.Context, alias string) (*api.Image, error) {
+	if fp, ok := d.aliases[alias]; ok {
+		return &api.Image{Fingerprint: fp}, nil
+	}
+	return nil, &lxdError{class: ErrNotFound, err: errors.New("not found")}
+}
+
+func (d imagesOnly) Images(context.Context) ([]api.Image, error) { return d.images, nil }
+
+// base-image's forms: a local alias wins; an LTS name is the ubuntu:
+// remote's; remote:alias names any known remote; LXD's cached copy of a
+// remote base is the fingerprint the next build starts from.
+func TestResolveBase(t *testing.T) {
+	releases := defaultImageServers["ubuntu"]
+	cached := []api.Image{
+		{Fingerprint: "old", UploadedAt: time.Unix(100, 0), UpdateSource: &api.ImageSource{Server: releases, Alias: "24.04", Protocol: "simplestreams"}},
+		{Fingerprint: "new", UploadedAt: time.Unix(200, 0), UpdateSource: &api.ImageSource{Server: releases, Alias: "24.04", Protocol: "simplestreams"}},
+		{Fingerprint: "vm", UploadedAt: time.Unix(300, 0), UpdateSource: &api.ImageSource{Server: releases, Alias: "24.04", Protocol: "simplestreams", ImageType: VirtualMachine}},
+		{Fingerprint: "other-server", UploadedAt: time.Unix(400, 0), UpdateSource: &api.ImageSource{Server: "https://elsewhere", Alias: "24.04", Protocol: "simplestreams"}},
+	}
+	for _, tc := range []struct {
+		base, name, server, alias, fingerprint, problem string
+	}{
+		{base: "noble", name: "noble", fingerprint: "local-noble"}, // a local alias wins over the LTS map
+		{base: "jammy", name: "jammy (ubuntu:22.04)", server: releases, alias: "22.04"},
+		{base: "24.04", name: "24.04 (ubuntu:24.04)", server: releases, alias: "24.04", fingerprint: "new"},
+		{base: "22.04", name: "22.04 (ubuntu:22.04)", server: releases, alias: "22.04"},
+		{base: "ubuntu:24.04", name: "ubuntu:24.04", server: releases, alias: "24.04", fingerprint: "new"},
+		{base: "ubuntu-daily:noble", name: "ubuntu-daily:noble", server: defaultImageServers["ubuntu-daily"], alias: "noble"},
+		{base: "images:debian/12", name: "images:debian/12", server: defaultImageServers["images"], alias: "debian/12"},
+		{base: "focal", problem: `base-image "focal" cannot be used: image not found in LXD: no local image has that alias, and it is none of the Ubuntu releases fetched from the ubuntu: remote (22.04, 24.04, jammy, noble)`},
+		{base: "nowhere:noble", problem: `base-image "nowhere:noble" cannot be used: it names no known image server`},
+		{base: "ubuntu:", problem: `base-image "ubuntu:" cannot be used: it names no known image server`},
+	} {
+		t.Run(tc.base, func(t *testing.T) {
+			c := &Cloud{cfg: Config{LXD: testConfig("x").LXD}, d: imagesOnly{aliases: map[string]string{"noble": "local-noble"}, images: cached}}
+			c.cfg.LXD.BaseImage = tc.base
+			got, err := c.resolveBase(context.Background())
+			if tc.problem != "" {
+				if err == nil || !cloud.NeedsOperator(err) || !strings.Contains(err.Error(), tc.problem) {
+					t.Errorf("resolveBase = %+v, %v; want the operator's %q", got, err, tc.problem)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			remote := tc.server != ""
+			if got.name != tc.name || got.remote != remote || got.source.Server != tc.server || (remote && got.source.Alias != tc.alias) || got.fingerprint != tc.fingerprint {
+				t.Errorf("resolveBase = %+v; want name %q, server %q, alias %q, fingerprint %q", got, tc.name, tc.server, tc.alias, tc.fingerprint)
+			}
+			if !remote && got.source.Fingerprint != tc.fingerprint {
+				t.Errorf("a local base's source = %+v, want its fingerprint", got.source)
+			}
+		})
+	}
+}
+
+// Why an image of the current recipe is rebuilt, and whether its idle
+// runners are replaced for it.
+func TestStaleness(t *testing.T) {
+	now := time.Date(2026, 12, 2, 12, 0, 0, 0, time.UTC)
+	built := func(ago time.Duration, base string) api.Image {
+		return api.Image{UploadedAt: now.Add(-ago), Properties: map[string]string{propBuiltAt: now.Add(-ago).Format(time.RFC3339), propBaseFingerprint: base}}
+	}
+	legacy := api.Image{UploadedAt: now.Add(-7 * time.Hour)} // built before the properties were recorded
+	for _, tc := range []struct {
+		name    string
+		image   api.Image
+		base    string // the base's fingerprint now ("" unknown)
+		maxAge  time.Duration
+		why     string
+		replace bool
+	}{
+		{"young, same base", built(time.Hour, "a"), "a", 0, "", false},
+		{"young, base unknown", built(time.Hour, "a"), "", 0, "", false},
+		{"young, new base", built(time.Hour, "a"), "b", 0, "the base image noble changed (a → b)", true},
+		{"older than 6 hours", built(6*time.Hour, "a"), "a", 0, "the image is older than 6h0m0s", false},
+		{"older than a max age of 30m", built(time.Hour, "a"), "a", 30 * time.Minute, "the image is older than 30m0s", false},
+		{"no built-at: its upload time", legacy, "a", 0, "the image is older than 6h0m0s", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := &Cloud{cfg: Config{LXD: testConfig("x").LXD}}
+			c.cfg.LXD.ImageMaxAge = tc.maxAge
+			why, replace := c.staleness(tc.image, resolvedBase{name: "noble", fingerprint: tc.base}, now)
+			if (tc.why == "") != (why == "") || !strings.HasPrefix(why, tc.why) || replace != tc.replace {
+				t.Errorf("staleness = %q, %v; want %q…, %v", why, replace, tc.why, tc.replace)
+			}
+		})
+	}
+}
