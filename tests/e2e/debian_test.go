@@ -134,6 +134,7 @@ func checkImage(t *testing.T, b *stack.Bed, image string) {
 	for _, check := range []struct{ what, script, want string }{
 		{"the tools", "for tool in docker git curl wget jq unzip zip pip3 shellcheck gh python; do command -v $tool >/dev/null || echo missing $tool; done; echo checked", "checked"},
 		{"the runner user in group docker", "id -nG ubuntu | tr ' ' '\\n' | grep -x docker", "docker"},
+		{"sudo for the runner user", "su -s /bin/sh ubuntu -c 'sudo -n id -u'", "0"},
 		{"Docker's daemon started on first use", "systemctl is-enabled docker.socket", "enabled"},
 		{"Docker's proxies from the instance's environment", "systemctl show -p EnvironmentFiles docker.service | grep -o /etc/github-runner/environment", "/etc/github-runner/environment"},
 		{"apt's timers masked", "systemctl is-enabled apt-daily.timer apt-daily-upgrade.timer | sort -u", "masked"},

@@ -14,7 +14,7 @@ user=ubuntu
 # proxies and mirror of the unit as they are when the runner starts, not
 # as they were at build time.
 environment=/etc/github-runner/environment
-packages="ca-certificates curl wget git openssh-client jq unzip zip xz-utils python3-pip shellcheck docker.io"
+packages="ca-certificates curl wget git openssh-client jq unzip zip xz-utils python3-pip shellcheck sudo docker.io"
 
 say() { printf 'tools: %s\n' "$*"; }
 
@@ -108,6 +108,14 @@ else
 	echo "tools: no user $user to put in the docker group" >&2
 	exit 1
 fi
+# Jobs install what they need with sudo apt-get, as on GitHub's runners
+# and as Ubuntu's images let their default user (cloud-init's rule); a
+# base whose user has no such rule (install.sh made it) gets one.
+if ! sudo -n -l -U "$user" 2>/dev/null | grep -q 'NOPASSWD: *ALL'; then
+	printf '%s ALL=(ALL) NOPASSWD:ALL\n' "$user" >/etc/sudoers.d/90-github-runner
+	chmod 0440 /etc/sudoers.d/90-github-runner
+	say "$user may run sudo without a password"
+fi
 
 # The daemon reads the instance's proxies (the environment file is
 # written per instance, so a proxy change needs no rebuild). It starts on
@@ -131,7 +139,7 @@ apt-get clean
 rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/cache/debconf/*-old /var/log/apt/* 2>/dev/null || :
 
 missing=
-for tool in docker git curl wget jq unzip zip pip3 shellcheck; do
+for tool in docker git curl wget jq unzip zip pip3 shellcheck sudo; do
 	command -v "$tool" >/dev/null 2>&1 || missing="$missing $tool"
 done
 [ -z "$missing" ] || { echo "tools: missing after the install:$missing" >&2; exit 1; }
