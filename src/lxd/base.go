@@ -109,8 +109,8 @@ func (c *Cloud) cachedImage(ctx context.Context, server, alias string) string {
 		if src == nil || src.Server != server || src.Alias != alias || src.Protocol != "simplestreams" {
 			continue
 		}
-		if src.ImageType != "" && src.ImageType != c.cfg.LXD.Type {
-			continue
+		if image.Type != "" && image.Type != c.cfg.LXD.Type {
+			continue // the same alias's image for the other instance type
 		}
 		if newest == nil || image.UploadedAt.After(newest.UploadedAt) {
 			newest = &images[i]

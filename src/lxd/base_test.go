@@ -454,7 +454,7 @@ func TestResolveBase(t *testing.T) {
 	cached := []api.Image{
 		{Fingerprint: "old", UploadedAt: time.Unix(100, 0), UpdateSource: &api.ImageSource{Server: releases, Alias: "24.04", Protocol: "simplestreams"}},
 		{Fingerprint: "new", UploadedAt: time.Unix(200, 0), UpdateSource: &api.ImageSource{Server: releases, Alias: "24.04", Protocol: "simplestreams"}},
-		{Fingerprint: "vm", UploadedAt: time.Unix(300, 0), UpdateSource: &api.ImageSource{Server: releases, Alias: "24.04", Protocol: "simplestreams", ImageType: VirtualMachine}},
+		{Fingerprint: "vm", Type: VirtualMachine, UploadedAt: time.Unix(300, 0), UpdateSource: &api.ImageSource{Server: releases, Alias: "24.04", Protocol: "simplestreams"}},
 		{Fingerprint: "other-server", UploadedAt: time.Unix(400, 0), UpdateSource: &api.ImageSource{Server: "https://elsewhere", Alias: "24.04", Protocol: "simplestreams"}},
 	}
 	for _, tc := range []struct {
