@@ -49,14 +49,19 @@
 //
 // # Use
 //
-//	cloudsYAML, cloud := openstacktest.Cloud(t)
 //	vmplayer.RunnerImage(t)                       // before the charm creates servers
 //	player := vmplayer.Start(t, vmplayer.Options{Prefix: prefix})
 //	...
 //	name := player.WaitPlayed(t, serverID, 2*time.Minute) // the server's container
-//	out := player.Exec(t, serverID, "cat", "/etc/github-runner/runner-version")
-//	data := player.ReadFile(t, serverID, "/var/log/github-runner.log") // stopped too
+//	out := player.Exec(t, serverID, "cat", "/etc/github-runner/runner-version") // running
+//	data := player.ReadFile(t, serverID, "/var/log/github-runner.log") // running or stopped
+//	ok := player.HasFile(t, serverID, "/usr/bin/git")
+//	player.WaitStopped(t, serverID, time.Minute)  // the guest powered off, the server stopped
+//	alias := player.WaitSnapshot(t, glanceImageID, time.Minute) // a createImage published
 //	player.WaitGone(t, serverID, time.Minute)     // the server was deleted, so is its container
+//
+// Container, Played and Snapshot answer at once what the Wait functions wait for; LXD is the
+// player's LXD client.
 //
 // Runners in the containers reach the host on the LXD bridge (lxdtest.BridgeIP), not on
 // loopback: serve the fake GitHub with an AdvertiseURL on the bridge (see tests/e2eopenstack's
@@ -64,6 +69,7 @@
 //
 // When a test fails, the player logs, for each server it played, the tail of cloud-init's
 // output and of the start script's log (/var/log/cloud-init-output.log,
-// /var/log/github-runner.log). When LXD or the Debian image is missing, Start fails the test
-// under CI=true and skips it otherwise (tests/lxdtest's rule).
+// /var/log/github-runner.log). When LXD, the OpenStack bed or (for RunnerImage and BaseImage)
+// the Debian image is missing, the test fails under CI=true and is skipped otherwise
+// (tests/lxdtest's and tests/openstacktest's rule).
 package vmplayer
