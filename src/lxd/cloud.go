@@ -220,6 +220,7 @@ func (c *Cloud) Prepare(ctx context.Context, fetch cloud.FetchRunner) (changed b
 	if err != nil {
 		return false, err
 	}
+	c.prepareTemplate(ctx) // template.go: off the first create's path
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	changed = c.alias != "" && c.alias != alias || c.rebuilt

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/canonical/lxd/shared/api"
@@ -20,8 +21,8 @@ import (
 // more for a 250 MB Debian runner image here, on every create, where a
 // copy of a shifted container keeps that state (volatile.last_state.idmap)
 // and starts at once; on a copy-on-write pool the copy is a snapshot. The
-// template is made on the first create from an image, on the pool runners
-// go to.
+// template is made when Prepare has the image (or by the first create that
+// finds none), on the pool runners go to.
 //
 // Its name has the unit's builder shape (prefix-img-<8 hex>), so that it is
 // no runner to Instances, and a build (deleteStaleBuilders) or a teardown
@@ -63,6 +64,21 @@ func (c *Cloud) createRunnerInstance(ctx context.Context, req cloud.CreateReques
 		return fmt.Errorf("cannot copy template %q: %w", template, err)
 	}
 	return c.d.CreateInstance(ctx, c.instancePost(req, image))
+}
+
+// prepareTemplate makes the current image's template, if runners are
+// containers, so that the first create after a build copies it too; a
+// failure is the creates' to retry.
+func (c *Cloud) prepareTemplate(ctx context.Context) {
+	c.mu.Lock()
+	image := c.image
+	c.mu.Unlock()
+	if c.cfg.LXD.Type != Container || c.setup == nil || image == "" {
+		return
+	}
+	if _, err := c.ensureTemplate(ctx, image); err != nil {
+		c.log.Warn("cannot make the runner image's template; creates will try again", "error", err)
+	}
 }
 
 // ensureTemplate returns the name of the image's template on the runners'
@@ -134,7 +150,9 @@ func (c *Cloud) ensureTemplate(ctx context.Context, fingerprint string) (string,
 		if err == nil {
 			break
 		}
-		if !isBusyStopping(err) || time.Now().After(deadline) {
+		// Busy stopping, or the stop changed it (its volatile keys)
+		// between the read and the update: again.
+		if !(isBusyStopping(err) || strings.Contains(err.Error(), "ETag")) || time.Now().After(deadline) {
 			return "", fmt.Errorf("cannot finish template %q: %w", name, err)
 		}
 		select {
