@@ -186,6 +186,12 @@ func (c *Cloud) staleness(image api.Image, base resolvedBase, now time.Time) (wh
 	return "", false
 }
 
+// rebuildBackoff is how long a usable image serves after a rebuild of it
+// (for a new base, or its age) failed, before the next try: a rebuild runs
+// in a cycle's Prepare, so one that fails slowly (an archive that times
+// out) would otherwise hold every cycle's creates for its duration.
+const rebuildBackoff = 30 * time.Minute
+
 // PrepareProgress is what the image preparation in progress is doing, in
 // words ("downloading base image ubuntu:24.04: rootfs: 42% (3.2MB/s)"),
 // or "" (see service.Server's report, which the status shows).

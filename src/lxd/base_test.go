@@ -418,6 +418,10 @@ func TestImageRebuiltForAge(t *testing.T) {
 	if err != nil || changed || c.image != current || len(builds) != 1 || builds[0] == nil {
 		t.Errorf("Prepare with a failing rebuild = %v, %v (image %s, was %s), builds %v; want the current image kept, the failure counted", changed, err, c.image, current, builds)
 	}
+	// Nor is the rebuild tried again at once: the cycles would wait for it.
+	if changed, err := c.Prepare(ctx, fetch); err != nil || changed || c.image != current || len(builds) != 1 {
+		t.Errorf("Prepare after a failed rebuild = %v, %v (image %s, was %s), builds %v; want the image kept, no build before %s", changed, err, c.image, current, builds, c.rebuildAfter)
+	}
 
 	inst := waitStatus(t, c, name, cloud.Running, time.Second)
 	mustLXC(t, "exec", inst.Name, "--", "touch", "/tmp/go-on")

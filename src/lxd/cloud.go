@@ -96,6 +96,9 @@ type Cloud struct {
 	templates  map[string]bool
 	// building is the base image of the build in progress (under imageMu).
 	building resolvedBase
+	// rebuildAfter: a rebuild of a usable image failed; the next is not
+	// tried before then (under imageMu; see rebuildBackoff).
+	rebuildAfter time.Time
 	// legacyDone and legacyNext pace sweepLegacy (under imageMu).
 	legacyDone bool
 	legacyNext time.Time

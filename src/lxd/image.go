@@ -102,6 +102,9 @@ func (c *Cloud) ensureImage(ctx context.Context, tarballPath, version string) (s
 			"built-by", existing.Properties[propBuiltBy], "model", existing.Properties[propModel])
 	case err == nil && existing.Properties[propRecipe] == recipe:
 		why, rebase := c.staleness(*existing, base, time.Now())
+		if why != "" && time.Now().Before(c.rebuildAfter) {
+			why = "" // the last try failed: the image serves until the next
+		}
 		if why == "" {
 			c.useImage(existing.Fingerprint)
 			log.Debug("runner image exists", "fingerprint", existing.Fingerprint)
@@ -126,7 +129,8 @@ func (c *Cloud) ensureImage(ctx context.Context, tarballPath, version string) (s
 			// An image server down at the 6-hour mark stops no runner:
 			// the failure is counted (github_runner_image_builds_total)
 			// and logged, and the next Prepare tries again.
-			log.Error("cannot rebuild the runner image; runners keep the current one", "fingerprint", current, "error", err)
+			c.rebuildAfter = time.Now().Add(rebuildBackoff)
+			log.Error("cannot rebuild the runner image; runners keep the current one", "fingerprint", current, "retry-after", rebuildBackoff, "error", err)
 			c.useImage(current)
 			return alias, nil
 		}
@@ -140,6 +144,7 @@ func (c *Cloud) ensureImage(ctx context.Context, tarballPath, version string) (s
 	}
 	c.builtImage(ctx, time.Since(start), nil)
 	c.useImage(fingerprint)
+	c.rebuildAfter = time.Time{}
 	if replace {
 		c.mu.Lock()
 		c.rebuilt = true
