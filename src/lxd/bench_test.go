@@ -77,8 +77,12 @@ func onlineRound(b *testing.B, ctx context.Context, c *Cloud, srv *fakegithub.Se
 				errs[i] = err
 				return
 			}
-			if err := srv.WaitRunnersOnline(ctx, r.repo, 1); err != nil {
-				errs[i] = err
+			// Bounded: a runner that powers off without going online
+			// (its boot lost the network) fails the round, not the hour.
+			waitCtx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+			defer cancel()
+			if err := srv.WaitRunnersOnline(waitCtx, r.repo, 1); err != nil {
+				errs[i] = fmt.Errorf("runner %s not online: %w", r.name, err)
 				return
 			}
 			durations[i] = time.Since(start)
