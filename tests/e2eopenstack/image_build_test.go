@@ -168,6 +168,9 @@ func TestOpenStackImageBuildThroughTheCharm(t *testing.T) {
 	if r.Status == "completed" {
 		t.Errorf("update-dependencies with a bad checksum: %+v, want it failed", r)
 	}
+	// The action answers alone; the cycle's failed Prepare is what the
+	// unit's status tells.
+	u.Action("reconcile-runners", nil)
 	u.Hook("update-status")
 	if s := u.Status(); !strings.Contains(s.Message, "checksum") {
 		t.Errorf("status after the failed build = %+v, want the checksum failure named", s)
