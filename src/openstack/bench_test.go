@@ -13,28 +13,35 @@ import (
 	"github.com/canonical/github-runner-charm/src/cloud"
 	"github.com/canonical/github-runner-charm/tests/fakegithub"
 	"github.com/canonical/github-runner-charm/tests/openstacktest"
+	"github.com/canonical/github-runner-charm/tests/vmplayer"
 )
 
 // BenchmarkRunnerOnline measures, for 1 and 5 runners created in parallel,
 // the mean time from the Create call until the runner is online at the
-// fake GitHub (Create waits for ACTIVE; then the played VM starts the
-// runner), next to the mean time of a plain gophercloud create of the
+// fake GitHub (Create waits for ACTIVE; then the VM player boots the
+// server's user-data under real cloud-init and the runner it starts
+// registers), next to the mean time of a plain gophercloud create of the
 // same flavor, image and network polled until ACTIVE at the same interval,
 // measured in the same run. It prints
 //
 //	BENCH openstack-runner-online <seconds> s n=<N> raw=<seconds> ratio=<ours/raw>
 //
-// The fake driver boots nothing, so a helper plays each VM the way a guest
-// boots: the runner application is unpacked beforehand (it is in the
-// image), and the user-data is read while the server builds (a guest reads
-// it from its config drive, with no API call; the helper needs two, as an
-// admin, which are not the create's). The runner starts when Create
-// returns. Each size runs its rounds whatever b.N is: a round is seconds
+// The fake driver boots nothing, so tests/vmplayer plays each server as
+// an LXD container of the Debian runner image (the runner application is
+// in the image): online includes the player noticing the ACTIVE server
+// (it polls Nova every playerInterval), the container's boot, cloud-init
+// running the user-data and the runner's registration. The raw servers
+// are not the player's (their names do not start with the Cloud's
+// prefix). Each size runs its rounds whatever b.N is: a round is seconds
 // of Nova.
 func BenchmarkRunnerOnline(b *testing.B) {
 	bed := requireBed(b)
-	srv := fakeGitHub(b)
-	c := newCloud(b, bed, testConfig(bed))
+	srv, bridge := playedGitHub(b)
+	cfg := testConfig(bed)
+	cfg.Runner.NoProxy += "," + bridge
+	c := newCloud(b, bed, cfg)
+	openstacktest.CleanupServers(b, bed.compute, rawPrefix(c))
+	player := startPlayer(b, cfg, playerInterval)
 	mustPrepare(b, c)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
@@ -46,7 +53,7 @@ func BenchmarkRunnerOnline(b *testing.B) {
 		b.Run(fmt.Sprintf("n=%d", size.n), func(b *testing.B) {
 			var ours, active, raw []time.Duration
 			for range size.rounds {
-				o, a := onlineRound(b, ctx, bed, c, srv, size.n)
+				o, a := onlineRound(b, ctx, bed, c, srv, player, size.n)
 				ours, active = append(ours, o), append(active, a)
 				raw = append(raw, rawRound(b, ctx, bed, c, size.n))
 			}
@@ -62,10 +69,10 @@ func BenchmarkRunnerOnline(b *testing.B) {
 // of its own so that its going online is seen alone, and returns the mean
 // time from Create to online, and from Create to its return (ACTIVE). The
 // runners are deleted afterwards.
-func onlineRound(b *testing.B, ctx context.Context, bed *bed, c *Cloud, srv *fakegithub.Server, n int) (online, active time.Duration) {
+func onlineRound(b *testing.B, ctx context.Context, bed *bed, c *Cloud, srv *fakegithub.Server, player *vmplayer.Player, n int) (online, active time.Duration) {
 	type bench struct {
-		name, repo, jit, dir string
-		id                   int64
+		name, repo, jit string
+		id              int64
 	}
 	runners := make([]bench, n)
 	for i := range runners {
@@ -73,10 +80,6 @@ func onlineRound(b *testing.B, ctx context.Context, bed *bed, c *Cloud, srv *fak
 		r.name = newRunnerName(c)
 		r.repo = fmt.Sprintf("canonical/bench-%d-%s", i, r.name[len(r.name)-6:])
 		r.id, r.jit = register(b, srv, r.repo, r.name)
-		var err error
-		if r.dir, err = installRunner(b, srv); err != nil {
-			b.Fatal(err)
-		}
 	}
 	durations := make([]time.Duration, n)
 	actives := make([]time.Duration, n)
@@ -85,31 +88,17 @@ func onlineRound(b *testing.B, ctx context.Context, bed *bed, c *Cloud, srv *fak
 	for i, r := range runners {
 		wg.Go(func() {
 			start := time.Now()
-			boot := make(chan *vmBoot, 1)
-			readCtx, stopReading := context.WithCancel(ctx)
-			defer stopReading()
-			go func() { boot <- awaitBoot(readCtx, bed, r.name) }()
 			if err := c.Create(ctx, cloud.CreateRequest{Name: r.name, RunnerID: r.id, JITConfig: r.jit}); err != nil {
 				errs[i] = err
 				return
 			}
 			actives[i] = time.Since(start)
-			vb := <-boot
-			if vb == nil {
-				errs[i] = fmt.Errorf("cannot read the user-data of %s", r.name)
-				return
-			}
-			read := time.Since(start)
-			if _, err := vb.run(b, bed, r.dir); err != nil {
-				errs[i] = err
-				return
-			}
 			if err := srv.WaitRunnersOnline(ctx, r.repo, 1); err != nil {
 				errs[i] = err
 				return
 			}
 			durations[i] = time.Since(start)
-			b.Logf("%s: ACTIVE after %v, user-data in hand after %v, online after %v", r.name, actives[i].Round(time.Millisecond), read.Round(time.Millisecond), durations[i].Round(time.Millisecond))
+			b.Logf("%s: ACTIVE after %v, online after %v", r.name, actives[i].Round(time.Millisecond), durations[i].Round(time.Millisecond))
 		})
 	}
 	wg.Wait()
@@ -124,20 +113,13 @@ func onlineRound(b *testing.B, ctx context.Context, bed *bed, c *Cloud, srv *fak
 	return mean(durations), mean(actives)
 }
 
-// awaitBoot reads the server's user-data as soon as Nova has the server,
-// as a guest has its config drive from the start; nil when ctx ends first.
-func awaitBoot(ctx context.Context, bed *bed, name string) *vmBoot {
-	for {
-		if vb, err := readBoot(bed, name); err == nil {
-			return vb
-		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
-}
+// playerInterval is how often the benchmark's player asks Nova for new
+// servers: a real guest boots at once, so the player should notice soon.
+const playerInterval = 500 * time.Millisecond
+
+// rawPrefix starts the raw servers' names: not the Cloud's prefix, so the
+// player leaves them alone.
+func rawPrefix(c *Cloud) string { return "raw-" + c.cfg.Identity.Prefix() + "-" }
 
 // rawRound creates n servers with gophercloud alone and returns the mean
 // time until each is ACTIVE.
@@ -150,7 +132,7 @@ func rawRound(b *testing.B, ctx context.Context, bed *bed, c *Cloud, n int) time
 		wg.Go(func() {
 			start := time.Now()
 			s, err := servers.Create(ctx, bed.compute, servers.CreateOpts{
-				Name:      fmt.Sprintf("%s-raw-%d", c.cfg.Identity.Prefix(), i),
+				Name:      fmt.Sprintf("%s%d", rawPrefix(c), i),
 				FlavorRef: bed.fixtures.FlavorID,
 				ImageRef:  bed.fixtures.ImageID,
 				Networks:  []servers.Network{{UUID: bed.fixtures.NetworkID}},

@@ -25,15 +25,21 @@ import (
 )
 
 // The whole life of runners: three created at once are ACTIVE servers of
-// the right flavor, image, network, security group and metadata; played
-// VMs bring them online at the fake GitHub; one runs a job and its server
+// the right flavor, image, network, security group and metadata; the VM
+// player boots each server's user-data under real cloud-init in an LXD
+// container of the Debian image, and the runners it starts come online at
+// the fake GitHub; one runs a job, its guest powers off and its server
 // stops; a fresh Cloud sees the same runners from Nova alone; deleting
 // leaves no server and no port.
 func TestRunnersLifecycle(t *testing.T) {
 	t.Parallel()
 	b := requireBed(t)
-	srv := fakeGitHub(t)
-	c := newCloud(t, b, testConfig(b))
+	srv, bridge := playedGitHub(t)
+	cfg := testConfig(b)
+	// The runners reach the fake on the bridge, not through the proxy.
+	cfg.Runner.NoProxy += "," + bridge
+	c := newCloud(t, b, cfg)
+	player := startPlayer(t, cfg, 0)
 	mustPrepare(t, c)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
@@ -114,20 +120,17 @@ func TestRunnersLifecycle(t *testing.T) {
 		}
 	}
 
-	vms := map[string]*vm{}
+	// The player logs the guests' cloud-init and runner logs if this fails.
 	for _, r := range runners {
-		vms[r.name] = playVM(t, b, srv, r.name)
+		player.WaitPlayed(t, serverIDs[r.name], 2*time.Minute)
 	}
 	if err := srv.WaitRunnersOnline(ctx, testRepo, 3); err != nil {
-		for name, v := range vms {
-			t.Logf("%s:\n%s", name, v.output.String())
-		}
 		t.Fatal(err)
 	}
-	// What the played VM read is what a real one would run.
-	script := vms[runners[0].name].userData
+	// What the played VM's cloud-init ran is what a real one would run.
+	script := string(player.ReadFile(t, serverIDs[runners[0].name], "/var/lib/cloud/instance/user-data.txt"))
 	for _, want := range []string{
-		"http_proxy='http://proxy.example:3128'", "NO_PROXY='localhost,127.0.0.1'",
+		"http_proxy='http://proxy.example:3128'", "NO_PROXY='localhost,127.0.0.1," + bridge + "'",
 		`"registry-mirrors": [%s]`, `'"https://mirror.example:5000"'`,
 		boot.StartScriptPath + " 'ubuntu' '/home/ubuntu/actions-runner'",
 	} {
@@ -160,9 +163,10 @@ func TestRunnersLifecycle(t *testing.T) {
 		t.Fatal(err)
 	}
 	if job, err = srv.WaitJob(ctx, job.ID); err != nil || job.Output != "hello\n" {
-		t.Fatalf("job %+v, %v; runner output:\n%s", job, err, vms[runners[0].name].output.String())
+		t.Fatalf("job %+v, %v", job, err)
 	}
-	vms[runners[0].name].wait(t, time.Minute)
+	// The guest powered off; the player stopped its server, as Nova would.
+	player.WaitStopped(t, serverIDs[runners[0].name], 2*time.Minute)
 	waitStatus(t, c, runners[0].name, string(cloud.Stopped), time.Minute)
 
 	// A fresh manager rebuilds the same view from Nova's metadata alone:

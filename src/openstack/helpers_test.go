@@ -1,24 +1,14 @@
 package openstack
 
 import (
-	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/base64"
-	"encoding/hex"
-	"errors"
 	"fmt"
-	"io"
 	"log/slog"
-	"net/http"
+	"net"
 	"net/url"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -29,11 +19,12 @@ import (
 	"github.com/gophercloud/gophercloud/v2/openstack/networking/v2/extensions/security/groups"
 	"github.com/gophercloud/gophercloud/v2/openstack/networking/v2/ports"
 
-	"github.com/canonical/github-runner-charm/src/cloud/boot"
 	"github.com/canonical/github-runner-charm/src/config"
 	"github.com/canonical/github-runner-charm/src/runner"
 	"github.com/canonical/github-runner-charm/tests/fakegithub"
+	"github.com/canonical/github-runner-charm/tests/lxdtest"
 	"github.com/canonical/github-runner-charm/tests/openstacktest"
+	"github.com/canonical/github-runner-charm/tests/vmplayer"
 )
 
 const testRepo = "canonical/openstack-test"
@@ -220,8 +211,8 @@ func portsOf(t testing.TB, b *bed, serverID string) []ports.Port {
 	return list
 }
 
-// fakeGitHub serves a fake GitHub on loopback, where the helper that
-// plays the VM runs the runner application.
+// fakeGitHub serves a fake GitHub on loopback, for tests whose runners
+// never come online (see playedGitHub for those that do).
 func fakeGitHub(t testing.TB) *fakegithub.Server {
 	t.Helper()
 	return fakegithub.NewTest(t, fakegithub.Options{})
@@ -249,186 +240,38 @@ func register(t testing.TB, srv *fakegithub.Server, repo, name string) (int64, s
 	return jit.GetRunner().GetID(), jit.GetEncodedJITConfig()
 }
 
-// vm plays a runner server, which the fake virt driver does not boot: it
-// reads the server's user-data through the API, as an admin (nobody else
-// may), checks it, takes the JIT config out of it and runs the fake's
-// runner application with it the way the start script does; when the
-// runner exits after its job, it stops the server through the API, as the
-// start script's poweroff would.
-type vm struct {
-	serverID string
-	userData string
-	output   bytes.Buffer
-	done     chan error
-}
-
-var jitHereDoc = regexp.MustCompile(`(?m)^\s*cat >` + regexp.QuoteMeta(boot.JITConfigPath) + ` <<'` + jitDelimiter + `'\n([^\n]*)\n` + jitDelimiter + `$`)
-
-func playVM(t testing.TB, b *bed, srv *fakegithub.Server, name string) *vm {
+// playedGitHub serves a fake GitHub for runners the VM player plays: the
+// Cloud and the test reach its API on loopback (URL), the played runners
+// its broker and downloads on the LXD bridge (AdvertiseURL), as
+// tests/e2eopenstack does. It returns the bridge address too, which the
+// runners' no_proxy must name.
+func playedGitHub(t testing.TB) (*fakegithub.Server, string) {
 	t.Helper()
-	v, err := startVM(t, b, srv, name)
+	bridge := lxdtest.BridgeIP(t, lxdtest.Connect(t)).String()
+	l, err := net.Listen("tcp", "0.0.0.0:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	return v
-}
-
-// startVM is playVM for any goroutine: it returns its error.
-func startVM(t testing.TB, b *bed, srv *fakegithub.Server, name string) (*vm, error) {
-	boot, err := readBoot(b, name)
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	srv, err := fakegithub.New(fakegithub.Options{AdvertiseURL: fmt.Sprintf("http://%s:%d", bridge, port)})
 	if err != nil {
-		return nil, err
+		t.Fatal(err)
 	}
-	dir, err := installRunner(t, srv)
-	if err != nil {
-		return nil, err
+	if err := srv.Start(fmt.Sprintf("0.0.0.0:%d", port)); err != nil {
+		t.Fatal(err)
 	}
-	return boot.run(t, b, dir)
+	t.Cleanup(func() { srv.Close() })
+	return srv, bridge
 }
 
-// vmBoot is what a played VM boots with: its server and its user-data.
-type vmBoot struct {
-	serverID, userData, jit string
-}
-
-// readBoot reads the server's user-data through the API, as an admin, as
-// a VM reads its config drive, and takes the JIT config out of it.
-func readBoot(b *bed, name string) (*vmBoot, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	page, err := servers.List(b.compute, servers.ListOpts{Name: "^" + regexp.QuoteMeta(name) + "$"}).AllPages(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("cannot list servers: %w", err)
-	}
-	list, _ := servers.ExtractServers(page)
-	if len(list) != 1 {
-		return nil, fmt.Errorf("found %d servers %s to play, want 1", len(list), name)
-	}
-	asAdmin, err := servers.Get(ctx, b.admin, list[0].ID).Extract()
-	if err != nil {
-		return nil, fmt.Errorf("cannot get server %s as admin: %w", name, err)
-	}
-	if asAdmin.Userdata == nil {
-		return nil, fmt.Errorf("server %s has no user-data", name)
-	}
-	script, err := base64.StdEncoding.DecodeString(*asAdmin.Userdata)
-	if err != nil {
-		return nil, fmt.Errorf("user-data of %s is not base64: %w", name, err)
-	}
-	m := jitHereDoc.FindStringSubmatch(string(script))
-	if m == nil {
-		return nil, fmt.Errorf("user-data of %s carries no JIT config:\n%s", name, script)
-	}
-	return &vmBoot{serverID: asAdmin.ID, userData: string(script), jit: m[1]}, nil
-}
-
-// run starts the runner application unpacked in dir with the JIT config,
-// the way the start script does.
-func (boot *vmBoot) run(t testing.TB, b *bed, dir string) (*vm, error) {
-	v := &vm{serverID: boot.serverID, userData: boot.userData, done: make(chan error, 1)}
-	// As the start script does: the JIT config in the environment.
-	cmd := exec.Command("sh", filepath.Join(dir, "run.sh"))
-	cmd.Dir = dir
-	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + dir, "RUNNER_ALLOW_RUNASROOT=1", "ACTIONS_RUNNER_INPUT_JITCONFIG=" + boot.jit}
-	cmd.Stdout, cmd.Stderr = &v.output, &v.output
-	// The listener's long poll is a child of its own: the whole group
-	// goes when the test ends, and nothing holds the output pipe open.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.WaitDelay = time.Second
-	if err := cmd.Start(); err != nil {
-		return nil, err
-	}
-	go func() {
-		err := cmd.Wait()
-		if err == nil {
-			// The start script powers off; the API's stop is the same to Nova.
-			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-			defer cancel()
-			err = servers.Stop(ctx, b.compute, boot.serverID).ExtractErr()
-		}
-		v.done <- err
-	}()
-	t.Cleanup(func() {
-		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		<-v.done
-	})
-	return v, nil
-}
-
-var (
-	tarballMu sync.Mutex
-	tarballs  = map[*fakegithub.Server][]byte{}
-)
-
-// installRunner downloads the fake's runner application, once per fake,
-// checks it and unpacks it into a fresh directory, as the image builder
-// does into /home/ubuntu/actions-runner.
-func installRunner(t testing.TB, srv *fakegithub.Server) (string, error) {
-	tarballMu.Lock()
-	data, ok := tarballs[srv]
-	if !ok {
-		var err error
-		if data, err = downloadRunner(srv); err != nil {
-			tarballMu.Unlock()
-			return "", err
-		}
-		tarballs[srv] = data
-	}
-	tarballMu.Unlock()
-	dir := t.TempDir()
-	archive := filepath.Join(t.TempDir(), "actions-runner.tar.gz")
-	if err := os.WriteFile(archive, data, 0o600); err != nil {
-		return "", err
-	}
-	if out, err := exec.Command("tar", "-xzf", archive, "-C", dir).CombinedOutput(); err != nil {
-		return "", fmt.Errorf("cannot unpack the runner: %v\n%s", err, out)
-	}
-	return dir, nil
-}
-
-func downloadRunner(srv *fakegithub.Server) ([]byte, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	owner, repo, _ := strings.Cut(testRepo, "/")
-	apps, _, err := githubClient(srv).Actions.ListRunnerApplicationDownloads(ctx, owner, repo)
-	if err != nil {
-		return nil, fmt.Errorf("cannot list runner downloads: %w", err)
-	}
-	for _, app := range apps {
-		if app.GetOS() != "linux" || app.GetArchitecture() != "x64" {
-			continue
-		}
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, app.GetDownloadURL(), nil)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			return nil, fmt.Errorf("cannot download the runner: %w", err)
-		}
-		defer resp.Body.Close()
-		data, err := io.ReadAll(resp.Body)
-		if err != nil || resp.StatusCode != http.StatusOK {
-			return nil, fmt.Errorf("cannot download the runner: %v %s", err, resp.Status)
-		}
-		sum := sha256.Sum256(data)
-		if hex.EncodeToString(sum[:]) != app.GetSHA256Checksum() {
-			return nil, errors.New("the runner download does not match its checksum")
-		}
-		return data, nil
-	}
-	return nil, errors.New("the fake offers no linux x64 runner")
-}
-
-// wait waits for the played runner to end and its server to be stopped.
-func (v *vm) wait(t testing.TB, timeout time.Duration) {
+// startPlayer makes the bed's runner image playable and plays the servers
+// of the Cloud's prefix as LXD containers of the Debian image under real
+// cloud-init (tests/vmplayer) until the test ends.
+func startPlayer(t testing.TB, cfg Config, interval time.Duration) *vmplayer.Player {
 	t.Helper()
-	select {
-	case err := <-v.done:
-		v.done <- err // for the cleanup
-		if err != nil {
-			t.Fatalf("runner of server %s: %v; output:\n%s", v.serverID, err, v.output.String())
-		}
-	case <-time.After(timeout):
-		t.Fatalf("runner of server %s did not end within %v; output:\n%s", v.serverID, timeout, v.output.String())
-	}
+	vmplayer.RunnerImage(t)
+	return vmplayer.Start(t, vmplayer.Options{Prefix: cfg.Identity.Prefix() + "-", Interval: interval})
 }
 
 // waitStatus polls Instances until the runner has the status.

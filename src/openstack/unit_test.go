@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/canonical/github-runner-charm/src/cloud"
+	"github.com/canonical/github-runner-charm/src/cloud/boot"
 	"github.com/canonical/github-runner-charm/src/config"
 )
 
@@ -182,8 +183,10 @@ func TestUserData(t *testing.T) {
 	if !strings.HasPrefix(script, "#!/bin/sh\n") {
 		t.Errorf("user-data is not a shell script:\n%s", script)
 	}
-	if strings.Count(script, jit) != 1 || !jitHereDoc.MatchString(script) {
-		t.Errorf("the JIT config is not in its here-document once:\n%s", script)
+	// The secret is written once, and only to its file: the one line of the
+	// here-document that writes boot.JITConfigPath.
+	if body, ok := hereDocument(script, boot.JITConfigPath); strings.Count(script, jit) != 1 || !ok || len(body) != 1 || body[0] != jit {
+		t.Errorf("the JIT config is not once, alone, in the here-document of %s:\n%s", boot.JITConfigPath, script)
 	}
 	for _, want := range []string{"http_proxy='http://p:3128'", "no_proxy='a,b'", "DOCKERHUB_MIRROR='https://m.example'", "HTTPS_PROXY"} {
 		if strings.Contains(script, want) != (want != "HTTPS_PROXY") {
@@ -362,4 +365,28 @@ func TestConnectTimeout(t *testing.T) {
 	if !errors.Is(err, ErrUnreachable) || time.Since(start) > 5*time.Second {
 		t.Errorf("hanging Keystone: %v after %v, want ErrUnreachable within a second", err, time.Since(start))
 	}
+}
+
+// hereDocument returns the lines of the one here-document of script that
+// writes path ("cat >path <<'END'" to "END"), and false when there is not
+// exactly one.
+func hereDocument(script, path string) ([]string, bool) {
+	var body []string
+	found, end := 0, ""
+	for _, line := range strings.Split(script, "\n") {
+		if end != "" {
+			if line == end {
+				end = ""
+			} else {
+				body = append(body, line)
+			}
+			continue
+		}
+		rest, ok := strings.CutPrefix(strings.TrimSpace(line), "cat >"+path+" <<'")
+		if ok && strings.HasSuffix(rest, "'") {
+			found++
+			end = strings.TrimSuffix(rest, "'")
+		}
+	}
+	return body, found == 1 && end == ""
 }
