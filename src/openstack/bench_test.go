@@ -13,7 +13,6 @@ import (
 	"github.com/canonical/github-runner-charm/src/cloud"
 	"github.com/canonical/github-runner-charm/tests/fakegithub"
 	"github.com/canonical/github-runner-charm/tests/openstacktest"
-	"github.com/canonical/github-runner-charm/tests/vmplayer"
 )
 
 // BenchmarkRunnerOnline measures, for 1 and 5 runners created in parallel,
@@ -41,7 +40,7 @@ func BenchmarkRunnerOnline(b *testing.B) {
 	cfg.Runner.NoProxy += "," + bridge
 	c := newCloud(b, bed, cfg)
 	openstacktest.CleanupServers(b, bed.compute, rawPrefix(c))
-	player := startPlayer(b, cfg, playerInterval)
+	startPlayer(b, cfg, playerInterval)
 	mustPrepare(b, c)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
@@ -53,7 +52,7 @@ func BenchmarkRunnerOnline(b *testing.B) {
 		b.Run(fmt.Sprintf("n=%d", size.n), func(b *testing.B) {
 			var ours, active, raw []time.Duration
 			for range size.rounds {
-				o, a := onlineRound(b, ctx, bed, c, srv, player, size.n)
+				o, a := onlineRound(b, ctx, bed, c, srv, size.n)
 				ours, active = append(ours, o), append(active, a)
 				raw = append(raw, rawRound(b, ctx, bed, c, size.n))
 			}
@@ -69,7 +68,7 @@ func BenchmarkRunnerOnline(b *testing.B) {
 // of its own so that its going online is seen alone, and returns the mean
 // time from Create to online, and from Create to its return (ACTIVE). The
 // runners are deleted afterwards.
-func onlineRound(b *testing.B, ctx context.Context, bed *bed, c *Cloud, srv *fakegithub.Server, player *vmplayer.Player, n int) (online, active time.Duration) {
+func onlineRound(b *testing.B, ctx context.Context, bed *bed, c *Cloud, srv *fakegithub.Server, n int) (online, active time.Duration) {
 	type bench struct {
 		name, repo, jit string
 		id              int64
