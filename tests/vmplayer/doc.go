@@ -32,8 +32,10 @@
 //     it.
 //
 // On t.Cleanup the player stops watching and deletes its containers and the LXD images it
-// published. Containers of servers Nova no longer has (left by an earlier, killed run) are
-// deleted when a player starts; another player's containers are never touched.
+// published. Containers of servers Nova no longer has, made by a player process that is gone
+// (an earlier, killed run), are deleted when a player starts; a live player's containers are
+// never touched, whether its server still exists or not (players of test binaries run at the
+// same time, and one may still publish a builder Nova has just deleted).
 //
 // # Images
 //

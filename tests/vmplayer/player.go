@@ -7,10 +7,13 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"os"
 	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -435,6 +438,7 @@ func (p *Player) launch(s *played, userData string) error {
 		"user.meta-data":   fmt.Sprintf("instance-id: %s\nlocal-hostname: %s\n", s.id, s.name),
 		"security.nesting": "true",
 		"boot.autostart":   "false",
+		ownerKey:           ownerValue(),
 	}
 	op, err := p.lxd.CreateInstance(api.InstancesPost{
 		Name: s.container, Type: api.InstanceTypeContainer, Source: source,
@@ -554,6 +558,7 @@ func (p *Player) publish(ctx context.Context, s *played, imageID string) error {
 		Source: &api.ImagesPostSource{Type: "instance", Name: s.container},
 		ImagePut: api.ImagePut{Properties: map[string]string{
 			"description": "vmplayer snapshot " + imageID + " of server " + s.name,
+			ownerProperty: ownerValue(),
 		}},
 	}, nil)
 	if err != nil {
@@ -609,8 +614,50 @@ func setProperty(ctx context.Context, image *gophercloud.ServiceClient, imageID,
 	return nil
 }
 
+// The process that made a container or a published image: only a dead one's are orphans.
+// Players of other test binaries run at the same time (go test runs packages in parallel),
+// and a server Nova no longer has may be one whose container its live player still
+// publishes (a builder deleted right after its snapshot).
+const (
+	ownerKey      = "user.vmplayer.owner"
+	ownerProperty = "vmplayer.owner"
+)
+
+// ownerValue is this process: its PID and start time, so a reused PID is no owner.
+func ownerValue() string { return strconv.Itoa(os.Getpid()) + "/" + processStart(os.Getpid()) }
+
+// processStart is a process's start time in clock ticks since boot (/proc/PID/stat field 22),
+// or "" when there is no such process.
+func processStart(pid int) string {
+	stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return ""
+	}
+	// The command (field 2) may hold spaces: the fields after it follow its last ')'.
+	fields := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+1:]))
+	if len(fields) < 20 {
+		return ""
+	}
+	return fields[19]
+}
+
+// ownerAlive tells whether the process an owner value names still runs; a value that is
+// not one (made before owners were recorded) counts as dead.
+func ownerAlive(owner string) bool {
+	pid, start, ok := strings.Cut(owner, "/")
+	n, err := strconv.Atoi(pid)
+	if !ok || err != nil || n <= 0 || start == "" {
+		return false
+	}
+	if err := syscall.Kill(n, 0); err != nil && !errors.Is(err, syscall.EPERM) {
+		return false
+	}
+	return processStart(n) == start
+}
+
 // deleteOrphans deletes the containers and snapshot images of servers and Glance images that
-// no longer exist: left by a run that was killed before its cleanup.
+// no longer exist, made by a player process that is gone: left by a run that was killed
+// before its cleanup.
 func (p *Player) deleteOrphans(ctx context.Context) {
 	names, err := p.lxd.GetInstanceNames(api.InstanceTypeAny)
 	if err != nil {
@@ -620,6 +667,9 @@ func (p *Player) deleteOrphans(ctx context.Context) {
 	for _, name := range names {
 		id, ok := strings.CutPrefix(name, ContainerPrefix)
 		if !ok || !uuidPattern.MatchString(id) {
+			continue
+		}
+		if inst, _, err := p.lxd.GetInstance(name); err != nil || ownerAlive(inst.Config[ownerKey]) {
 			continue
 		}
 		gctx, cancel := context.WithTimeout(ctx, requestTimeout)
@@ -638,6 +688,9 @@ func (p *Player) deleteOrphans(ctx context.Context) {
 	for _, a := range aliases {
 		id, ok := strings.CutPrefix(a.Name, ContainerPrefix+snapshotInfix)
 		if !ok {
+			continue
+		}
+		if img, _, err := p.lxd.GetImage(a.Target); err != nil || ownerAlive(img.Properties[ownerProperty]) {
 			continue
 		}
 		gctx, cancel := context.WithTimeout(ctx, requestTimeout)
