@@ -24,7 +24,7 @@ func TestOwnerAlive(t *testing.T) {
 		{ownerValue(), true},
 		{exited, false},
 		{"1/99999999999", false}, // PID 1 runs, but it did not start then (a reused PID)
-		{"", false},    // made before owners were recorded
+		{"", false},              // made before owners were recorded
 		{"x/1", false},
 	} {
 		if got := ownerAlive(c.owner); got != c.alive {
