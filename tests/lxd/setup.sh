@@ -120,6 +120,18 @@ for f in subuid subgid; do
 	fi
 done
 
+# Every unprivileged container's root maps to the same host uid, so all containers share one
+# user's inotify limits; Debian's default of 128 instances lets about a dozen systemd guests
+# boot, and the next stall ("Too many open files"). LXD's production-setup values.
+for kv in fs.inotify.max_user_instances=1024 fs.inotify.max_user_watches=1048576; do
+	key=${kv%%=*} want=${kv#*=}
+	have=$(sysctl -n "$key" 2>/dev/null || echo 0)
+	if [ "$have" -lt "$want" ]; then
+		sysctl -q -w "$kv" >/dev/null || die "cannot raise $key to $want (containers would stall at boot)"
+		say "raised $key from $have to $want"
+	fi
+done
+
 # ---------------------------------------------------------------- 2. daemon
 daemon_up() { timeout 10 lxc query /1.0 >/dev/null 2>&1; }
 
