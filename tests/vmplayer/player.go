@@ -326,8 +326,11 @@ func (p *Player) poll(ctx context.Context) error {
 	for _, s := range deleted {
 		// Nova snapshots a server, then it may be deleted at once (the image build's
 		// builder): what the snapshot needs goes before the container.
+		// A publish that failed (a Glance timeout on a loaded bed) keeps the container for
+		// the next poll's try: deleted, the snapshot's servers would never be played.
 		if err := p.publishSnapshots(ctx, s); err != nil {
 			errs = append(errs, err)
+			continue
 		}
 		if err := lxdtest.DeleteInstance(p.lxd, s.container); err != nil {
 			errs = append(errs, err)
