@@ -191,6 +191,7 @@ func (c *Cloud) ready(ctx context.Context) error {
 	if c.initialised {
 		return nil
 	}
+	raiseHostLimits(c.log)
 	// A deb-installed daemon may be uninitialised.
 	if err := c.initialise(ctx); err != nil {
 		return err
