@@ -7,6 +7,7 @@ package cloud
 import (
 	"context"
 	"errors"
+	"sync"
 	"time"
 
 	"github.com/canonical/github-runner-charm/src/runner"
@@ -169,6 +170,34 @@ type Noter interface {
 type ProgressReporter interface {
 	// PrepareProgress is that, in words, or "" (when no Prepare runs).
 	PrepareProgress() string
+}
+
+// BuildObserver is the ImageBuilder half a cloud embeds: it keeps what
+// OnImageBuild set and tells it of each build (Built).
+type BuildObserver struct {
+	mu      sync.Mutex
+	observe func(time.Duration, error)
+}
+
+// OnImageBuild implements ImageBuilder.
+func (b *BuildObserver) OnImageBuild(observe func(time.Duration, error)) {
+	b.mu.Lock()
+	b.observe = observe
+	b.mu.Unlock()
+}
+
+// Built tells OnImageBuild's observer of a build, but not of one cut short
+// (a drain, the service's stop): that is no failure of the build.
+func (b *BuildObserver) Built(ctx context.Context, d time.Duration, err error) {
+	if err != nil && ctx.Err() != nil {
+		return
+	}
+	b.mu.Lock()
+	observe := b.observe
+	b.mu.Unlock()
+	if observe != nil {
+		observe(d, err)
+	}
 }
 
 // ImageBuilder is implemented by clouds that build the runner image

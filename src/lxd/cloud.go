@@ -73,6 +73,8 @@ type Config struct {
 
 // Cloud runs runners as LXD instances. It implements cloud.Provider.
 type Cloud struct {
+	cloud.BuildObserver // OnImageBuild: each image build is told to it
+
 	cfg      Config
 	log      *slog.Logger
 	memory   int64
@@ -105,8 +107,6 @@ type Cloud struct {
 
 	mu    sync.Mutex
 	image string // fingerprint of the runner image Create uses
-	// imageBuilt is told of each image build (OnImageBuild).
-	imageBuilt func(time.Duration, error)
 	// alias is the runner image alias of the last Prepare, to tell a
 	// change.
 	alias string

@@ -87,7 +87,7 @@ func (c *Cloud) ensureImage(ctx context.Context, tarballPath, version string) (s
 
 	base, err := c.resolveBase(ctx)
 	if err != nil {
-		c.builtImage(ctx, 0, err)
+		c.Built(ctx, 0, err)
 		return "", err
 	}
 	c.building = base
@@ -124,7 +124,7 @@ func (c *Cloud) ensureImage(ctx context.Context, tarballPath, version string) (s
 	defer c.setProgress("")
 	fingerprint, err := c.buildImage(withOperationProgress(ctx, c.builderProgress(base)), tarballPath, version, recipe, log)
 	if err != nil {
-		c.builtImage(ctx, time.Since(start), err)
+		c.Built(ctx, time.Since(start), err)
 		if current != "" && ctx.Err() == nil {
 			// An image server down at the 6-hour mark stops no runner:
 			// the failure is counted (github_runner_image_builds_total)
@@ -139,10 +139,10 @@ func (c *Cloud) ensureImage(ctx context.Context, tarballPath, version string) (s
 	if err := c.d.SetAlias(ctx, alias, fingerprint); err != nil {
 		c.deleteImage(ctx, fingerprint, log)
 		err = fmt.Errorf("cannot name runner image %q: %w", alias, err)
-		c.builtImage(ctx, time.Since(start), err)
+		c.Built(ctx, time.Since(start), err)
 		return "", err
 	}
-	c.builtImage(ctx, time.Since(start), nil)
+	c.Built(ctx, time.Since(start), nil)
 	c.useImage(fingerprint)
 	c.rebuildAfter = time.Time{}
 	if replace {
@@ -153,28 +153,6 @@ func (c *Cloud) ensureImage(ctx context.Context, tarballPath, version string) (s
 	log.Info("runner image built", "fingerprint", fingerprint, "duration", time.Since(start).Round(time.Millisecond))
 	c.pruneImages(ctx, fingerprint, log)
 	return alias, nil
-}
-
-// OnImageBuild sets what is told of each image build (cloud.ImageBuilder,
-// asserted in cloud.go).
-func (c *Cloud) OnImageBuild(observe func(time.Duration, error)) {
-	c.mu.Lock()
-	c.imageBuilt = observe
-	c.mu.Unlock()
-}
-
-// builtImage tells OnImageBuild's observer of a build, but of one cut
-// short (a drain, the service's stop): that is no failure of the build.
-func (c *Cloud) builtImage(ctx context.Context, d time.Duration, err error) {
-	if err != nil && ctx.Err() != nil {
-		return
-	}
-	c.mu.Lock()
-	observe := c.imageBuilt
-	c.mu.Unlock()
-	if observe != nil {
-		observe(d, err)
-	}
 }
 
 func (c *Cloud) useImage(fingerprint string) {

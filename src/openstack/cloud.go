@@ -94,6 +94,8 @@ var (
 
 // Cloud runs runners as OpenStack servers. It implements cloud.Provider.
 type Cloud struct {
+	cloud.BuildObserver // OnImageBuild: each image build is told to it
+
 	cfg      Config
 	log      *slog.Logger
 	denylist []netip.Prefix
@@ -113,10 +115,8 @@ type Cloud struct {
 	prepareErr error
 	lastImage  string // image ID of the last successful Prepare
 	// source is where the last fetched runner application came from
-	// (SetRunnerSource), for the image build; imageBuilt is told of each
-	// build (OnImageBuild). Both under mu.
-	source     cloud.RunnerSource
-	imageBuilt func(time.Duration, error)
+	// (SetRunnerSource), for the image build. Under mu.
+	source cloud.RunnerSource
 	// legacyDone and legacyNext pace retireLegacySecurityGroup (under
 	// prepareMu).
 	legacyDone bool

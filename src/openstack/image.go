@@ -85,31 +85,10 @@ func (c *Cloud) SetRunnerSource(src cloud.RunnerSource) {
 	c.mu.Unlock()
 }
 
-// OnImageBuild sets what is told of each image build (cloud.ImageBuilder).
-func (c *Cloud) OnImageBuild(observe func(time.Duration, error)) {
-	c.mu.Lock()
-	c.imageBuilt = observe
-	c.mu.Unlock()
-}
-
 var (
 	_ cloud.ImageBuilder     = (*Cloud)(nil)
 	_ cloud.RunnerSourceUser = (*Cloud)(nil)
 )
-
-// builtImage tells OnImageBuild's observer of a build, but of one cut
-// short (a drain, the service's stop): that is no failure of the build.
-func (c *Cloud) builtImage(ctx context.Context, d time.Duration, err error) {
-	if err != nil && ctx.Err() != nil {
-		return
-	}
-	c.mu.Lock()
-	observe := c.imageBuilt
-	c.mu.Unlock()
-	if observe != nil {
-		observe(d, err)
-	}
-}
 
 // imageName is the unit's runner image of a runner version and
 // architecture.
@@ -241,7 +220,7 @@ func (c *Cloud) ensureBuiltImage(ctx context.Context, fetch cloud.FetchRunner, r
 	}
 	start := time.Now()
 	built, err := c.buildImage(ctx, base, r, src, rec, name, log)
-	c.builtImage(ctx, time.Since(start), err)
+	c.Built(ctx, time.Since(start), err)
 	if err != nil {
 		return nil, err
 	}
