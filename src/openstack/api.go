@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"regexp"
+	"syscall"
 
 	"github.com/gophercloud/gophercloud/v2"
 	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/flavors"
@@ -71,6 +72,11 @@ var errNotFound = errors.New("not found in OpenStack")
 
 // errConflict is OpenStack's 409: a security group a port still uses, say.
 var errConflict = errors.New("refused by OpenStack as a conflict")
+
+// errUnanswered is a server create that Nova did not answer (a timeout, a
+// cancelled context, a dropped connection): the request may have reached
+// it, and Nova may make the server some time later.
+var errUnanswered = errors.New("no answer from Nova")
 
 // gophercloudAPI is openstackAPI over gophercloud's service clients.
 type gophercloudAPI struct {
@@ -140,7 +146,10 @@ func (a *gophercloudAPI) CreateServer(ctx context.Context, opts servers.CreateOp
 				Body: []byte(novaMessage(unexpected.Body)),
 			})
 		}
-		return nil, a.explain(err)
+		if errors.Is(err, syscall.ECONNREFUSED) {
+			return nil, a.explain(err) // never sent: Nova makes nothing of it
+		}
+		return nil, fmt.Errorf("%w: %w", errUnanswered, a.explain(err))
 	}
 	return srv, nil
 }

@@ -117,6 +117,9 @@ type Cloud struct {
 	// source is where the last fetched runner application came from
 	// (SetRunnerSource), for the image build. Under mu.
 	source cloud.RunnerSource
+	// late counts the watches for servers of creates Nova did not answer
+	// (deleteLateServer).
+	late sync.WaitGroup
 	// legacyDone and legacyNext pace retireLegacySecurityGroup (under
 	// prepareMu).
 	legacyDone bool
@@ -472,9 +475,19 @@ func (c *Cloud) Create(ctx context.Context, req cloud.CreateRequest) error {
 
 	// From here on, a failure deletes whatever Nova made of the request,
 	// found by name: a POST that timed out may still have made a server.
-	succeeded := false
+	succeeded, unanswered := false, false
 	defer func() {
 		if succeeded {
+			return
+		}
+		if unanswered {
+			// Watched off the create's path: a cycle cut short by a drain
+			// must not wait for it; Teardown does.
+			c.late.Add(1)
+			go func() {
+				defer c.late.Done()
+				c.deleteLateServer(ctx, req.Name, log)
+			}()
 			return
 		}
 		cleanupCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.DeleteTimeout+apiTimeout)
@@ -487,6 +500,7 @@ func (c *Cloud) Create(ctx context.Context, req cloud.CreateRequest) error {
 	srv, err := c.api.CreateServer(ctx, opts)
 	if err != nil {
 		c.forgetIfGone(err)
+		unanswered = errors.Is(err, errUnanswered)
 		return fmt.Errorf("cannot create runner server %q: %w", req.Name, err)
 	}
 	log = log.With("server-id", srv.ID)
@@ -496,6 +510,45 @@ func (c *Cloud) Create(ctx context.Context, req cloud.CreateRequest) error {
 	succeeded = true
 	log.Info("runner server active", "duration", time.Since(start).Round(time.Millisecond))
 	return nil
+}
+
+// lateServerWait bounds how long a create Nova did not answer is watched
+// for the server Nova may still make of it. (A variable for tests.)
+var lateServerWait = 30 * time.Second
+
+// deleteLateServer deletes the server of a create that Nova did not answer
+// (cut short by a drain, say): Nova may make it seconds later, after the
+// create has returned and a list has shown none, and nothing would delete
+// it then (after a unit's stop, its manager is gone). So the name is
+// watched, a second apart, until a server of it has been deleted or
+// lateServerWait passes. Teardown waits for every such watch.
+func (c *Cloud) deleteLateServer(ctx context.Context, name string, log *slog.Logger) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), lateServerWait+c.cfg.DeleteTimeout+apiTimeout)
+	defer cancel()
+	deadline := time.Now().Add(lateServerWait)
+	for {
+		list, err := c.api.Servers(ctx, "^"+regexp.QuoteMeta(name)+"$")
+		found := false
+		for _, srv := range list {
+			found = found || srv.Name == name
+		}
+		if err == nil && found {
+			if err := c.Delete(ctx, name); err != nil {
+				log.Error("cannot delete the server of a create Nova did not answer", "error", err)
+			} else {
+				log.Info("deleted the server of a create Nova did not answer")
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Second):
+		}
+	}
 }
 
 // resources returns what Prepare resolved, or why it could not.
@@ -655,6 +708,14 @@ func (c *Cloud) deleteServer(ctx context.Context, srv servers.Server) error {
 // unit is left. A group already gone is not an error, and a group of the
 // name that is not the unit's is left alone.
 func (c *Cloud) Teardown(ctx context.Context) error {
+	// A create a drain cut short may yet make a server: its watch deletes it.
+	watched := make(chan struct{})
+	go func() { c.late.Wait(); close(watched) }()
+	select {
+	case <-watched:
+	case <-ctx.Done():
+		return fmt.Errorf("cannot tear down: %w", ctx.Err())
+	}
 	servers, err := c.Instances(ctx)
 	if err != nil {
 		return fmt.Errorf("cannot tear down: %w", err)

@@ -259,6 +259,58 @@ func TestCreateFailuresLeaveNothing(t *testing.T) {
 	}
 }
 
+// A create Nova did not answer (a drain cut it short, a timeout) may still make its server,
+// after the create has returned and a list by its name has shown none: the cloud watches the
+// name and deletes the server when it comes, and Teardown waits for that watch. (A stop's
+// drain cut two such creates short, and their servers outlived the unit.)
+func TestUnansweredCreateLeavesNothing(t *testing.T) {
+	t.Parallel()
+	b := requireBed(t)
+	srv := fakeGitHub(t)
+	c := newCloud(t, b, testConfig(b))
+	mustPrepare(t, c)
+	late := &lateAPI{openstackAPI: c.api, delay: 3 * time.Second, sent: make(chan error, 1)}
+	c.api = late
+	name := newRunnerName(c)
+	id, jit := register(t, srv, testRepo, name)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	if err := c.Create(ctx, cloud.CreateRequest{Name: name, RunnerID: id, JITConfig: jit}); !errors.Is(err, errUnanswered) {
+		t.Fatalf("Create: %v, want errUnanswered", err)
+	}
+	if err := <-late.sent; err != nil {
+		t.Fatalf("the late create itself failed: %v", err)
+	}
+	waited := make(chan struct{})
+	go func() { c.late.Wait(); close(waited) }()
+	select {
+	case <-waited:
+	case <-ctx.Done():
+		t.Fatal("the late server's watch did not end")
+	}
+	if s := serverNamed(t, b, name); s != nil {
+		t.Errorf("an unanswered create left server %s (%s)", name, s.Status)
+	}
+}
+
+// lateAPI answers every server create with no answer at once, as a drain cutting the request
+// short would, and sends it to Nova a moment later, as a loaded Nova makes the server after
+// its client has gone.
+type lateAPI struct {
+	openstackAPI
+	delay time.Duration
+	sent  chan error
+}
+
+func (a *lateAPI) CreateServer(ctx context.Context, opts servers.CreateOpts) (*servers.Server, error) {
+	go func() {
+		time.Sleep(a.delay)
+		_, err := a.openstackAPI.CreateServer(context.Background(), opts)
+		a.sent <- err
+	}()
+	return nil, fmt.Errorf("%w: %w", errUnanswered, context.Canceled)
+}
+
 // A missing image is Prepare's error, named; Create then fails at once,
 // without asking Nova. A new upload of the image is a change.
 func TestImageGoneAndReplaced(t *testing.T) {
