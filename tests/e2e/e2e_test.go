@@ -106,7 +106,11 @@ func TestRunnersEndToEnd(t *testing.T) {
 	if r := <-flushed; r.Status != "failed" {
 		t.Logf("the flush finished before the kill: %+v", r)
 	}
-	stack.WaitFor(t, time.Minute, "Pebble restarts the manager", func() bool { return b.ManagerPID() != 0 })
+	// Pebble starts a new process before it listens: wait until the new one
+	// answers, not just until it runs.
+	stack.WaitFor(t, time.Minute, "Pebble restarts the manager, and it answers", func() bool {
+		return b.ManagerPID() != 0 && b.Unit.Action("check-runners", nil).Status == "completed"
+	})
 	b.Converge(3)
 
 	t.Log("a revoked token blocks the unit, names the token and deletes nothing")
